@@ -1,0 +1,38 @@
+"""Trains UniPinRec, evaluates it, and writes WORKDIR/results.json.
+
+  python -m experiments.train --config=experiments/configs/synthetic.py --workdir=runs/synthetic
+
+Re-running the same command resumes from the newest checkpoint in WORKDIR.
+"""
+
+import os
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import launch
+from unipinrec.experiment import evaluate_state, setup_experiment, write_results
+from unipinrec.train.loop import train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", launch.DEFAULT_CONFIG, "ml_collections config file, optionally `file.py:variant`."
+)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "Checkpoints, logs and results.")
+
+
+def main(argv):
+  del argv
+  start = time.time()
+  run = launch.start(_CONFIG.value, _WORKDIR.value)
+  experiment = setup_experiment(run)
+  state = train(experiment, _WORKDIR.value)
+  figures = evaluate_state(experiment, state.params)
+  document = write_results(
+      experiment, _WORKDIR.value, figures, int(state.step), launch.command("train"), time.time() - start
+  )
+  launch.log_summary(document, os.path.join(_WORKDIR.value, "results.json"))
+
+
+if __name__ == "__main__":
+  app.run(main)

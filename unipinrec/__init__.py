@@ -1,0 +1,1 @@
+"""UniPinRec in JAX: one transformer for retrieval and ranking."""

@@ -1,0 +1,68 @@
+"""Orbax checkpoints of the train state together with the data iterator's position.
+
+Orbax writes each step into a temporary directory and renames it when
+complete, so a kill mid-write leaves the previous checkpoint as the latest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import grain
+import orbax.checkpoint as ocp
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+  """When to save and how many to keep."""
+
+  every_steps: int = 500
+  keep: int = 3
+
+
+def make_manager(workdir: str, config: CheckpointConfig) -> ocp.CheckpointManager:
+  """A manager over `workdir/checkpoints` holding items `state` and `data`."""
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  options = ocp.CheckpointManagerOptions(
+      save_interval_steps=config.every_steps, max_to_keep=config.keep, create=True
+  )
+  return ocp.CheckpointManager(directory, options=options, item_names=("state", "data"))
+
+
+def save(
+    manager: ocp.CheckpointManager,
+    step: int,
+    state,
+    data_iterator: grain.DatasetIterator,
+    force: bool = False,
+) -> bool:
+  """Saves if the step is due (or `force`); returns whether a save started."""
+  return manager.save(
+      step,
+      args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          data=grain.checkpoint.CheckpointSave(data_iterator),
+      ),
+      force=force,
+  )
+
+
+def restore_latest(
+    manager: ocp.CheckpointManager, abstract_state, data_iterator: grain.DatasetIterator | None
+):
+  """Restores the newest checkpoint into `abstract_state`'s shapes and shardings.
+
+  The data iterator, when given, is moved in place to the saved position.
+
+  Returns:
+    The restored state, or None when the directory holds no checkpoint.
+  """
+  step = manager.latest_step()
+  if step is None:
+    return None
+  items = {"state": ocp.args.StandardRestore(abstract_state)}
+  if data_iterator is not None:
+    items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+  restored = manager.restore(step, args=ocp.args.Composite(**items))
+  return restored["state"]

@@ -1,0 +1,79 @@
+"""A run's configuration as frozen dataclasses, converted once from an ml_collections ConfigDict."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from unipinrec.checkpoint import CheckpointConfig
+from unipinrec.data.dataset import DataConfig
+from unipinrec.data.synthetic import SyntheticConfig
+from unipinrec.losses import LossConfig
+from unipinrec.train.state import OptimizerConfig
+from unipinrec.train.step import StepConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSizes:
+  """The model fields a config sets; catalogue and outcome counts come from the data."""
+
+  max_length: int = 64
+  embed_dim: int = 64
+  action_dim: int = 16
+  num_layers: int = 2
+  num_heads: int = 2
+  mlp_dim: int = 256
+  head_hidden_dim: int = 128
+  temperature: float = 0.05
+  dtype: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """Everything one training run reads."""
+
+  seed: int = 0
+  batch_size: int = 64  # global batch, split over processes and the `data` mesh axis
+  num_steps: int = 3000
+  log_every: int = 100
+  eval_batch_size: int = 256
+  model_parallelism: int = 1  # devices on the `model` mesh axis
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  model: ModelSizes = dataclasses.field(default_factory=ModelSizes)
+  step: StepConfig = dataclasses.field(default_factory=StepConfig)
+  optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+  checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+
+
+def _build(cls, values: Mapping, path: str):
+  """Instantiates dataclass `cls` from a nested mapping, naming any unknown field."""
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - set(fields))
+  if unknown:
+    raise ValueError(f"unknown config field(s) {', '.join(path + k for k in unknown)}")
+  kwargs = {}
+  for name, value in values.items():
+    nested = _NESTED.get((cls, name))
+    kwargs[name] = _build(nested, value, f"{path}{name}.") if nested else value
+  return cls(**kwargs)
+
+
+_NESTED = {
+    (RunConfig, "data"): DataConfig,
+    (RunConfig, "model"): ModelSizes,
+    (RunConfig, "step"): StepConfig,
+    (RunConfig, "optimizer"): OptimizerConfig,
+    (RunConfig, "checkpoint"): CheckpointConfig,
+    (DataConfig, "synthetic"): SyntheticConfig,
+    (StepConfig, "loss"): LossConfig,
+}
+
+
+def from_mapping(values: Mapping) -> RunConfig:
+  """A `RunConfig` from a nested dict (for example `ConfigDict.to_dict()`)."""
+  return _build(RunConfig, values, "")
+
+
+def to_dict(config: RunConfig) -> dict:
+  """The full configuration as plain JSON-ready values."""
+  return dataclasses.asdict(config)

@@ -1,0 +1,404 @@
+"""A deterministic synthetic recommender world with known ground truth.
+
+Items live in a latent space around topic centres; users' interests drift
+through it. A logging policy shows slates mixing popular and relevant items;
+examination falls with position and engagement follows a known logistic
+model, so every probability a model tries to learn is available exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from unipinrec.types import UserLogs
+
+OUTCOME_NAMES = ("click", "save")
+_START_TIME = 1_700_000_000  # seconds; an arbitrary recent epoch
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticConfig:
+  """Every knob of the synthetic world; defaults are the embedded dataset."""
+
+  num_users: int = 2500  # users U
+  num_items: int = 5000  # catalogue size N, ids 1..N
+  num_topics: int = 20  # topic centres items cluster around
+  latent_dim: int = 32  # width of item and interest vectors
+  requests_per_user: int = 60  # slates shown to each user
+  slate_size: int = 10  # items per slate C
+  num_surfaces: int = 3  # request surfaces, 0..num_surfaces - 1
+  seed: int = 0  # seeds every random draw
+  subtopics_per_topic: int = 10  # clusters inside each topic
+  subtopic_noise: float = 1.0  # subtopic centre spread around its topic centre
+  item_noise: float = 0.3  # item spread around its subtopic centre
+  zipf_exponent: float = 1.0  # popularity of rank r is r ** -zipf_exponent
+  max_user_topics: int = 3  # a user starts as a mix of 1..this many topics
+  user_offset: float = 0.5  # scale of the personal offset from the topic mix
+  mean_session_length: float = 5.0  # mean requests per session
+  within_session_gap_s: float = 90.0  # mean extra seconds between requests
+  between_session_gap_s: float = 129_600.0  # mean seconds between sessions
+  seconds_per_position: int = 2  # an action's delay per slate position
+  drift: float = 0.15  # per-session random-walk step of the interest
+  jump_prob: float = 0.1  # per-session chance of jumping to a new topic
+  jump_strength: float = 0.7  # weight of the new topic centre in a jump
+  policy_noise: float = 0.3  # scale of the policy's persistent per-user error
+  policy_temperature: float = 8.0  # policy logit per unit estimated affinity
+  policy_popularity: float = 0.5  # policy logit per unit log popularity
+  popular_fraction: float = 0.3  # share of slate slots sampled by popularity
+  policy_pool: int = 500  # per-session candidate pool of the relevant slots
+  position_bias: float = 0.5  # examination at position p is (1 + p) ** -this
+  engage_bias: float = -2.5  # engagement logit intercept
+  engage_affinity: float = 5.0  # engagement logit per unit true affinity
+  engage_popularity: float = 0.1  # engagement logit per unit log popularity
+  engage_quality: float = 0.1  # engagement logit per unit quality
+  surface_shift: float = 0.3  # surfaces shift engagement logits in [-s, s]
+  save_bias: float = -0.3  # save-given-engaged logit intercept
+  save_quality: float = 1.0  # save logit per unit quality
+  save_affinity: float = 0.0  # save logit per unit true affinity
+  min_actions: int = 3  # every user is guaranteed this many actions
+
+  @property
+  def num_popular(self) -> int:
+    """Slots per slate filled by popularity sampling."""
+    return int(round(self.slate_size * self.popular_fraction))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+  return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def examination(config: SyntheticConfig) -> np.ndarray:
+  """[C] probability that each slate position is examined."""
+  return (1.0 + np.arange(config.slate_size)) ** -config.position_bias
+
+
+def _surface_shifts(config: SyntheticConfig) -> np.ndarray:
+  if config.num_surfaces == 1:
+    return np.zeros(1)
+  return config.surface_shift * np.linspace(-1.0, 1.0, config.num_surfaces)
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticWorld:
+  """Logged data plus the ground truth that generated it.
+
+  Requests are the slate rows of `logs`: request `s` belongs to user
+  `request_users[s]` and was served under `request_interests[s]`.
+  """
+
+  config: SyntheticConfig
+  logs: UserLogs
+  item_vectors: np.ndarray  # [N + 1, D] unit rows, row 0 zeros
+  item_log_popularity: np.ndarray  # [N + 1] centred over items, row 0 = 0
+  item_quality: np.ndarray  # [N + 1] row 0 = 0
+  request_interests: np.ndarray  # [S, D] true interest at each request
+  request_policy_interests: np.ndarray  # [S, D] the policy's estimate of it
+  request_users: np.ndarray  # [S] int64 owner of each request
+
+  @property
+  def _item_truth(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return self.item_vectors, self.item_log_popularity, self.item_quality
+
+  def true_outcome_probs(self, slate_ids: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """True outcome probabilities of items at requests, given examination.
+
+    Args:
+      slate_ids: [L] request (slate row) ids.
+      items: [L, C] item ids; 0 is padding.
+
+    Returns:
+      [L, C, O] float64: P(click), P(save) when examined, without position
+      bias; zeros for item 0.
+    """
+    slate_ids = np.asarray(slate_ids)
+    items = np.asarray(items)
+    engage, save = _outcome_model(
+        self.config, self._item_truth, self.request_interests[slate_ids], items, self.logs.slate_surfaces[slate_ids]
+    )
+    return np.stack([engage * (1.0 - save), engage * save], axis=-1)
+
+  def oracle_retrieval_scores(self, slate_ids: np.ndarray) -> np.ndarray:
+    """Scores proportional to P(item engaged at the request), catalogue-wide.
+
+    The score is P(shown) * mean examination * P(engage | examined).
+    Approximations: P(shown) treats the popular and relevant slot draws as
+    independent (the relevant draw really excludes the popular picks); each
+    draw's inclusion probability for successive sampling of k items with
+    weights w is approximated by 1 - exp(-c * w) with c set so they sum to
+    k; examination is averaged over positions (the item's position depends
+    on the rest of the slate). The forced engagements that guarantee
+    `min_actions` are ignored.
+
+    Args:
+      slate_ids: [L] request ids.
+
+    Returns:
+      [L, N + 1] float64; column 0 is -inf, items the user engaged with
+      before the request score 0 (the policy never shows them again).
+    """
+    cfg, logs = self.config, self.logs
+    slate_ids = np.asarray(slate_ids)
+    users = self.request_users[slate_ids]
+    starts = logs.action_offsets[users]
+    prefix = logs.slate_prefix[slate_ids].astype(np.int64)
+    row = np.repeat(np.arange(len(slate_ids)), prefix)
+    seen_idx = np.repeat(starts, prefix) + np.arange(prefix.sum()) - np.repeat(
+        np.cumsum(prefix) - prefix, prefix
+    )
+    allowed = np.ones((len(slate_ids), cfg.num_items + 1), dtype=bool)
+    allowed[:, 0] = False
+    allowed[row, logs.action_items[seen_idx]] = False
+    logits_pop = np.broadcast_to(self.item_log_popularity, allowed.shape)
+    pool, pool_logits = _policy_pool(
+        cfg, self.request_policy_interests[slate_ids], self.item_vectors, self.item_log_popularity
+    )
+    rows = np.arange(len(slate_ids))[:, None]
+    logits_rel = np.full(allowed.shape, -np.inf)
+    logits_rel[rows, pool] = pool_logits
+    pi_pop = _inclusion_probs(logits_pop, allowed, cfg.num_popular)
+    pi_rel = _inclusion_probs(logits_rel, allowed, cfg.slate_size - cfg.num_popular)
+    shown = 1.0 - (1.0 - pi_pop) * (1.0 - pi_rel)
+    all_items = np.broadcast_to(np.arange(cfg.num_items + 1), allowed.shape)
+    engage, _ = _outcome_model(
+        cfg, self._item_truth, self.request_interests[slate_ids], all_items, logs.slate_surfaces[slate_ids]
+    )
+    scores = shown * examination(cfg).mean() * engage
+    scores[:, 0] = -np.inf
+    return scores
+
+
+def _outcome_model(
+    cfg: SyntheticConfig,
+    item_truth: tuple[np.ndarray, np.ndarray, np.ndarray],
+    interests: np.ndarray,
+    items: np.ndarray,
+    surfaces: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+  """[L, D], [L, C], [L] -> P(engage | examined), P(save | engaged), [L, C] each.
+
+  The single definition of user behaviour: generation samples from it and
+  the truth accessors report it. `item_truth` is (vectors, log_pop, quality).
+  """
+  vectors, log_pop, quality = (a[items] for a in item_truth)
+  affinity = np.einsum("ld,lcd->lc", interests, vectors)
+  engage = _sigmoid(
+      cfg.engage_bias
+      + cfg.engage_affinity * affinity
+      + cfg.engage_popularity * log_pop
+      + cfg.engage_quality * quality
+      + _surface_shifts(cfg)[surfaces][:, None]
+  )
+  save = _sigmoid(cfg.save_bias + cfg.save_quality * quality + cfg.save_affinity * affinity)
+  return np.where(items > 0, engage, 0.0), save
+
+
+def _inclusion_probs(logits: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
+  """[L, N + 1] approximate P(item among k drawn without replacement)."""
+  if k == 0:
+    return np.zeros(logits.shape)
+  weights = np.where(allowed, np.exp(logits - np.max(logits, axis=1, keepdims=True)), 0.0)
+  # Newton on the concave sum(1 - exp(-c w)) = k from below never overshoots.
+  c = k / np.maximum(weights.sum(axis=1, keepdims=True), 1e-300)
+  for _ in range(30):
+    decay = np.exp(-c * weights)
+    excess = np.sum(1.0 - decay, axis=1, keepdims=True) - k
+    slope = np.sum(weights * decay, axis=1, keepdims=True)
+    c = c - excess / np.maximum(slope, 1e-300)
+  return 1.0 - np.exp(-c * weights)
+
+
+def _gumbel_top_k(rng: np.random.Generator, logits: np.ndarray, k: int) -> np.ndarray:
+  """[U, M] logits (-inf = banned) -> [U, k] columns drawn without replacement.
+
+  Columns of banned entries come back as -1 when a row has fewer than k
+  allowed entries.
+  """
+  keys = logits + rng.gumbel(size=logits.shape)
+  top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+  return np.where(np.isfinite(np.take_along_axis(keys, top, axis=1)), top, -1)
+
+
+def _policy_pool(
+    cfg: SyntheticConfig, policy_interests: np.ndarray, vectors: np.ndarray, log_pop: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+  """[L, D] -> the policy's top `policy_pool` items [L, M] and their logits [L, M]."""
+  logits = cfg.policy_temperature * (policy_interests @ vectors[1:].T) + (
+      cfg.policy_popularity * log_pop[1:]
+  )
+  pool = np.argpartition(-logits, cfg.policy_pool - 1, axis=1)[:, : cfg.policy_pool]
+  return pool + 1, np.take_along_axis(logits, pool, axis=1)
+
+
+def _sample_popular(
+    rng: np.random.Generator, log_pop: np.ndarray, banned: np.ndarray, k: int
+) -> np.ndarray:
+  """[U, N + 1] banned mask -> [U, k] items drawn without replacement, p ∝ popularity.
+
+  Rejection of repeated or banned draws from cheap with-replacement draws is
+  exactly successive sampling; rows still short finish by Gumbel-top-k.
+  """
+  num_u = banned.shape[0]
+  cdf = np.cumsum(np.exp(log_pop[1:] - log_pop[1:].max()))
+  draws = 1 + np.searchsorted(cdf, rng.random((num_u, 4 * k)) * cdf[-1], side="right")
+  draws = np.minimum(draws, len(cdf))
+  earlier = np.tril(np.ones((4 * k, 4 * k), dtype=bool), -1)
+  repeat = np.any((draws[:, :, None] == draws[:, None, :]) & earlier, axis=2)
+  valid = ~repeat & ~np.take_along_axis(banned, draws, axis=1)
+  first = np.argsort(~valid, axis=1, kind="stable")[:, :k]
+  picks = np.where(np.take_along_axis(valid, first, axis=1), np.take_along_axis(draws, first, 1), 0)
+  for u in np.nonzero(np.any(picks == 0, axis=1))[0]:  # rare: continue the draw exactly
+    got = picks[u][picks[u] > 0]
+    logits = np.where(banned[u], -np.inf, log_pop)
+    logits[got] = -np.inf
+    more = _gumbel_top_k(rng, logits[None], k - len(got))[0]
+    picks[u] = np.concatenate([got, np.maximum(more, 0)])
+  return picks
+
+
+def generate_world(config: SyntheticConfig) -> SyntheticWorld:
+  """Simulates the logging policy and users; deterministic in `config.seed`."""
+  cfg = config
+  rng = np.random.default_rng(cfg.seed)
+  num_u, num_n, dim = cfg.num_users, cfg.num_items, cfg.latent_dim
+  num_r, num_c, num_pop = cfg.requests_per_user, cfg.slate_size, cfg.num_popular
+  if cfg.min_actions > num_r:
+    raise ValueError("min_actions cannot exceed requests_per_user")
+
+  # Items: row 0 is padding and stays zero.
+  centres = _normalize(rng.standard_normal((cfg.num_topics, dim)))
+  num_sub = cfg.num_topics * cfg.subtopics_per_topic
+  sub_noise = cfg.subtopic_noise * rng.standard_normal((num_sub, dim)) / np.sqrt(dim)
+  sub_centres = _normalize(np.repeat(centres, cfg.subtopics_per_topic, axis=0) + sub_noise)
+  subtopics = rng.integers(0, num_sub, num_n)  # the primary topic is subtopic // S
+  noise = cfg.item_noise * rng.standard_normal((num_n, dim)) / np.sqrt(dim)
+  vectors = np.zeros((num_n + 1, dim))
+  vectors[1:] = _normalize(sub_centres[subtopics] + noise)
+  ranks = rng.permutation(num_n) + 1.0
+  log_pop = np.zeros(num_n + 1)
+  log_pop[1:] = -cfg.zipf_exponent * np.log(ranks)
+  log_pop[1:] -= log_pop[1:].mean()
+  quality = np.zeros(num_n + 1)
+  quality[1:] = rng.standard_normal(num_n)
+
+  # Users: a Dirichlet mix of 1..max_user_topics centres plus an offset.
+  num_topics_u = rng.integers(1, cfg.max_user_topics + 1, num_u)
+  mix = rng.dirichlet(np.ones(cfg.max_user_topics), num_u)
+  mix[np.arange(cfg.max_user_topics)[None, :] >= num_topics_u[:, None]] = 0.0
+  mix /= mix.sum(axis=1, keepdims=True)
+  user_topics = rng.integers(0, cfg.num_topics, (num_u, cfg.max_user_topics))
+  interest = np.einsum("ut,utd->ud", mix, centres[user_topics])
+  interest = _normalize(interest + cfg.user_offset * rng.standard_normal((num_u, dim)) / np.sqrt(dim))
+  policy_error = cfg.policy_noise * rng.standard_normal((num_u, dim)) / np.sqrt(dim)
+
+  item_truth = (vectors, log_pop, quality)
+  exam = examination(cfg)
+  users = np.arange(num_u)
+  engaged_before = np.zeros((num_u, num_n + 1), dtype=bool)
+  engaged_before[:, 0] = True  # padding is never a candidate
+  counts = np.zeros(num_u, dtype=np.int64)
+  now = _START_TIME + rng.integers(0, 30 * 86_400, num_u)
+  session_surface = rng.integers(0, cfg.num_surfaces, num_u)
+  min_gap = cfg.seconds_per_position * (num_c + 1)  # actions end before the next request
+
+  slates = np.zeros((num_r, num_u, num_c), dtype=np.int32)
+  outcomes = np.zeros((num_r, num_u, num_c, 2), dtype=bool)
+  times = np.zeros((num_r, num_u), dtype=np.int64)
+  surfaces = np.zeros((num_r, num_u), dtype=np.int32)
+  prefixes = np.zeros((num_r, num_u), dtype=np.int32)
+  interests = np.zeros((num_r, num_u, dim))
+  pool = np.zeros((num_u, cfg.policy_pool), dtype=np.int64)
+  pool_logits = np.zeros((num_u, cfg.policy_pool))
+  policy_interests = np.zeros((num_r, num_u, dim))
+  for t in range(num_r):
+    # Sessions: drift and jumps happen between sessions only.
+    new_session = rng.random(num_u) < 1.0 / cfg.mean_session_length
+    if t > 0:
+      gap_between = 3600 + rng.exponential(cfg.between_session_gap_s, num_u)
+      gap_within = min_gap + rng.exponential(cfg.within_session_gap_s, num_u)
+      now = now + np.where(new_session, gap_between, gap_within).astype(np.int64)
+      step = cfg.drift * rng.standard_normal((num_u, dim)) / np.sqrt(dim)
+      drifted = _normalize(interest + step)
+      jump_to = centres[rng.integers(0, cfg.num_topics, num_u)]
+      jumped = _normalize((1.0 - cfg.jump_strength) * drifted + cfg.jump_strength * jump_to)
+      jump = new_session & (rng.random(num_u) < cfg.jump_prob)
+      interest = np.where(new_session[:, None], np.where(jump[:, None], jumped, drifted), interest)
+      session_surface = np.where(
+          new_session, rng.integers(0, cfg.num_surfaces, num_u), session_surface
+      )
+    # A request mostly stays on its session's surface.
+    surface = np.where(
+        rng.random(num_u) < 0.8, session_surface, rng.integers(0, cfg.num_surfaces, num_u)
+    )
+    policy_interest = _normalize(interest + policy_error)
+
+    # Logging policy: popular slots, then relevant slots from the session's
+    # candidate pool, ordered by the policy's score.
+    refresh = np.nonzero(new_session | (t == 0))[0]
+    pool[refresh], pool_logits[refresh] = _policy_pool(
+        cfg, policy_interest[refresh], vectors, log_pop
+    )
+    popular = _sample_popular(rng, log_pop, engaged_before, num_pop)
+    taken = engaged_before[users[:, None], pool] | np.any(
+        pool[:, :, None] == popular[:, None, :], axis=2
+    )
+    relevant = _gumbel_top_k(rng, np.where(taken, -np.inf, pool_logits), num_c - num_pop)
+    relevant = np.where(relevant >= 0, np.take_along_axis(pool, np.maximum(relevant, 0), 1), 0)
+    slate = np.concatenate([popular, relevant], axis=1)
+    score = cfg.policy_temperature * np.einsum("ud,ucd->uc", policy_interest, vectors[slate])
+    score = np.where(slate > 0, score + cfg.policy_popularity * log_pop[slate], -np.inf)
+    order = np.argsort(-score, axis=1, kind="stable")
+    slate = np.take_along_axis(slate, order, axis=1).astype(np.int32)
+
+    # Users: examine by position, engage, then save or click.
+    engage_p, save_p = _outcome_model(cfg, item_truth, interest, slate, surface)
+    engaged = (rng.random((num_u, num_c)) < exam * engage_p) & (slate > 0)
+    # Guarantee min_actions: the last requests engage position 0 if needed.
+    force = (cfg.min_actions - counts >= num_r - t) & ~engaged.any(axis=1)
+    engaged[:, 0] |= force
+    saved = engaged & (rng.random((num_u, num_c)) < save_p)
+
+    slates[t], times[t], surfaces[t], prefixes[t] = slate, now, surface, counts
+    outcomes[t, ..., 0], outcomes[t, ..., 1] = engaged & ~saved, saved
+    interests[t], policy_interests[t] = interest, policy_interest
+    engaged_before[users[:, None], np.where(engaged, slate, 0)] = True
+    counts = counts + engaged.sum(axis=1)
+
+  # CSR layout: users back to back; requests (and actions) in time order.
+  slate_items = slates.transpose(1, 0, 2).reshape(num_u * num_r, num_c)
+  slate_outcomes = outcomes.transpose(1, 0, 2, 3).reshape(num_u * num_r, num_c, 2)
+  slate_times = times.T.reshape(-1)
+  slate_surfaces = surfaces.T.reshape(-1)
+  is_action = slate_outcomes.any(axis=-1)  # [S, C]
+  rows, cols = np.nonzero(is_action)  # row-major: per user, time then position
+  logs = UserLogs(
+      action_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+      action_items=slate_items[rows, cols].astype(np.int32),
+      action_outcomes=slate_outcomes[rows, cols],
+      action_times=slate_times[rows] + cfg.seconds_per_position * (cols + 1),
+      action_surfaces=slate_surfaces[rows],
+      slate_offsets=np.arange(num_u + 1, dtype=np.int64) * num_r,
+      slate_prefix=prefixes.T.reshape(-1),
+      slate_times=slate_times,
+      slate_surfaces=slate_surfaces,
+      slate_items=slate_items,
+      slate_outcomes=slate_outcomes,
+      num_items=num_n,
+      num_surfaces=cfg.num_surfaces,
+      outcome_names=OUTCOME_NAMES,
+  )
+  return SyntheticWorld(
+      config=cfg,
+      logs=logs,
+      item_vectors=vectors,
+      item_log_popularity=log_pop,
+      item_quality=quality,
+      request_interests=interests.transpose(1, 0, 2).reshape(-1, dim),
+      request_policy_interests=policy_interests.transpose(1, 0, 2).reshape(-1, dim),
+      request_users=np.repeat(users, num_r),
+  )

@@ -1,0 +1,112 @@
+"""Retrieval and ranking metrics, as `PROTOCOL.md` defines them.
+
+Pure NumPy on host arrays: evaluation sets are small enough, and host code
+keeps the definitions readable next to the protocol text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+RETRIEVAL_KS = (10, 50, 200)
+
+
+def target_ranks(
+    scores: np.ndarray,
+    targets: np.ndarray,
+    excluded: Sequence[np.ndarray] | None = None,
+) -> np.ndarray:
+  """Rank of each user's target among the catalogue.
+
+  Args:
+    scores: [U, N + 1] float scores; column 0 (padding) is never a candidate.
+    targets: [U] target item ids in 1..N.
+    excluded: per user, item ids removed from the candidates (the filtered
+      protocol); the target itself is never removed.
+
+  Returns:
+    [U] int64: the number of candidates scored strictly above the target.
+
+  Raises:
+    ValueError: if any score is not finite (the protocol fails a NaN).
+  """
+  scores = np.asarray(scores, dtype=np.float64)
+  if not np.all(np.isfinite(scores[:, 1:])):
+    raise ValueError("retrieval scores contain NaN or inf")
+  targets = np.asarray(targets)
+  candidate = np.ones(scores.shape, dtype=bool)
+  candidate[:, 0] = False
+  if excluded is not None:
+    for user, items in enumerate(excluded):
+      candidate[user, np.asarray(items, dtype=np.int64)] = False
+  rows = np.arange(len(targets))
+  candidate[rows, targets] = True
+  target_scores = scores[rows, targets][:, None]
+  return np.sum((scores > target_scores) & candidate, axis=1)
+
+
+def retrieval_metrics(ranks: np.ndarray, ks: Sequence[int] = RETRIEVAL_KS) -> dict:
+  """HR@K, NDCG@K and MRR from 0-based target ranks."""
+  ranks = np.asarray(ranks, dtype=np.float64)
+  metrics = {}
+  for k in ks:
+    hit = ranks < k
+    metrics[f"hr@{k}"] = float(np.mean(hit))
+    metrics[f"ndcg@{k}"] = float(np.mean(hit / np.log2(ranks + 2.0)))
+  metrics["mrr"] = float(np.mean(1.0 / (ranks + 1.0)))
+  metrics["num_users"] = int(len(ranks))
+  return metrics
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+  """Area under the ROC curve; tied scores count one half.
+
+  Returns NaN when either class is empty, so a missing outcome is visible
+  rather than silently reported as chance.
+  """
+  scores = np.asarray(scores, dtype=np.float64).ravel()
+  labels = np.asarray(labels, dtype=bool).ravel()
+  num_pos = int(labels.sum())
+  num_neg = len(labels) - num_pos
+  if num_pos == 0 or num_neg == 0:
+    return float("nan")
+  order = np.argsort(scores, kind="mergesort")
+  sorted_scores = scores[order]
+  ranks = np.empty(len(scores), dtype=np.float64)
+  # Average 1-based ranks over runs of equal scores (Mann-Whitney U).
+  _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+  mean_rank = first + (counts + 1) / 2.0
+  ranks[order] = np.repeat(mean_rank, counts)
+  u_stat = ranks[labels].sum() - num_pos * (num_pos + 1) / 2.0
+  return float(u_stat / (num_pos * num_neg))
+
+
+def slate_ndcg(
+    scores: np.ndarray, gains: np.ndarray, valid: np.ndarray, k: int = 5
+) -> float:
+  """Mean NDCG@k of slates ordered by descending score.
+
+  Args:
+    scores: [S, C] predicted scores.
+    gains: [S, C] graded relevance (for example none 0, click 1, save 2).
+    valid: [S, C] bool, false on padding.
+    k: cut-off.
+
+  Returns:
+    The mean over slates with at least one positive gain (a slate with no
+    gain has no ideal ordering and is left out, as in common practice).
+  """
+  scores = np.where(valid, np.asarray(scores, dtype=np.float64), -np.inf)
+  gains = np.where(valid, np.asarray(gains, dtype=np.float64), 0.0)
+  discounts = 1.0 / np.log2(np.arange(k) + 2.0)
+  # Stable sort on the negated score: ties keep slate order, deterministically.
+  order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+  dcg = np.sum(np.take_along_axis(gains, order, axis=1) * discounts[: order.shape[1]], axis=1)
+  ideal = -np.sort(-gains, axis=1)[:, :k]
+  idcg = np.sum(ideal * discounts[: ideal.shape[1]], axis=1)
+  has_gain = idcg > 0
+  if not np.any(has_gain):
+    return float("nan")
+  return float(np.mean(dcg[has_gain] / idcg[has_gain]))

@@ -1,0 +1,66 @@
+"""results.json: the figures of a run with what produced them, written atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import tempfile
+
+
+def git_commit() -> str:
+  """The checkout's commit, with `-dirty` when it has uncommitted changes."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  try:
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=root, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+  return commit + ("-dirty" if dirty else "")
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+  return numerator / denominator if denominator else math.nan
+
+
+def quality_checks(report: dict, baselines: dict) -> dict:
+  """The ratios the synthetic default is judged by, next to the raw figures."""
+  model_hr = report["retrieval"]["hr@10"]
+  checks = {
+      "hr@10_over_popularity": _ratio(model_hr, baselines["popularity"]["retrieval"]["hr@10"]),
+  }
+  if "oracle" in baselines:
+    oracle = baselines["oracle"]
+    popularity = baselines["popularity"]
+    checks.update({
+        "hr@10_over_oracle": _ratio(model_hr, oracle["retrieval"]["hr@10"]),
+        "auc_engaged_gap_to_oracle": oracle["ranking"]["auc_engaged"]
+        - report["ranking"]["auc_engaged"],
+        "oracle_hr@10": oracle["retrieval"]["hr@10"],
+        "oracle_auc_engaged_over_popularity": oracle["ranking"]["auc_engaged"]
+        - popularity["ranking"]["auc_engaged"],
+    })
+  return checks
+
+
+def write_json_atomic(path: str, document: dict) -> None:
+  """Writes JSON to a temporary file beside `path`, then renames it into place."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+  try:
+    with os.fdopen(handle, "w") as f:
+      json.dump(document, f, indent=2, sort_keys=False, allow_nan=True)
+      f.write("\n")
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(temporary, path)
+  except BaseException:
+    os.unlink(temporary)
+    raise

@@ -1,0 +1,151 @@
+"""Losses of the blended step: sampled softmax retrieval, MAM and ranking. Pure functions."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from unipinrec.model.embeddings import SESSION_GAP_SECONDS
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """Weights and sampling of the three losses."""
+
+  retrieval_weight: float = 1.0
+  mam_weight: float = 1.0
+  ranking_weight: float = 1.0
+  future_window_seconds: float = 86400.0  # positives: later actions within this of the anchor
+  max_future_positives: int = 8  # W, later actions considered per anchor (the next always is one)
+  intra_session: bool = False  # also count every later action of the anchor's session
+  num_random_negatives: int = 256  # drawn uniformly from the catalogue
+  num_inbatch_negatives: int = 256  # drawn from the batch's own actions (popularity-distributed)
+  logq_correction: bool = True  # subtract log of each negative's expected count in the sample
+
+
+def future_positives(
+    items: jax.Array,
+    times: jax.Array,
+    lengths: jax.Array,
+    window_seconds: float,
+    max_positives: int,
+    intra_session: bool = False,
+) -> tuple[jax.Array, jax.Array]:
+  """Later actions that count as positives of each anchor position.
+
+  Args:
+    items: [B, L] item ids.
+    times: [B, L] seconds.
+    lengths: [B] valid positions.
+    window_seconds: an action within this of the anchor's time is a positive;
+      the very next action always is.
+    max_positives: W, how many later positions to consider.
+    intra_session: also accept any later action of the anchor's session
+      (PinRec's intra-session relaxation: order inside a visit is noise).
+
+  Returns:
+    ([B, L, W] positions t + k, k = 1..W, [B, L, W] bool validity).
+  """
+  seq_len = items.shape[1]
+  anchor = jnp.arange(seq_len)[:, None]
+  offsets = jnp.arange(1, max_positives + 1)[None, :]
+  positions = anchor + offsets  # [L, W]
+  clipped = jnp.minimum(positions, seq_len - 1)
+  in_history = positions[None] < lengths[:, None, None]
+  elapsed = times[:, clipped] - times[:, :, None]
+  valid = in_history & ((offsets[None] == 1) | (elapsed <= window_seconds))
+  if intra_session:
+    gaps = jnp.diff(times, axis=1, prepend=times[:, :1])
+    session = jnp.cumsum(gaps >= SESSION_GAP_SECONDS, axis=1)
+    valid = valid | (in_history & (session[:, clipped] == session[:, :, None]))
+  return jnp.broadcast_to(clipped, valid.shape), valid
+
+
+def sampled_softmax_loss(
+    queries: jax.Array,
+    item_vectors: jax.Array,
+    positive_items: jax.Array,
+    positive_weights: jax.Array,
+    negative_items: jax.Array,
+    negative_log_q: jax.Array,
+    temperature: float,
+) -> jax.Array:
+  """Mean -log softmax of each positive against the shared sampled negatives.
+
+  Args:
+    queries: [B, L, Q, D] unit queries (Q conditions per anchor).
+    item_vectors: [N + 1, D] unit item vectors.
+    positive_items: [B, L, W] positive item ids per anchor.
+    positive_weights: [B, L, W, Q] weight of each (positive, condition) pair; 0 skips it.
+    negative_items: [M] sampled negative ids; 0 marks an unusable sample.
+    negative_log_q: [M] log expected count of each negative in the sample
+      (zeros to switch the correction off).
+    temperature: logits are cosine / temperature.
+
+  Returns:
+    The weighted mean loss (0 when no pair has weight).
+  """
+  positive_logits = (
+      jnp.einsum("blqd,blwd->blwq", queries, jnp.take(item_vectors, positive_items, axis=0))
+      / temperature
+  )
+  negative_logits = (
+      jnp.einsum("blqd,md->blqm", queries, jnp.take(item_vectors, negative_items, axis=0))
+      / temperature
+      - negative_log_q
+  )
+  # A sampled negative that is one of the anchor's positives is no negative.
+  counted = positive_weights.sum(-1) > 0  # [B, L, W]
+  hit = jnp.any(
+      (positive_items[..., None] == negative_items) & counted[..., None], axis=2
+  )  # [B, L, M]
+  usable = (negative_items > 0)[None, None, :] & ~hit
+  negative_lse = jax.nn.logsumexp(
+      jnp.where(usable[:, :, None, :], negative_logits, -jnp.inf), axis=-1
+  )  # [B, L, Q]
+  pair_loss = jax.nn.softplus(negative_lse[:, :, None, :] - positive_logits)
+  total_weight = positive_weights.sum()
+  return jnp.sum(pair_loss * positive_weights) / jnp.maximum(total_weight, 1.0)
+
+
+def sample_negatives(
+    rng: jax.Array,
+    items: jax.Array,
+    item_log_frequency: jax.Array,
+    num_random: int,
+    num_inbatch: int,
+    logq_correction: bool,
+) -> tuple[jax.Array, jax.Array]:
+  """Uniform catalogue negatives plus in-batch negatives, with their log-Q.
+
+  The sample is a mixture, so each negative is corrected by the log of its
+  expected count under the whole mixture: `num_inbatch * p(item) +
+  num_random / N`, with `p` the item's share of training actions.
+
+  Returns:
+    ([M] item ids, 0 where an in-batch draw hit padding; [M] log-Q).
+  """
+  num_items = item_log_frequency.shape[0] - 1
+  random_rng, inbatch_rng = jax.random.split(rng)
+  random_items = jax.random.randint(random_rng, (num_random,), 1, num_items + 1)
+  flat_items = items.reshape(-1)
+  inbatch_items = flat_items[jax.random.randint(inbatch_rng, (num_inbatch,), 0, flat_items.size)]
+  negatives = jnp.concatenate([random_items, inbatch_items]).astype(jnp.int32)
+  if not logq_correction:
+    return negatives, jnp.zeros(negatives.shape, jnp.float32)
+  expected = num_inbatch * jnp.exp(item_log_frequency[negatives]) + num_random / num_items
+  return negatives, jnp.log(expected)
+
+
+def masked_bce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean binary cross-entropy per outcome over the masked-in rows.
+
+  Args:
+    logits: [..., O]; labels: [..., O] bool; mask: [...] bool.
+  """
+  losses = optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype))
+  weight = mask[..., None].astype(logits.dtype)
+  return jnp.sum(losses * weight) / jnp.maximum(weight.sum() * logits.shape[-1], 1.0)

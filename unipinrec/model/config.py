@@ -1,0 +1,34 @@
+"""The model's hyper-parameters as a frozen dataclass (no ConfigDict past the edge)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Sizes of the shared transformer and its two heads."""
+
+  num_items: int  # catalogue size N; item ids are 1..N, 0 pads
+  num_outcomes: int  # O, e.g. 2 for (click, save)
+  num_surfaces: int = 1  # surfaces an action can come from
+  max_length: int = 64  # L, longest history the encoder sees
+  embed_dim: int = 64  # D, width of item embeddings and of the transformer
+  action_dim: int = 16  # width of the projected action + time + surface features
+  num_layers: int = 2
+  num_heads: int = 2
+  mlp_dim: int = 256
+  head_hidden_dim: int = 128  # hidden width of the retrieval MLP and each task head
+  temperature: float = 0.05  # retrieval logits are cosine / temperature
+  dtype: str = "float32"  # compute dtype; parameters stay float32
+
+  @property
+  def head_dim(self) -> int:
+    if self.embed_dim % self.num_heads:
+      raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+    return self.embed_dim // self.num_heads
+
+  @property
+  def num_conditions(self) -> int:
+    """Outcomes a retrieval query can be conditioned on: 0 is "any", then each outcome."""
+    return self.num_outcomes + 1

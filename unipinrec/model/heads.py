@@ -1,0 +1,77 @@
+"""The two heads on the shared states: outcome-conditioned retrieval and per-outcome ranking."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from unipinrec.model.config import ModelConfig
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+  """Unit vectors, so that dot products are cosines and an inner-product index serves them."""
+  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
+
+
+class RetrievalHead(nn.Module):
+  """MLP(state, outcome embedding) -> unit query vector (PinRec's outcome conditioning).
+
+  Condition 0 asks for any engagement; condition o >= 1 for outcome o - 1.
+  """
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, states: jax.Array, conditions: jax.Array) -> jax.Array:
+    """[..., D] states and [...] condition ids -> [..., D] unit queries."""
+    cfg = self.config
+    condition_embedding = nn.Embed(
+        cfg.num_conditions,
+        cfg.embed_dim,
+        embedding_init=nn.with_logical_partitioning(
+            nn.initializers.normal(stddev=0.1), ("condition", "embed")
+        ),
+        name="condition_embedding",
+    )
+    states, condition = jnp.broadcast_arrays(states, condition_embedding(conditions))
+    inputs = jnp.concatenate([states, condition], axis=-1)
+    hidden = nn.gelu(
+        nn.Dense(
+            cfg.head_hidden_dim,
+            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, "mlp")),
+            name="hidden",
+        )(inputs)
+    )
+    query = nn.Dense(
+        cfg.embed_dim,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("mlp", "embed")),
+        name="query",
+    )(hidden)
+    return l2_normalize(query)
+
+
+class TaskHeads(nn.Module):
+  """One small MLP per outcome on a masked token's state -> [..., O] logits."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, states: jax.Array) -> jax.Array:
+    cfg = self.config
+    w_hidden = self.param(
+        "hidden_kernel",
+        nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", None, "mlp")),
+        (cfg.embed_dim, cfg.num_outcomes, cfg.head_hidden_dim),
+    )
+    b_hidden = self.param(
+        "hidden_bias", nn.initializers.zeros, (cfg.num_outcomes, cfg.head_hidden_dim)
+    )
+    w_out = self.param(
+        "out_kernel",
+        nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, "mlp")),
+        (cfg.num_outcomes, cfg.head_hidden_dim),
+    )
+    b_out = self.param("out_bias", nn.initializers.zeros, (cfg.num_outcomes,))
+    hidden = nn.gelu(jnp.einsum("...d,doh->...oh", states, w_hidden) + b_hidden)
+    return jnp.einsum("...oh,oh->...o", hidden, w_out) + b_out

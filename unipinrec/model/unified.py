@@ -1,0 +1,154 @@
+"""One model API over the shared transformer and both heads.
+
+`__call__` is the blended training pass (history and slates in one forward);
+the other methods are the serving pieces, meant for `model.apply(...,
+method=...)`: encode histories once, then build queries or rank candidates on
+the cached keys/values.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from unipinrec.model.config import ModelConfig
+from unipinrec.model.embeddings import ActionTokenizer
+from unipinrec.model.heads import RetrievalHead, TaskHeads, l2_normalize
+from unipinrec.model.transformer import Transformer
+from unipinrec.types import KVCache, TrainBatch
+
+
+@flax.struct.dataclass
+class TrainOutputs:
+  """What the losses need from one blended forward pass."""
+
+  queries: jax.Array  # [B, L, O + 1, D] unit queries for every condition
+  item_vectors: jax.Array  # [N + 1, D] unit item vectors
+  history_task_logits: jax.Array  # [B, L, O]
+  candidate_task_logits: jax.Array  # [B, S, C, O]
+
+
+class UniPinRec(nn.Module):
+  """Shared causal transformer with a retrieval head and per-outcome task heads."""
+
+  config: ModelConfig
+
+  def setup(self):
+    self.tokenizer = ActionTokenizer(self.config)
+    self.transformer = Transformer(self.config)
+    self.retrieval_head = RetrievalHead(self.config)
+    self.task_heads = TaskHeads(self.config)
+
+  def encode(
+      self,
+      items: jax.Array,
+      outcomes: jax.Array,
+      times: jax.Array,
+      surfaces: jax.Array,
+      lengths: jax.Array,
+      action_masked: jax.Array | None = None,
+  ) -> tuple[jax.Array, KVCache]:
+    """Histories -> ([B, L, D] states, user KV cache).
+
+    Args:
+      items: [B, L] item ids, right-padded with 0.
+      outcomes: [B, L, O] multi-hot actions.
+      times: [B, L] float seconds (any origin shared within a row).
+      surfaces: [B, L] surface ids.
+      lengths: [B] valid positions.
+      action_masked: [B, L] bool, actions replaced by [MASK] (MAM); none if omitted.
+    """
+    seq_len = items.shape[1]
+    positions = jnp.broadcast_to(jnp.arange(seq_len), items.shape)
+    previous_times = jnp.concatenate([times[:, :1], times[:, :-1]], axis=1)
+    if action_masked is None:
+      action_masked = jnp.zeros(items.shape, dtype=bool)
+    tokens = self.tokenizer(
+        items,
+        outcomes,
+        action_masked,
+        times - previous_times,
+        positions > 0,
+        surfaces,
+        positions,
+    )
+    return self.transformer.encode(tokens, lengths)
+
+  def candidate_states(
+      self,
+      cache: KVCache,
+      history_times: jax.Array,
+      candidate_items: jax.Array,
+      request_times: jax.Array,
+      request_surfaces: jax.Array,
+      prefix: jax.Array,
+  ) -> jax.Array:
+    """Candidates as masked-action tokens on the cache -> [B, C, D] states.
+
+    Args:
+      cache: the user KV cache.
+      history_times: [B, L] the histories' times, for the candidates' time gap.
+      candidate_items: [B, C] item ids.
+      request_times: [B, C] time of the request that shows each candidate.
+      request_surfaces: [B, C] surface of that request.
+      prefix: [B, C] history positions each candidate sees.
+    """
+    last = jnp.take_along_axis(history_times, jnp.maximum(prefix - 1, 0), axis=1)
+    outcomes = jnp.zeros(candidate_items.shape + (self.config.num_outcomes,), dtype=jnp.float32)
+    tokens = self.tokenizer(
+        candidate_items,
+        outcomes,
+        jnp.ones(candidate_items.shape, dtype=bool),
+        request_times - last,
+        prefix > 0,
+        request_surfaces,
+        jnp.minimum(prefix, self.config.max_length),
+    )
+    return self.transformer.attend_candidates(tokens, cache, prefix)
+
+  def rank(self, *args, **kwargs) -> jax.Array:
+    """Per-outcome logits [B, C, O] of candidates; arguments as `candidate_states`."""
+    return self.task_heads(self.candidate_states(*args, **kwargs))
+
+  def queries(self, states: jax.Array, conditions: jax.Array) -> jax.Array:
+    """[..., D] states, [...] condition ids (0 any, o + 1 outcome o) -> unit queries."""
+    return self.retrieval_head(states, conditions)
+
+  def item_vectors(self) -> jax.Array:
+    """[N + 1, D] unit item vectors that queries are scored against."""
+    return l2_normalize(self.tokenizer.item_vectors())
+
+  def task_logits(self, states: jax.Array) -> jax.Array:
+    """[..., D] states of masked tokens -> [..., O] outcome logits."""
+    return self.task_heads(states)
+
+  def __call__(self, batch: TrainBatch, action_masked: jax.Array) -> TrainOutputs:
+    """The blended pass: history tokens and every slate's candidates at once."""
+    states, cache = self.encode(
+        batch.items,
+        batch.outcomes,
+        batch.times,
+        batch.surfaces,
+        batch.history_lengths,
+        action_masked,
+    )
+    b, s, c = batch.slate_items.shape
+    per_candidate = lambda x: jnp.broadcast_to(x[:, :, None], (b, s, c)).reshape(b, s * c)
+    candidate_states = self.candidate_states(
+        cache,
+        batch.times,
+        batch.slate_items.reshape(b, s * c),
+        per_candidate(batch.slate_times),
+        per_candidate(batch.slate_surfaces),
+        per_candidate(batch.slate_prefix),
+    )
+    conditions = jnp.arange(self.config.num_conditions)
+    queries = self.queries(states[:, :, None, :], conditions[None, None, :])
+    return TrainOutputs(
+        queries=queries,
+        item_vectors=self.item_vectors(),
+        history_task_logits=self.task_logits(states),
+        candidate_task_logits=self.task_logits(candidate_states).reshape(b, s, c, -1),
+    )

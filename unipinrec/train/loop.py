@@ -1,0 +1,84 @@
+"""The training loop: jit once, step, log, checkpoint, resume, evaluate at the end."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import jax
+import numpy as np
+import tensorboardX
+from absl import logging
+
+from unipinrec import checkpoint, sharding
+from unipinrec.data.pipeline import training_iterator
+from unipinrec.experiment import Experiment, abstract_state
+from unipinrec.train.step import make_train_step
+from unipinrec.types import TrainBatch
+
+
+class _Progress:
+  """Periodic log lines with throughput and time left."""
+
+  def __init__(self, first_step: int, num_steps: int):
+    self._num_steps = num_steps
+    self._mark_step, self._mark_time = first_step, time.time()
+
+  def line(self, step: int, metrics: dict[str, float]) -> str:
+    now = time.time()
+    rate = (step - self._mark_step) / max(now - self._mark_time, 1e-9)
+    self._mark_step, self._mark_time = step, now
+    eta = (self._num_steps - step) / rate if rate > 0 else math.inf
+    values = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+    return f"step {step}/{self._num_steps}  {values}  {rate:.1f} steps/s  eta {eta / 60:.1f} min"
+
+
+def train(experiment: Experiment, workdir: str):
+  """Trains to `run.num_steps`, resuming from the newest checkpoint in `workdir`.
+
+  The data order and every random draw are functions of the seed and the
+  step, so a resumed run retraces the uninterrupted one exactly.
+
+  Returns:
+    The final train state.
+  """
+  run = experiment.run
+  mesh = experiment.mesh
+  data_iterator = training_iterator(experiment.data.train_examples, run.batch_size, run.seed)
+  manager = checkpoint.make_manager(workdir, run.checkpoint)
+  state = checkpoint.restore_latest(manager, abstract_state(experiment), data_iterator)
+  if state is None:
+    state = experiment.initial_state
+  else:
+    logging.info("resumed from step %d in %s", int(state.step), workdir)
+
+  item_log_frequency = jax.device_put(
+      experiment.data.item_log_frequency, sharding.replicated(mesh)
+  )
+  step_fn = jax.jit(
+      make_train_step(experiment.model, experiment.optimizer, run.step, jax.random.key(run.seed + 1)),
+      in_shardings=(experiment.state_shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
+      out_shardings=(experiment.state_shardings, sharding.replicated(mesh)),
+      donate_argnums=0,
+  )
+  writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard")) if jax.process_index() == 0 else None
+  first_step = int(state.step)
+  progress = _Progress(first_step, run.num_steps)
+  for step in range(first_step + 1, run.num_steps + 1):
+    batch = TrainBatch(**sharding.global_batch(mesh, next(data_iterator)))
+    state, metrics = step_fn(state, batch, item_log_frequency)
+    if step % run.log_every == 0 or step == run.num_steps:
+      values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      bad = [k for k, v in values.items() if not np.isfinite(v)]
+      if bad:
+        raise FloatingPointError(f"non-finite {', '.join(bad)} at step {step}: {values}")
+      logging.info(progress.line(step, values))
+      if writer is not None:
+        for name, value in values.items():
+          writer.add_scalar(f"train/{name}", value, step)
+    checkpoint.save(manager, step, state, data_iterator, force=step == run.num_steps)
+  manager.wait_until_finished()
+  if writer is not None:
+    writer.close()
+  return state

@@ -1,0 +1,95 @@
+"""The train state, its optimizer, and its sharded creation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from unipinrec import sharding
+from unipinrec.model.unified import UniPinRec
+from unipinrec.types import TrainBatch
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """AdamW with linear warm-up, cosine decay and global-norm clipping."""
+
+  learning_rate: float = 1e-3
+  warmup_steps: int = 200
+  decay_steps: int = 3000  # cosine decay length, usually the run's step count
+  final_learning_rate_fraction: float = 0.05
+  weight_decay: float = 1e-4
+  clip_norm: float = 1.0
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step changes; a pytree that orbax saves as is."""
+
+  step: jax.Array
+  params: dict
+  opt_state: optax.OptState
+
+
+def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
+  """AdamW on a warm-up + cosine schedule, after clipping the global norm."""
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0,
+      peak_value=config.learning_rate,
+      warmup_steps=config.warmup_steps,
+      decay_steps=max(config.decay_steps, config.warmup_steps + 1),
+      end_value=config.learning_rate * config.final_learning_rate_fraction,
+  )
+  return optax.chain(
+      optax.clip_by_global_norm(config.clip_norm),
+      optax.adamw(schedule, weight_decay=config.weight_decay),
+  )
+
+
+def example_batch(model: UniPinRec, batch_size: int, max_slates: int, slate_size: int) -> TrainBatch:
+  """A zero batch of the right shapes, for initialisation and shape inference."""
+  cfg = model.config
+  length, outcomes = cfg.max_length, cfg.num_outcomes
+  return TrainBatch(
+      items=np.zeros((batch_size, length), np.int32),
+      outcomes=np.zeros((batch_size, length, outcomes), bool),
+      times=np.zeros((batch_size, length), np.float32),
+      surfaces=np.zeros((batch_size, length), np.int32),
+      history_lengths=np.ones((batch_size,), np.int32),
+      slate_prefix=np.ones((batch_size, max_slates), np.int32),
+      slate_times=np.zeros((batch_size, max_slates), np.float32),
+      slate_surfaces=np.zeros((batch_size, max_slates), np.int32),
+      slate_items=np.zeros((batch_size, max_slates, slate_size), np.int32),
+      slate_outcomes=np.zeros((batch_size, max_slates, slate_size, outcomes), bool),
+  )
+
+
+def create_sharded_state(
+    model: UniPinRec,
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    rng: jax.Array,
+    batch: TrainBatch,
+) -> tuple[TrainState, TrainState]:
+  """Initialises the state directly in its shardings (never whole on one device).
+
+  Returns:
+    (the state, the tree of its NamedShardings).
+  """
+
+  def init(rng):
+    action_masked = jnp.zeros(batch.items.shape, dtype=bool)
+    params = model.init(rng, batch, action_masked)["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+
+  boxed = jax.eval_shape(init, rng)
+  shardings = sharding.logical_shardings(mesh, boxed)
+  state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(rng)
+  return state, shardings

@@ -1,0 +1,106 @@
+"""The pure train step: masking, the blended forward pass, the three losses, one update."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from unipinrec import losses
+from unipinrec.model.unified import UniPinRec
+from unipinrec.train.state import TrainState
+from unipinrec.types import TrainBatch
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """What the step samples: MAM masking and the loss configuration."""
+
+  mask_prob: float = 0.2  # share of past actions replaced by [MASK]
+  loss: losses.LossConfig = dataclasses.field(default_factory=losses.LossConfig)
+
+
+def blended_loss(
+    params,
+    model: UniPinRec,
+    config: StepConfig,
+    batch: TrainBatch,
+    item_log_frequency: jax.Array,
+    rng: jax.Array,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Weighted sum of retrieval, MAM and ranking losses on one blended batch."""
+  loss_cfg = config.loss
+  mask_rng, negative_rng = jax.random.split(rng)
+  b, length = batch.items.shape
+  valid = jnp.arange(length)[None, :] < batch.history_lengths[:, None]
+  action_masked = jax.random.bernoulli(mask_rng, config.mask_prob, (b, length)) & valid
+  outputs = model.apply({"params": params}, batch, action_masked)
+
+  positions, positive_valid = losses.future_positives(
+      batch.items,
+      batch.times,
+      batch.history_lengths,
+      loss_cfg.future_window_seconds,
+      loss_cfg.max_future_positives,
+      loss_cfg.intra_session,
+  )
+  flat = positions.reshape(b, -1)
+  positive_items = jnp.take_along_axis(batch.items, flat, axis=1).reshape(positions.shape)
+  positive_outcomes = jnp.take_along_axis(batch.outcomes, flat[..., None], axis=1).reshape(
+      positions.shape + (batch.outcomes.shape[-1],)
+  )
+  # Condition 0 ("any") learns every positive, condition o + 1 those with outcome o.
+  positive_weights = jnp.concatenate(
+      [positive_valid[..., None], positive_outcomes & positive_valid[..., None]], axis=-1
+  ).astype(jnp.float32)
+  negatives, log_q = losses.sample_negatives(
+      negative_rng,
+      batch.items,
+      item_log_frequency,
+      loss_cfg.num_random_negatives,
+      loss_cfg.num_inbatch_negatives,
+      loss_cfg.logq_correction,
+  )
+  retrieval = losses.sampled_softmax_loss(
+      outputs.queries,
+      outputs.item_vectors,
+      positive_items,
+      positive_weights,
+      negatives,
+      log_q,
+      model.config.temperature,
+  )
+  mam = losses.masked_bce(outputs.history_task_logits, batch.outcomes, action_masked)
+  candidate_valid = (batch.slate_items > 0) & (batch.slate_prefix > 0)[..., None]
+  ranking = losses.masked_bce(
+      outputs.candidate_task_logits, batch.slate_outcomes, candidate_valid
+  )
+  total = (
+      loss_cfg.retrieval_weight * retrieval
+      + loss_cfg.mam_weight * mam
+      + loss_cfg.ranking_weight * ranking
+  )
+  return total, {"loss": total, "retrieval_loss": retrieval, "mam_loss": mam, "ranking_loss": ranking}
+
+
+def make_train_step(
+    model: UniPinRec,
+    optimizer: optax.GradientTransformation,
+    config: StepConfig,
+    base_rng: jax.Array,
+) -> Callable[[TrainState, TrainBatch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+  """A pure step; its randomness is `fold_in(base_rng, step)`, so a resumed run repeats it."""
+
+  def train_step(state: TrainState, batch: TrainBatch, item_log_frequency: jax.Array):
+    rng = jax.random.fold_in(base_rng, state.step)
+    grad_fn = jax.value_and_grad(blended_loss, has_aux=True)
+    (_, metrics), grads = grad_fn(state.params, model, config, batch, item_log_frequency, rng)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
