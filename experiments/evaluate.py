@@ -28,7 +28,12 @@ def main(argv):
     raise app.UsageError(f"no checkpoint in {os.path.abspath(_WORKDIR.value)}/checkpoints")
   figures = evaluate_state(experiment, state.params)
   document = write_results(
-      experiment, _WORKDIR.value, figures, int(state.step), launch.command("evaluate"), time.time() - start
+    experiment,
+    _WORKDIR.value,
+    figures,
+    int(state.step),
+    launch.command("evaluate"),
+    time.time() - start,
   )
   launch.log_summary(document, os.path.join(_WORKDIR.value, "results.json"))
 

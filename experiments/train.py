@@ -16,7 +16,7 @@ from unipinrec.experiment import evaluate_state, setup_experiment, write_results
 from unipinrec.train.loop import train
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", launch.DEFAULT_CONFIG, "ml_collections config file, optionally `file.py:variant`."
+  "config", launch.DEFAULT_CONFIG, "ml_collections config file, optionally `file.py:variant`."
 )
 _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "Checkpoints, logs and results.")
 
@@ -29,7 +29,12 @@ def main(argv):
   state = train(experiment, _WORKDIR.value)
   figures = evaluate_state(experiment, state.params)
   document = write_results(
-      experiment, _WORKDIR.value, figures, int(state.step), launch.command("train"), time.time() - start
+    experiment,
+    _WORKDIR.value,
+    figures,
+    int(state.step),
+    launch.command("train"),
+    time.time() - start,
   )
   launch.log_summary(document, os.path.join(_WORKDIR.value, "results.json"))
 

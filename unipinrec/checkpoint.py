@@ -25,31 +25,31 @@ def make_manager(workdir: str, config: CheckpointConfig) -> ocp.CheckpointManage
   """A manager over `workdir/checkpoints` holding items `state` and `data`."""
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   options = ocp.CheckpointManagerOptions(
-      save_interval_steps=config.every_steps, max_to_keep=config.keep, create=True
+    save_interval_steps=config.every_steps, max_to_keep=config.keep, create=True
   )
   return ocp.CheckpointManager(directory, options=options, item_names=("state", "data"))
 
 
 def save(
-    manager: ocp.CheckpointManager,
-    step: int,
-    state,
-    data_iterator: grain.DatasetIterator,
-    force: bool = False,
+  manager: ocp.CheckpointManager,
+  step: int,
+  state,
+  data_iterator: grain.DatasetIterator,
+  force: bool = False,
 ) -> bool:
   """Saves if the step is due (or `force`); returns whether a save started."""
   return manager.save(
-      step,
-      args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state),
-          data=grain.checkpoint.CheckpointSave(data_iterator),
-      ),
-      force=force,
+    step,
+    args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      data=grain.checkpoint.CheckpointSave(data_iterator),
+    ),
+    force=force,
   )
 
 
 def restore_latest(
-    manager: ocp.CheckpointManager, abstract_state, data_iterator: grain.DatasetIterator | None
+  manager: ocp.CheckpointManager, abstract_state, data_iterator: grain.DatasetIterator | None
 ):
   """Restores the newest checkpoint into `abstract_state`'s shapes and shardings.
 

@@ -59,13 +59,13 @@ def _build(cls, values: Mapping, path: str):
 
 
 _NESTED = {
-    (RunConfig, "data"): DataConfig,
-    (RunConfig, "model"): ModelSizes,
-    (RunConfig, "step"): StepConfig,
-    (RunConfig, "optimizer"): OptimizerConfig,
-    (RunConfig, "checkpoint"): CheckpointConfig,
-    (DataConfig, "synthetic"): SyntheticConfig,
-    (StepConfig, "loss"): LossConfig,
+  (RunConfig, "data"): DataConfig,
+  (RunConfig, "model"): ModelSizes,
+  (RunConfig, "step"): StepConfig,
+  (RunConfig, "optimizer"): OptimizerConfig,
+  (RunConfig, "checkpoint"): CheckpointConfig,
+  (DataConfig, "synthetic"): SyntheticConfig,
+  (StepConfig, "loss"): LossConfig,
 }
 
 

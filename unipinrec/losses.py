@@ -27,12 +27,12 @@ class LossConfig:
 
 
 def future_positives(
-    items: jax.Array,
-    times: jax.Array,
-    lengths: jax.Array,
-    window_seconds: float,
-    max_positives: int,
-    intra_session: bool = False,
+  items: jax.Array,
+  times: jax.Array,
+  lengths: jax.Array,
+  window_seconds: float,
+  max_positives: int,
+  intra_session: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
   """Later actions that count as positives of each anchor position.
 
@@ -65,13 +65,13 @@ def future_positives(
 
 
 def sampled_softmax_loss(
-    queries: jax.Array,
-    item_vectors: jax.Array,
-    positive_items: jax.Array,
-    positive_weights: jax.Array,
-    negative_items: jax.Array,
-    negative_log_q: jax.Array,
-    temperature: float,
+  queries: jax.Array,
+  item_vectors: jax.Array,
+  positive_items: jax.Array,
+  positive_weights: jax.Array,
+  negative_items: jax.Array,
+  negative_log_q: jax.Array,
+  temperature: float,
 ) -> jax.Array:
   """Mean -log softmax of each positive against the shared sampled negatives.
 
@@ -89,22 +89,22 @@ def sampled_softmax_loss(
     The weighted mean loss (0 when no pair has weight).
   """
   positive_logits = (
-      jnp.einsum("blqd,blwd->blwq", queries, jnp.take(item_vectors, positive_items, axis=0))
-      / temperature
+    jnp.einsum("blqd,blwd->blwq", queries, jnp.take(item_vectors, positive_items, axis=0))
+    / temperature
   )
   negative_logits = (
-      jnp.einsum("blqd,md->blqm", queries, jnp.take(item_vectors, negative_items, axis=0))
-      / temperature
-      - negative_log_q
+    jnp.einsum("blqd,md->blqm", queries, jnp.take(item_vectors, negative_items, axis=0))
+    / temperature
+    - negative_log_q
   )
   # A sampled negative that is one of the anchor's positives is no negative.
   counted = positive_weights.sum(-1) > 0  # [B, L, W]
   hit = jnp.any(
-      (positive_items[..., None] == negative_items) & counted[..., None], axis=2
+    (positive_items[..., None] == negative_items) & counted[..., None], axis=2
   )  # [B, L, M]
   usable = (negative_items > 0)[None, None, :] & ~hit
   negative_lse = jax.nn.logsumexp(
-      jnp.where(usable[:, :, None, :], negative_logits, -jnp.inf), axis=-1
+    jnp.where(usable[:, :, None, :], negative_logits, -jnp.inf), axis=-1
   )  # [B, L, Q]
   pair_loss = jax.nn.softplus(negative_lse[:, :, None, :] - positive_logits)
   total_weight = positive_weights.sum()
@@ -112,12 +112,12 @@ def sampled_softmax_loss(
 
 
 def sample_negatives(
-    rng: jax.Array,
-    items: jax.Array,
-    item_log_frequency: jax.Array,
-    num_random: int,
-    num_inbatch: int,
-    logq_correction: bool,
+  rng: jax.Array,
+  items: jax.Array,
+  item_log_frequency: jax.Array,
+  num_random: int,
+  num_inbatch: int,
+  logq_correction: bool,
 ) -> tuple[jax.Array, jax.Array]:
   """Uniform catalogue negatives plus in-batch negatives, with their log-Q.
 

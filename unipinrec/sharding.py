@@ -18,14 +18,14 @@ MESH_AXES = ("data", "model")
 # Logical axis -> mesh axis. The item table is split over its vocabulary,
 # the widest weights over their hidden dimension, the batch over `data`.
 LOGICAL_RULES: tuple[tuple[str, str | None], ...] = (
-    ("batch", "data"),
-    ("vocab", "model"),
-    ("mlp", "model"),
-    ("heads", "model"),
-    ("embed", None),
-    ("kv", None),
-    ("action", None),
-    ("condition", None),
+  ("batch", "data"),
+  ("vocab", "model"),
+  ("mlp", "model"),
+  ("heads", "model"),
+  ("embed", None),
+  ("kv", None),
+  ("action", None),
+  ("condition", None),
 )
 
 
@@ -38,7 +38,7 @@ def make_mesh(model_parallelism: int = 1) -> Mesh:
   devices = jax.devices()
   if len(devices) % model_parallelism:
     raise ValueError(
-        f"{len(devices)} devices cannot be split into model_parallelism={model_parallelism}"
+      f"{len(devices)} devices cannot be split into model_parallelism={model_parallelism}"
     )
   shape = (len(devices) // model_parallelism, model_parallelism)
   return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
@@ -68,6 +68,6 @@ def global_batch(mesh: Mesh, host_batch: Mapping[str, np.ndarray]) -> dict[str, 
   """
   sharding = batch_sharding(mesh)
   return {
-      name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
-      for name, value in host_batch.items()
+    name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+    for name, value in host_batch.items()
   }

@@ -39,24 +39,31 @@ def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData
   logs = world.logs
   train_users, eval_users = examples_lib.split_users(logs.num_users, config.holdout_fraction, seed)
   train_examples = examples_lib.training_examples(
-      logs, train_users, max_length, config.max_slates, seed
+    logs, train_users, max_length, config.max_slates, seed
   )
   eval_examples = examples_lib.evaluation_examples(
-      logs, eval_users, max_length, config.eval_slates_per_user
+    logs, eval_users, max_length, config.eval_slates_per_user
   )
   lengths = np.diff(logs.action_offsets)
   logging.info(
-      "data: %d users (%d train, %d held out), %d items, %d actions (length p50 %d, p90 %d), "
-      "%d slates; %d training examples, %d retrieval and %d ranking evaluation rows",
-      logs.num_users, len(train_users), len(eval_users), logs.num_items, lengths.sum(),
-      np.percentile(lengths, 50), np.percentile(lengths, 90), len(logs.slate_items),
-      len(train_examples["items"]), len(eval_examples.retrieval_targets),
-      len(eval_examples.ranking_requests),
+    "data: %d users (%d train, %d held out), %d items, %d actions (length p50 %d, p90 %d), "
+    "%d slates; %d training examples, %d retrieval and %d ranking evaluation rows",
+    logs.num_users,
+    len(train_users),
+    len(eval_users),
+    logs.num_items,
+    lengths.sum(),
+    np.percentile(lengths, 50),
+    np.percentile(lengths, 90),
+    len(logs.slate_items),
+    len(train_examples["items"]),
+    len(eval_examples.retrieval_targets),
+    len(eval_examples.ranking_requests),
   )
   return PreparedData(
-      logs=logs,
-      world=world,
-      train_examples=train_examples,
-      eval_examples=eval_examples,
-      item_log_frequency=examples_lib.item_log_frequency(logs, train_users),
+    logs=logs,
+    world=world,
+    train_examples=train_examples,
+    eval_examples=eval_examples,
+    item_log_frequency=examples_lib.item_log_frequency(logs, train_users),
   )

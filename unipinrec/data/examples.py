@@ -16,7 +16,9 @@ import numpy as np
 from unipinrec.types import UserLogs
 
 
-def split_users(num_users: int, holdout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_users(
+  num_users: int, holdout_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
   """A seeded partition of users into (training, held-out), each sorted."""
   order = np.random.default_rng([seed, 1]).permutation(num_users)
   num_holdout = int(round(num_users * holdout_fraction))
@@ -40,17 +42,17 @@ def _history(logs: UserLogs, user: int, start: int, end: int, max_length: int) -
   times[length:] = times[length - 1] if length else 0.0
   surfaces[:length] = logs.action_surfaces[rows]
   return {
-      "items": items,
-      "outcomes": outcomes,
-      "times": times,
-      "surfaces": surfaces,
-      "history_lengths": np.int32(length),
-      "origin": origin,
+    "items": items,
+    "outcomes": outcomes,
+    "times": times,
+    "surfaces": surfaces,
+    "history_lengths": np.int32(length),
+    "origin": origin,
   }
 
 
 def training_examples(
-    logs: UserLogs, users: np.ndarray, max_length: int, max_slates: int, seed: int
+  logs: UserLogs, users: np.ndarray, max_length: int, max_slates: int, seed: int
 ) -> dict[str, np.ndarray]:
   """Blended examples of the given users, as stacked fixed-shape arrays.
 
@@ -89,11 +91,11 @@ def training_examples(
       slate_items[:count] = logs.slate_items[inside]
       slate_outcomes[:count] = logs.slate_outcomes[inside]
       example.update(
-          slate_prefix=slate_prefix,
-          slate_times=slate_times,
-          slate_surfaces=slate_surfaces,
-          slate_items=slate_items,
-          slate_outcomes=slate_outcomes,
+        slate_prefix=slate_prefix,
+        slate_times=slate_times,
+        slate_surfaces=slate_surfaces,
+        slate_items=slate_items,
+        slate_outcomes=slate_outcomes,
       )
       examples.append(example)
   if not examples:
@@ -124,7 +126,7 @@ class EvalExamples:
 
 
 def evaluation_examples(
-    logs: UserLogs, users: np.ndarray, max_length: int, slates_per_user: int
+  logs: UserLogs, users: np.ndarray, max_length: int, slates_per_user: int
 ) -> EvalExamples:
   """Protocol-style evaluation rows of the held-out users."""
   retrieval, targets, target_requests, seen = [], [], [], []
@@ -156,16 +158,16 @@ def evaluation_examples(
 
   ranking_requests = np.asarray(ranking_requests)
   return EvalExamples(
-      retrieval_history=stack(retrieval),
-      retrieval_targets=np.asarray(targets, np.int32),
-      retrieval_requests=np.asarray(target_requests),
-      retrieval_seen=seen,
-      ranking_history=stack(ranking),
-      ranking_requests=ranking_requests,
-      ranking_items=logs.slate_items[ranking_requests],
-      ranking_outcomes=logs.slate_outcomes[ranking_requests],
-      ranking_times=np.asarray(ranking_times, np.float32),
-      ranking_surfaces=logs.slate_surfaces[ranking_requests],
+    retrieval_history=stack(retrieval),
+    retrieval_targets=np.asarray(targets, np.int32),
+    retrieval_requests=np.asarray(target_requests),
+    retrieval_seen=seen,
+    ranking_history=stack(ranking),
+    ranking_requests=ranking_requests,
+    ranking_items=logs.slate_items[ranking_requests],
+    ranking_outcomes=logs.slate_outcomes[ranking_requests],
+    ranking_times=np.asarray(ranking_times, np.float32),
+    ranking_surfaces=logs.slate_surfaces[ranking_requests],
   )
 
 
@@ -175,7 +177,7 @@ def item_log_frequency(logs: UserLogs, users: np.ndarray) -> np.ndarray:
   Used for log-Q correction and by the popularity baseline.
   """
   rows = np.concatenate(
-      [np.arange(logs.action_offsets[u], logs.action_offsets[u + 1]) for u in users]
+    [np.arange(logs.action_offsets[u], logs.action_offsets[u + 1]) for u in users]
   )
   counts = np.bincount(logs.action_items[rows], minlength=logs.num_items + 1).astype(np.float64)
   counts[1:] += 1.0

@@ -29,7 +29,7 @@ class ExampleSource(grain.sources.RandomAccessDataSource):
 
 
 def training_iterator(
-    examples: Mapping[str, np.ndarray], global_batch_size: int, seed: int
+  examples: Mapping[str, np.ndarray], global_batch_size: int, seed: int
 ) -> grain.DatasetIterator:
   """An endless, shuffled iterator of this process's share of each global batch.
 
@@ -39,7 +39,7 @@ def training_iterator(
   process_count = jax.process_count()
   if global_batch_size % process_count:
     raise ValueError(
-        f"batch_size {global_batch_size} is not divisible by {process_count} processes"
+      f"batch_size {global_batch_size} is not divisible by {process_count} processes"
     )
   dataset = grain.MapDataset.source(ExampleSource(examples)).shuffle(seed=seed).repeat()
   dataset = dataset[jax.process_index() :: process_count]

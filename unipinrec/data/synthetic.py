@@ -119,7 +119,11 @@ class SyntheticWorld:
     slate_ids = np.asarray(slate_ids)
     items = np.asarray(items)
     engage, save = _outcome_model(
-        self.config, self._item_truth, self.request_interests[slate_ids], items, self.logs.slate_surfaces[slate_ids]
+      self.config,
+      self._item_truth,
+      self.request_interests[slate_ids],
+      items,
+      self.logs.slate_surfaces[slate_ids],
     )
     return np.stack([engage * (1.0 - save), engage * save], axis=-1)
 
@@ -148,15 +152,17 @@ class SyntheticWorld:
     starts = logs.action_offsets[users]
     prefix = logs.slate_prefix[slate_ids].astype(np.int64)
     row = np.repeat(np.arange(len(slate_ids)), prefix)
-    seen_idx = np.repeat(starts, prefix) + np.arange(prefix.sum()) - np.repeat(
-        np.cumsum(prefix) - prefix, prefix
+    seen_idx = (
+      np.repeat(starts, prefix)
+      + np.arange(prefix.sum())
+      - np.repeat(np.cumsum(prefix) - prefix, prefix)
     )
     allowed = np.ones((len(slate_ids), cfg.num_items + 1), dtype=bool)
     allowed[:, 0] = False
     allowed[row, logs.action_items[seen_idx]] = False
     logits_pop = np.broadcast_to(self.item_log_popularity, allowed.shape)
     pool, pool_logits = _policy_pool(
-        cfg, self.request_policy_interests[slate_ids], self.item_vectors, self.item_log_popularity
+      cfg, self.request_policy_interests[slate_ids], self.item_vectors, self.item_log_popularity
     )
     rows = np.arange(len(slate_ids))[:, None]
     logits_rel = np.full(allowed.shape, -np.inf)
@@ -166,7 +172,11 @@ class SyntheticWorld:
     shown = 1.0 - (1.0 - pi_pop) * (1.0 - pi_rel)
     all_items = np.broadcast_to(np.arange(cfg.num_items + 1), allowed.shape)
     engage, _ = _outcome_model(
-        cfg, self._item_truth, self.request_interests[slate_ids], all_items, logs.slate_surfaces[slate_ids]
+      cfg,
+      self._item_truth,
+      self.request_interests[slate_ids],
+      all_items,
+      logs.slate_surfaces[slate_ids],
     )
     scores = shown * examination(cfg).mean() * engage
     scores[:, 0] = -np.inf
@@ -174,11 +184,11 @@ class SyntheticWorld:
 
 
 def _outcome_model(
-    cfg: SyntheticConfig,
-    item_truth: tuple[np.ndarray, np.ndarray, np.ndarray],
-    interests: np.ndarray,
-    items: np.ndarray,
-    surfaces: np.ndarray,
+  cfg: SyntheticConfig,
+  item_truth: tuple[np.ndarray, np.ndarray, np.ndarray],
+  interests: np.ndarray,
+  items: np.ndarray,
+  surfaces: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
   """[L, D], [L, C], [L] -> P(engage | examined), P(save | engaged), [L, C] each.
 
@@ -188,11 +198,11 @@ def _outcome_model(
   vectors, log_pop, quality = (a[items] for a in item_truth)
   affinity = np.einsum("ld,lcd->lc", interests, vectors)
   engage = _sigmoid(
-      cfg.engage_bias
-      + cfg.engage_affinity * affinity
-      + cfg.engage_popularity * log_pop
-      + cfg.engage_quality * quality
-      + _surface_shifts(cfg)[surfaces][:, None]
+    cfg.engage_bias
+    + cfg.engage_affinity * affinity
+    + cfg.engage_popularity * log_pop
+    + cfg.engage_quality * quality
+    + _surface_shifts(cfg)[surfaces][:, None]
   )
   save = _sigmoid(cfg.save_bias + cfg.save_quality * quality + cfg.save_affinity * affinity)
   return np.where(items > 0, engage, 0.0), save
@@ -225,18 +235,18 @@ def _gumbel_top_k(rng: np.random.Generator, logits: np.ndarray, k: int) -> np.nd
 
 
 def _policy_pool(
-    cfg: SyntheticConfig, policy_interests: np.ndarray, vectors: np.ndarray, log_pop: np.ndarray
+  cfg: SyntheticConfig, policy_interests: np.ndarray, vectors: np.ndarray, log_pop: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
   """[L, D] -> the policy's top `policy_pool` items [L, M] and their logits [L, M]."""
   logits = cfg.policy_temperature * (policy_interests @ vectors[1:].T) + (
-      cfg.policy_popularity * log_pop[1:]
+    cfg.policy_popularity * log_pop[1:]
   )
   pool = np.argpartition(-logits, cfg.policy_pool - 1, axis=1)[:, : cfg.policy_pool]
   return pool + 1, np.take_along_axis(logits, pool, axis=1)
 
 
 def _sample_popular(
-    rng: np.random.Generator, log_pop: np.ndarray, banned: np.ndarray, k: int
+  rng: np.random.Generator, log_pop: np.ndarray, banned: np.ndarray, k: int
 ) -> np.ndarray:
   """[U, N + 1] banned mask -> [U, k] items drawn without replacement, p ∝ popularity.
 
@@ -293,7 +303,9 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
   mix /= mix.sum(axis=1, keepdims=True)
   user_topics = rng.integers(0, cfg.num_topics, (num_u, cfg.max_user_topics))
   interest = np.einsum("ut,utd->ud", mix, centres[user_topics])
-  interest = _normalize(interest + cfg.user_offset * rng.standard_normal((num_u, dim)) / np.sqrt(dim))
+  interest = _normalize(
+    interest + cfg.user_offset * rng.standard_normal((num_u, dim)) / np.sqrt(dim)
+  )
   policy_error = cfg.policy_noise * rng.standard_normal((num_u, dim)) / np.sqrt(dim)
 
   item_truth = (vectors, log_pop, quality)
@@ -329,11 +341,11 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
       jump = new_session & (rng.random(num_u) < cfg.jump_prob)
       interest = np.where(new_session[:, None], np.where(jump[:, None], jumped, drifted), interest)
       session_surface = np.where(
-          new_session, rng.integers(0, cfg.num_surfaces, num_u), session_surface
+        new_session, rng.integers(0, cfg.num_surfaces, num_u), session_surface
       )
     # A request mostly stays on its session's surface.
     surface = np.where(
-        rng.random(num_u) < 0.8, session_surface, rng.integers(0, cfg.num_surfaces, num_u)
+      rng.random(num_u) < 0.8, session_surface, rng.integers(0, cfg.num_surfaces, num_u)
     )
     policy_interest = _normalize(interest + policy_error)
 
@@ -341,11 +353,11 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
     # candidate pool, ordered by the policy's score.
     refresh = np.nonzero(new_session | (t == 0))[0]
     pool[refresh], pool_logits[refresh] = _policy_pool(
-        cfg, policy_interest[refresh], vectors, log_pop
+      cfg, policy_interest[refresh], vectors, log_pop
     )
     popular = _sample_popular(rng, log_pop, engaged_before, num_pop)
     taken = engaged_before[users[:, None], pool] | np.any(
-        pool[:, :, None] == popular[:, None, :], axis=2
+      pool[:, :, None] == popular[:, None, :], axis=2
     )
     relevant = _gumbel_top_k(rng, np.where(taken, -np.inf, pool_logits), num_c - num_pop)
     relevant = np.where(relevant >= 0, np.take_along_axis(pool, np.maximum(relevant, 0), 1), 0)
@@ -377,28 +389,28 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
   is_action = slate_outcomes.any(axis=-1)  # [S, C]
   rows, cols = np.nonzero(is_action)  # row-major: per user, time then position
   logs = UserLogs(
-      action_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-      action_items=slate_items[rows, cols].astype(np.int32),
-      action_outcomes=slate_outcomes[rows, cols],
-      action_times=slate_times[rows] + cfg.seconds_per_position * (cols + 1),
-      action_surfaces=slate_surfaces[rows],
-      slate_offsets=np.arange(num_u + 1, dtype=np.int64) * num_r,
-      slate_prefix=prefixes.T.reshape(-1),
-      slate_times=slate_times,
-      slate_surfaces=slate_surfaces,
-      slate_items=slate_items,
-      slate_outcomes=slate_outcomes,
-      num_items=num_n,
-      num_surfaces=cfg.num_surfaces,
-      outcome_names=OUTCOME_NAMES,
+    action_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+    action_items=slate_items[rows, cols].astype(np.int32),
+    action_outcomes=slate_outcomes[rows, cols],
+    action_times=slate_times[rows] + cfg.seconds_per_position * (cols + 1),
+    action_surfaces=slate_surfaces[rows],
+    slate_offsets=np.arange(num_u + 1, dtype=np.int64) * num_r,
+    slate_prefix=prefixes.T.reshape(-1),
+    slate_times=slate_times,
+    slate_surfaces=slate_surfaces,
+    slate_items=slate_items,
+    slate_outcomes=slate_outcomes,
+    num_items=num_n,
+    num_surfaces=cfg.num_surfaces,
+    outcome_names=OUTCOME_NAMES,
   )
   return SyntheticWorld(
-      config=cfg,
-      logs=logs,
-      item_vectors=vectors,
-      item_log_popularity=log_pop,
-      item_quality=quality,
-      request_interests=interests.transpose(1, 0, 2).reshape(-1, dim),
-      request_policy_interests=policy_interests.transpose(1, 0, 2).reshape(-1, dim),
-      request_users=np.repeat(users, num_r),
+    config=cfg,
+    logs=logs,
+    item_vectors=vectors,
+    item_log_popularity=log_pop,
+    item_quality=quality,
+    request_interests=interests.transpose(1, 0, 2).reshape(-1, dim),
+    request_policy_interests=policy_interests.transpose(1, 0, 2).reshape(-1, dim),
+    request_users=np.repeat(users, num_r),
   )

@@ -14,9 +14,9 @@ RETRIEVAL_KS = (10, 50, 200)
 
 
 def target_ranks(
-    scores: np.ndarray,
-    targets: np.ndarray,
-    excluded: Sequence[np.ndarray] | None = None,
+  scores: np.ndarray,
+  targets: np.ndarray,
+  excluded: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
   """Rank of each user's target among the catalogue.
 
@@ -83,9 +83,7 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
   return float(u_stat / (num_pos * num_neg))
 
 
-def slate_ndcg(
-    scores: np.ndarray, gains: np.ndarray, valid: np.ndarray, k: int = 5
-) -> float:
+def slate_ndcg(scores: np.ndarray, gains: np.ndarray, valid: np.ndarray, k: int = 5) -> float:
   """Mean NDCG@k of slates ordered by descending score.
 
   Args:

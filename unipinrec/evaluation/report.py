@@ -14,11 +14,14 @@ def git_commit() -> str:
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   try:
     commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+      ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
     ).stdout.strip()
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=root, capture_output=True, text=True, check=True,
+      ["git", "status", "--porcelain", "--untracked-files=no"],
+      cwd=root,
+      capture_output=True,
+      text=True,
+      check=True,
     ).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
@@ -33,19 +36,21 @@ def quality_checks(report: dict, baselines: dict) -> dict:
   """The ratios the synthetic default is judged by, next to the raw figures."""
   model_hr = report["retrieval"]["hr@10"]
   checks = {
-      "hr@10_over_popularity": _ratio(model_hr, baselines["popularity"]["retrieval"]["hr@10"]),
+    "hr@10_over_popularity": _ratio(model_hr, baselines["popularity"]["retrieval"]["hr@10"]),
   }
   if "oracle" in baselines:
     oracle = baselines["oracle"]
     popularity = baselines["popularity"]
-    checks.update({
+    checks.update(
+      {
         "hr@10_over_oracle": _ratio(model_hr, oracle["retrieval"]["hr@10"]),
         "auc_engaged_gap_to_oracle": oracle["ranking"]["auc_engaged"]
         - report["ranking"]["auc_engaged"],
         "oracle_hr@10": oracle["retrieval"]["hr@10"],
         "oracle_auc_engaged_over_popularity": oracle["ranking"]["auc_engaged"]
         - popularity["ranking"]["auc_engaged"],
-    })
+      }
+    )
   return checks
 
 

@@ -13,7 +13,7 @@ class ModelConfig:
   num_outcomes: int  # O, e.g. 2 for (click, save)
   num_surfaces: int = 1  # surfaces an action can come from
   max_length: int = 64  # L, longest history the encoder sees
-  embed_dim: int = 64  # D, width of item embeddings and of the transformer
+  embed_dim: int = 64  # D, width of item embeddings and of retrieval queries
   action_dim: int = 16  # width of the projected action + time + surface features
   num_layers: int = 2
   num_heads: int = 2
@@ -23,10 +23,17 @@ class ModelConfig:
   dtype: str = "float32"  # compute dtype; parameters stay float32
 
   @property
+  def width(self) -> int:
+    """Transformer width: a token is [item embedding, action features], concatenated."""
+    return self.embed_dim + self.action_dim
+
+  @property
   def head_dim(self) -> int:
-    if self.embed_dim % self.num_heads:
-      raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-    return self.embed_dim // self.num_heads
+    if self.width % self.num_heads:
+      raise ValueError(
+        f"embed_dim + action_dim = {self.width} is not divisible by num_heads {self.num_heads}"
+      )
+    return self.width // self.num_heads
 
   @property
   def num_conditions(self) -> int:

@@ -26,42 +26,38 @@ def time_features(gap_seconds: jax.Array, has_previous: jax.Array) -> jax.Array:
   log_minutes = jnp.log1p(gap / 60.0) / 8.0
   same_session = (gap < SESSION_GAP_SECONDS) & has_previous
   return jnp.stack(
-      [log_minutes * has_previous, same_session.astype(gap.dtype), has_previous.astype(gap.dtype)],
-      axis=-1,
+    [log_minutes * has_previous, same_session.astype(gap.dtype), has_previous.astype(gap.dtype)],
+    axis=-1,
   )
 
 
 class ActionTokenizer(nn.Module):
-  """Builds [..., D] tokens from items, actions, time gaps, surfaces and positions."""
+  """[..., W] tokens (W = D + action_dim) from items, actions, time gaps, surfaces, positions."""
 
   config: ModelConfig
 
   def setup(self):
     cfg = self.config
     self.item_embedding = self.param(
-        "item_embedding",
-        nn.with_logical_partitioning(nn.initializers.normal(stddev=0.1), ("vocab", "embed")),
-        (cfg.num_items + 1, cfg.embed_dim),
+      "item_embedding",
+      nn.with_logical_partitioning(nn.initializers.normal(stddev=0.1), ("vocab", "embed")),
+      (cfg.num_items + 1, cfg.embed_dim),
     )
     self.surface_embedding = nn.Embed(
-        cfg.num_surfaces,
-        cfg.action_dim,
-        embedding_init=nn.with_logical_partitioning(
-            nn.initializers.normal(stddev=0.1), (None, "action")
-        ),
+      cfg.num_surfaces,
+      cfg.action_dim,
+      embedding_init=nn.with_logical_partitioning(
+        nn.initializers.normal(stddev=0.1), (None, "action")
+      ),
     )
     self.action_projection = nn.Dense(
-        cfg.action_dim,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, "action")),
-    )
-    self.token_projection = nn.Dense(
-        cfg.embed_dim,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, "embed")),
+      cfg.action_dim,
+      kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, "action")),
     )
     self.position_embedding = self.param(
-        "position_embedding",
-        nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), (None, "embed")),
-        (cfg.max_length + 1, cfg.embed_dim),
+      "position_embedding",
+      nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), (None, "embed")),
+      (cfg.max_length + 1, cfg.width),
     )
 
   def item_vectors(self) -> jax.Array:
@@ -69,14 +65,14 @@ class ActionTokenizer(nn.Module):
     return self.item_embedding
 
   def __call__(
-      self,
-      items: jax.Array,
-      outcomes: jax.Array,
-      masked: jax.Array,
-      gap_seconds: jax.Array,
-      has_previous: jax.Array,
-      surfaces: jax.Array,
-      positions: jax.Array,
+    self,
+    items: jax.Array,
+    outcomes: jax.Array,
+    masked: jax.Array,
+    gap_seconds: jax.Array,
+    has_previous: jax.Array,
+    surfaces: jax.Array,
+    positions: jax.Array,
   ) -> jax.Array:
     """Tokens for actions or candidates.
 
@@ -90,16 +86,19 @@ class ActionTokenizer(nn.Module):
       positions: [...] position of the token in the history, 0..L.
 
     Returns:
-      [..., D] tokens.
+      [..., W] tokens: [item embedding, action features] + position.
     """
     dtype = jnp.dtype(self.config.dtype)
     visible = jnp.where(masked[..., None], 0.0, outcomes.astype(jnp.float32))
     action_inputs = jnp.concatenate(
-        [visible, masked[..., None].astype(jnp.float32), time_features(gap_seconds, has_previous)],
-        axis=-1,
+      [visible, masked[..., None].astype(jnp.float32), time_features(gap_seconds, has_previous)],
+      axis=-1,
     )
     action = self.action_projection(action_inputs) + self.surface_embedding(surfaces)
     item = jnp.take(self.item_embedding, items, axis=0)
-    token = self.token_projection(jnp.concatenate([item, nn.gelu(action)], axis=-1))
+    # No mixing projection: the item keeps its own coordinates in the residual stream, so
+    # the query (read from those coordinates) and the item table start aligned, as in
+    # item2vec. A learned mix of the shared table into itself made training oscillate.
+    token = jnp.concatenate([item, nn.gelu(action)], axis=-1)
     token = token + jnp.take(self.position_embedding, positions, axis=0)
     return token.astype(dtype)

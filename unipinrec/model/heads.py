@@ -15,40 +15,46 @@ def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
 
 
 class RetrievalHead(nn.Module):
-  """MLP(state, outcome embedding) -> unit query vector (PinRec's outcome conditioning).
+  """State + MLP(state, outcome embedding) -> unit query vector (PinRec's outcome conditioning).
 
   Condition 0 asks for any engagement; condition o >= 1 for outcome o - 1.
+  The MLP is a residual on the state's item coordinates: at initialisation the
+  query is the (contextualised) item itself, already aligned with the item
+  table it is scored against.
   """
 
   config: ModelConfig
 
   @nn.compact
   def __call__(self, states: jax.Array, conditions: jax.Array) -> jax.Array:
-    """[..., D] states and [...] condition ids -> [..., D] unit queries."""
+    """[..., W] states and [...] condition ids -> [..., D] unit queries."""
     cfg = self.config
     condition_embedding = nn.Embed(
-        cfg.num_conditions,
-        cfg.embed_dim,
-        embedding_init=nn.with_logical_partitioning(
-            nn.initializers.normal(stddev=0.1), ("condition", "embed")
-        ),
-        name="condition_embedding",
+      cfg.num_conditions,
+      cfg.embed_dim,
+      embedding_init=nn.with_logical_partitioning(
+        nn.initializers.normal(stddev=0.1), ("condition", "embed")
+      ),
+      name="condition_embedding",
     )
-    states, condition = jnp.broadcast_arrays(states, condition_embedding(conditions))
+    condition = condition_embedding(conditions)
+    batch_shape = jnp.broadcast_shapes(states.shape[:-1], condition.shape[:-1])
+    states = jnp.broadcast_to(states, batch_shape + states.shape[-1:])
+    condition = jnp.broadcast_to(condition, batch_shape + condition.shape[-1:])
     inputs = jnp.concatenate([states, condition], axis=-1)
     hidden = nn.gelu(
-        nn.Dense(
-            cfg.head_hidden_dim,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, "mlp")),
-            name="hidden",
-        )(inputs)
+      nn.Dense(
+        cfg.head_hidden_dim,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, "mlp")),
+        name="hidden",
+      )(inputs)
     )
-    query = nn.Dense(
-        cfg.embed_dim,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("mlp", "embed")),
-        name="query",
+    residual = nn.Dense(
+      cfg.embed_dim,
+      kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("mlp", "embed")),
+      name="query",
     )(hidden)
-    return l2_normalize(query)
+    return l2_normalize(states[..., : cfg.embed_dim] + residual)
 
 
 class TaskHeads(nn.Module):
@@ -60,17 +66,17 @@ class TaskHeads(nn.Module):
   def __call__(self, states: jax.Array) -> jax.Array:
     cfg = self.config
     w_hidden = self.param(
-        "hidden_kernel",
-        nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", None, "mlp")),
-        (cfg.embed_dim, cfg.num_outcomes, cfg.head_hidden_dim),
+      "hidden_kernel",
+      nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", None, "mlp")),
+      (cfg.width, cfg.num_outcomes, cfg.head_hidden_dim),
     )
     b_hidden = self.param(
-        "hidden_bias", nn.initializers.zeros, (cfg.num_outcomes, cfg.head_hidden_dim)
+      "hidden_bias", nn.initializers.zeros, (cfg.num_outcomes, cfg.head_hidden_dim)
     )
     w_out = self.param(
-        "out_kernel",
-        nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, "mlp")),
-        (cfg.num_outcomes, cfg.head_hidden_dim),
+      "out_kernel",
+      nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, "mlp")),
+      (cfg.num_outcomes, cfg.head_hidden_dim),
     )
     b_out = self.param("out_bias", nn.initializers.zeros, (cfg.num_outcomes,))
     hidden = nn.gelu(jnp.einsum("...d,doh->...oh", states, w_hidden) + b_hidden)

@@ -34,7 +34,7 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, lengths: jax.Arra
   seq_len = q.shape[1]
   positions = jnp.arange(seq_len)
   allowed = (positions[None, :] <= positions[:, None])[None] & (
-      positions[None, None, :] < lengths[:, None, None]
+    positions[None, None, :] < lengths[:, None, None]
   )  # [B, L, L]
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
   logits = jnp.where(allowed[:, None], logits, jnp.finfo(logits.dtype).min)
@@ -43,12 +43,12 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, lengths: jax.Arra
 
 
 def candidate_attention(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
-    history_keys: jax.Array,
-    history_values: jax.Array,
-    prefix: jax.Array,
+  q: jax.Array,
+  k: jax.Array,
+  v: jax.Array,
+  history_keys: jax.Array,
+  history_values: jax.Array,
+  prefix: jax.Array,
 ) -> jax.Array:
   """Each candidate attends to its history prefix and to itself only.
 
@@ -81,24 +81,24 @@ class Block(nn.Module):
     cfg = self.config
     self.attention_norm = nn.LayerNorm(scale_init=_partitioned(nn.initializers.ones, ("embed",)))
     self.qkv = nn.DenseGeneral(
-        features=(3, cfg.num_heads, cfg.head_dim),
-        kernel_init=_partitioned(nn.initializers.lecun_normal(), ("embed", None, "heads", "kv")),
+      features=(3, cfg.num_heads, cfg.head_dim),
+      kernel_init=_partitioned(nn.initializers.lecun_normal(), ("embed", None, "heads", "kv")),
     )
     self.attention_out = nn.DenseGeneral(
-        features=cfg.embed_dim,
-        axis=(-2, -1),
-        kernel_init=_partitioned(nn.initializers.lecun_normal(), ("heads", "kv", "embed")),
+      features=cfg.width,
+      axis=(-2, -1),
+      kernel_init=_partitioned(nn.initializers.zeros, ("heads", "kv", "embed")),
     )
     self.mlp_norm = nn.LayerNorm(scale_init=_partitioned(nn.initializers.ones, ("embed",)))
     self.mlp_in = nn.Dense(
-        cfg.mlp_dim, kernel_init=_partitioned(nn.initializers.lecun_normal(), ("embed", "mlp"))
+      cfg.mlp_dim, kernel_init=_partitioned(nn.initializers.lecun_normal(), ("embed", "mlp"))
     )
     self.mlp_out = nn.Dense(
-        cfg.embed_dim, kernel_init=_partitioned(nn.initializers.lecun_normal(), ("mlp", "embed"))
+      cfg.width, kernel_init=_partitioned(nn.initializers.zeros, ("mlp", "embed"))
     )
 
   def project(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """[B, T, D] -> q, k, v each [B, T, H, Dh]."""
+    """[B, T, W] -> q, k, v each [B, T, H, Dh]."""
     qkv = self.qkv(self.attention_norm(x))
     return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
 
@@ -118,7 +118,7 @@ class Transformer(nn.Module):
     self.final_norm = nn.LayerNorm(scale_init=_partitioned(nn.initializers.ones, ("embed",)))
 
   def encode(self, tokens: jax.Array, lengths: jax.Array) -> tuple[jax.Array, KVCache]:
-    """[B, L, D] history tokens -> ([B, L, D] states, the user KV cache)."""
+    """[B, L, W] history tokens -> ([B, L, W] states, the user KV cache)."""
     keys, values = [], []
     x = tokens
     for block in self.blocks:
@@ -129,10 +129,8 @@ class Transformer(nn.Module):
     cache = KVCache(keys=jnp.stack(keys), values=jnp.stack(values), lengths=lengths)
     return self.final_norm(x), cache
 
-  def attend_candidates(
-      self, tokens: jax.Array, cache: KVCache, prefix: jax.Array
-  ) -> jax.Array:
-    """[B, C, D] candidate tokens -> [B, C, D] states, reading the cache only.
+  def attend_candidates(self, tokens: jax.Array, cache: KVCache, prefix: jax.Array) -> jax.Array:
+    """[B, C, W] candidate tokens -> [B, C, W] states, reading the cache only.
 
     Args:
       tokens: candidate tokens (item + masked action).

@@ -42,15 +42,15 @@ class UniPinRec(nn.Module):
     self.task_heads = TaskHeads(self.config)
 
   def encode(
-      self,
-      items: jax.Array,
-      outcomes: jax.Array,
-      times: jax.Array,
-      surfaces: jax.Array,
-      lengths: jax.Array,
-      action_masked: jax.Array | None = None,
+    self,
+    items: jax.Array,
+    outcomes: jax.Array,
+    times: jax.Array,
+    surfaces: jax.Array,
+    lengths: jax.Array,
+    action_masked: jax.Array | None = None,
   ) -> tuple[jax.Array, KVCache]:
-    """Histories -> ([B, L, D] states, user KV cache).
+    """Histories -> ([B, L, W] states, user KV cache).
 
     Args:
       items: [B, L] item ids, right-padded with 0.
@@ -66,26 +66,26 @@ class UniPinRec(nn.Module):
     if action_masked is None:
       action_masked = jnp.zeros(items.shape, dtype=bool)
     tokens = self.tokenizer(
-        items,
-        outcomes,
-        action_masked,
-        times - previous_times,
-        positions > 0,
-        surfaces,
-        positions,
+      items,
+      outcomes,
+      action_masked,
+      times - previous_times,
+      positions > 0,
+      surfaces,
+      positions,
     )
     return self.transformer.encode(tokens, lengths)
 
   def candidate_states(
-      self,
-      cache: KVCache,
-      history_times: jax.Array,
-      candidate_items: jax.Array,
-      request_times: jax.Array,
-      request_surfaces: jax.Array,
-      prefix: jax.Array,
+    self,
+    cache: KVCache,
+    history_times: jax.Array,
+    candidate_items: jax.Array,
+    request_times: jax.Array,
+    request_surfaces: jax.Array,
+    prefix: jax.Array,
   ) -> jax.Array:
-    """Candidates as masked-action tokens on the cache -> [B, C, D] states.
+    """Candidates as masked-action tokens on the cache -> [B, C, W] states.
 
     Args:
       cache: the user KV cache.
@@ -98,13 +98,13 @@ class UniPinRec(nn.Module):
     last = jnp.take_along_axis(history_times, jnp.maximum(prefix - 1, 0), axis=1)
     outcomes = jnp.zeros(candidate_items.shape + (self.config.num_outcomes,), dtype=jnp.float32)
     tokens = self.tokenizer(
-        candidate_items,
-        outcomes,
-        jnp.ones(candidate_items.shape, dtype=bool),
-        request_times - last,
-        prefix > 0,
-        request_surfaces,
-        jnp.minimum(prefix, self.config.max_length),
+      candidate_items,
+      outcomes,
+      jnp.ones(candidate_items.shape, dtype=bool),
+      request_times - last,
+      prefix > 0,
+      request_surfaces,
+      jnp.minimum(prefix, self.config.max_length),
     )
     return self.transformer.attend_candidates(tokens, cache, prefix)
 
@@ -113,7 +113,7 @@ class UniPinRec(nn.Module):
     return self.task_heads(self.candidate_states(*args, **kwargs))
 
   def queries(self, states: jax.Array, conditions: jax.Array) -> jax.Array:
-    """[..., D] states, [...] condition ids (0 any, o + 1 outcome o) -> unit queries."""
+    """[..., W] states, [...] condition ids (0 any, o + 1 outcome o) -> unit queries."""
     return self.retrieval_head(states, conditions)
 
   def item_vectors(self) -> jax.Array:
@@ -121,34 +121,37 @@ class UniPinRec(nn.Module):
     return l2_normalize(self.tokenizer.item_vectors())
 
   def task_logits(self, states: jax.Array) -> jax.Array:
-    """[..., D] states of masked tokens -> [..., O] outcome logits."""
+    """[..., W] states of masked tokens -> [..., O] outcome logits."""
     return self.task_heads(states)
 
   def __call__(self, batch: TrainBatch, action_masked: jax.Array) -> TrainOutputs:
     """The blended pass: history tokens and every slate's candidates at once."""
     states, cache = self.encode(
-        batch.items,
-        batch.outcomes,
-        batch.times,
-        batch.surfaces,
-        batch.history_lengths,
-        action_masked,
+      batch.items,
+      batch.outcomes,
+      batch.times,
+      batch.surfaces,
+      batch.history_lengths,
+      action_masked,
     )
     b, s, c = batch.slate_items.shape
-    per_candidate = lambda x: jnp.broadcast_to(x[:, :, None], (b, s, c)).reshape(b, s * c)
+
+    def per_candidate(x):
+      return jnp.broadcast_to(x[:, :, None], (b, s, c)).reshape(b, s * c)
+
     candidate_states = self.candidate_states(
-        cache,
-        batch.times,
-        batch.slate_items.reshape(b, s * c),
-        per_candidate(batch.slate_times),
-        per_candidate(batch.slate_surfaces),
-        per_candidate(batch.slate_prefix),
+      cache,
+      batch.times,
+      batch.slate_items.reshape(b, s * c),
+      per_candidate(batch.slate_times),
+      per_candidate(batch.slate_surfaces),
+      per_candidate(batch.slate_prefix),
     )
     conditions = jnp.arange(self.config.num_conditions)
     queries = self.queries(states[:, :, None, :], conditions[None, None, :])
     return TrainOutputs(
-        queries=queries,
-        item_vectors=self.item_vectors(),
-        history_task_logits=self.task_logits(states),
-        candidate_task_logits=self.task_logits(candidate_states).reshape(b, s, c, -1),
+      queries=queries,
+      item_vectors=self.item_vectors(),
+      history_task_logits=self.task_logits(states),
+      candidate_task_logits=self.task_logits(candidate_states).reshape(b, s, c, -1),
     )

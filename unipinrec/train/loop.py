@@ -53,16 +53,22 @@ def train(experiment: Experiment, workdir: str):
   else:
     logging.info("resumed from step %d in %s", int(state.step), workdir)
 
-  item_log_frequency = jax.device_put(
-      experiment.data.item_log_frequency, sharding.replicated(mesh)
-  )
+  item_log_frequency = jax.device_put(experiment.data.item_log_frequency, sharding.replicated(mesh))
   step_fn = jax.jit(
-      make_train_step(experiment.model, experiment.optimizer, run.step, jax.random.key(run.seed + 1)),
-      in_shardings=(experiment.state_shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
-      out_shardings=(experiment.state_shardings, sharding.replicated(mesh)),
-      donate_argnums=0,
+    make_train_step(experiment.model, experiment.optimizer, run.step, jax.random.key(run.seed + 1)),
+    in_shardings=(
+      experiment.state_shardings,
+      sharding.batch_sharding(mesh),
+      sharding.replicated(mesh),
+    ),
+    out_shardings=(experiment.state_shardings, sharding.replicated(mesh)),
+    donate_argnums=0,
   )
-  writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard")) if jax.process_index() == 0 else None
+  writer = (
+    tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+    if jax.process_index() == 0
+    else None
+  )
   first_step = int(state.step)
   progress = _Progress(first_step, run.num_steps)
   for step in range(first_step + 1, run.num_steps + 1):

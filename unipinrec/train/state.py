@@ -19,9 +19,16 @@ from unipinrec.types import TrainBatch
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-  """AdamW with linear warm-up, cosine decay and global-norm clipping."""
+  """AdamW with linear warm-up, cosine decay and global-norm clipping.
 
-  learning_rate: float = 1e-3
+  The item table has its own, larger learning rate: each row is updated only
+  when its item is in the batch, while dense weights move every step. With one
+  rate for both, the dense layers learn a query that ignores the item (one
+  direction for every user, the popularity optimum) before the rows organise.
+  """
+
+  learning_rate: float = 5e-4  # dense weights
+  embedding_learning_rate: float = 1e-2  # the item embedding table
   warmup_steps: int = 200
   decay_steps: int = 3000  # cosine decay length, usually the run's step count
   final_learning_rate_fraction: float = 0.05
@@ -38,45 +45,64 @@ class TrainState:
   opt_state: optax.OptState
 
 
+EMBEDDING_TABLES = ("item_embedding",)
+
+
+def _schedule(config: OptimizerConfig, peak: float) -> optax.Schedule:
+  return optax.warmup_cosine_decay_schedule(
+    init_value=0.0,
+    peak_value=peak,
+    warmup_steps=config.warmup_steps,
+    decay_steps=max(config.decay_steps, config.warmup_steps + 1),
+    end_value=peak * config.final_learning_rate_fraction,
+  )
+
+
+def _param_group(path, _) -> str:
+  names = {getattr(key, "key", None) for key in path}
+  return "embedding" if names & set(EMBEDDING_TABLES) else "dense"
+
+
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
-  """AdamW on a warm-up + cosine schedule, after clipping the global norm."""
-  schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0,
-      peak_value=config.learning_rate,
-      warmup_steps=config.warmup_steps,
-      decay_steps=max(config.decay_steps, config.warmup_steps + 1),
-      end_value=config.learning_rate * config.final_learning_rate_fraction,
-  )
+  """Adam on the item table, AdamW on the rest, warm-up + cosine, after global-norm clipping."""
+  groups = {
+    "embedding": optax.adam(_schedule(config, config.embedding_learning_rate)),
+    "dense": optax.adamw(_schedule(config, config.learning_rate), weight_decay=config.weight_decay),
+  }
   return optax.chain(
-      optax.clip_by_global_norm(config.clip_norm),
-      optax.adamw(schedule, weight_decay=config.weight_decay),
+    optax.clip_by_global_norm(config.clip_norm),
+    optax.multi_transform(
+      groups, lambda params: jax.tree_util.tree_map_with_path(_param_group, params)
+    ),
   )
 
 
-def example_batch(model: UniPinRec, batch_size: int, max_slates: int, slate_size: int) -> TrainBatch:
+def example_batch(
+  model: UniPinRec, batch_size: int, max_slates: int, slate_size: int
+) -> TrainBatch:
   """A zero batch of the right shapes, for initialisation and shape inference."""
   cfg = model.config
   length, outcomes = cfg.max_length, cfg.num_outcomes
   return TrainBatch(
-      items=np.zeros((batch_size, length), np.int32),
-      outcomes=np.zeros((batch_size, length, outcomes), bool),
-      times=np.zeros((batch_size, length), np.float32),
-      surfaces=np.zeros((batch_size, length), np.int32),
-      history_lengths=np.ones((batch_size,), np.int32),
-      slate_prefix=np.ones((batch_size, max_slates), np.int32),
-      slate_times=np.zeros((batch_size, max_slates), np.float32),
-      slate_surfaces=np.zeros((batch_size, max_slates), np.int32),
-      slate_items=np.zeros((batch_size, max_slates, slate_size), np.int32),
-      slate_outcomes=np.zeros((batch_size, max_slates, slate_size, outcomes), bool),
+    items=np.zeros((batch_size, length), np.int32),
+    outcomes=np.zeros((batch_size, length, outcomes), bool),
+    times=np.zeros((batch_size, length), np.float32),
+    surfaces=np.zeros((batch_size, length), np.int32),
+    history_lengths=np.ones((batch_size,), np.int32),
+    slate_prefix=np.ones((batch_size, max_slates), np.int32),
+    slate_times=np.zeros((batch_size, max_slates), np.float32),
+    slate_surfaces=np.zeros((batch_size, max_slates), np.int32),
+    slate_items=np.zeros((batch_size, max_slates, slate_size), np.int32),
+    slate_outcomes=np.zeros((batch_size, max_slates, slate_size, outcomes), bool),
   )
 
 
 def create_sharded_state(
-    model: UniPinRec,
-    optimizer: optax.GradientTransformation,
-    mesh: Mesh,
-    rng: jax.Array,
-    batch: TrainBatch,
+  model: UniPinRec,
+  optimizer: optax.GradientTransformation,
+  mesh: Mesh,
+  rng: jax.Array,
+  batch: TrainBatch,
 ) -> tuple[TrainState, TrainState]:
   """Initialises the state directly in its shardings (never whole on one device).
 
@@ -87,9 +113,13 @@ def create_sharded_state(
   def init(rng):
     action_masked = jnp.zeros(batch.items.shape, dtype=bool)
     params = model.init(rng, batch, action_masked)["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+    return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params)
+    )
 
   boxed = jax.eval_shape(init, rng)
   shardings = sharding.logical_shardings(mesh, boxed)
   state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(rng)
-  return state, shardings
+  # Read back from the arrays: the same tree structure as the state, whatever empty
+  # nodes the optimizer keeps (optax.multi_transform masks).
+  return state, jax.tree.map(lambda x: x.sharding, state)

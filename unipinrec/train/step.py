@@ -24,12 +24,12 @@ class StepConfig:
 
 
 def blended_loss(
-    params,
-    model: UniPinRec,
-    config: StepConfig,
-    batch: TrainBatch,
-    item_log_frequency: jax.Array,
-    rng: jax.Array,
+  params,
+  model: UniPinRec,
+  config: StepConfig,
+  batch: TrainBatch,
+  item_log_frequency: jax.Array,
+  rng: jax.Array,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Weighted sum of retrieval, MAM and ranking losses on one blended batch."""
   loss_cfg = config.loss
@@ -40,57 +40,60 @@ def blended_loss(
   outputs = model.apply({"params": params}, batch, action_masked)
 
   positions, positive_valid = losses.future_positives(
-      batch.items,
-      batch.times,
-      batch.history_lengths,
-      loss_cfg.future_window_seconds,
-      loss_cfg.max_future_positives,
-      loss_cfg.intra_session,
+    batch.items,
+    batch.times,
+    batch.history_lengths,
+    loss_cfg.future_window_seconds,
+    loss_cfg.max_future_positives,
+    loss_cfg.intra_session,
   )
   flat = positions.reshape(b, -1)
   positive_items = jnp.take_along_axis(batch.items, flat, axis=1).reshape(positions.shape)
   positive_outcomes = jnp.take_along_axis(batch.outcomes, flat[..., None], axis=1).reshape(
-      positions.shape + (batch.outcomes.shape[-1],)
+    positions.shape + (batch.outcomes.shape[-1],)
   )
   # Condition 0 ("any") learns every positive, condition o + 1 those with outcome o.
   positive_weights = jnp.concatenate(
-      [positive_valid[..., None], positive_outcomes & positive_valid[..., None]], axis=-1
+    [positive_valid[..., None], positive_outcomes & positive_valid[..., None]], axis=-1
   ).astype(jnp.float32)
   negatives, log_q = losses.sample_negatives(
-      negative_rng,
-      batch.items,
-      item_log_frequency,
-      loss_cfg.num_random_negatives,
-      loss_cfg.num_inbatch_negatives,
-      loss_cfg.logq_correction,
+    negative_rng,
+    batch.items,
+    item_log_frequency,
+    loss_cfg.num_random_negatives,
+    loss_cfg.num_inbatch_negatives,
+    loss_cfg.logq_correction,
   )
   retrieval = losses.sampled_softmax_loss(
-      outputs.queries,
-      outputs.item_vectors,
-      positive_items,
-      positive_weights,
-      negatives,
-      log_q,
-      model.config.temperature,
+    outputs.queries,
+    outputs.item_vectors,
+    positive_items,
+    positive_weights,
+    negatives,
+    log_q,
+    model.config.temperature,
   )
   mam = losses.masked_bce(outputs.history_task_logits, batch.outcomes, action_masked)
   candidate_valid = (batch.slate_items > 0) & (batch.slate_prefix > 0)[..., None]
-  ranking = losses.masked_bce(
-      outputs.candidate_task_logits, batch.slate_outcomes, candidate_valid
-  )
+  ranking = losses.masked_bce(outputs.candidate_task_logits, batch.slate_outcomes, candidate_valid)
   total = (
-      loss_cfg.retrieval_weight * retrieval
-      + loss_cfg.mam_weight * mam
-      + loss_cfg.ranking_weight * ranking
+    loss_cfg.retrieval_weight * retrieval
+    + loss_cfg.mam_weight * mam
+    + loss_cfg.ranking_weight * ranking
   )
-  return total, {"loss": total, "retrieval_loss": retrieval, "mam_loss": mam, "ranking_loss": ranking}
+  return total, {
+    "loss": total,
+    "retrieval_loss": retrieval,
+    "mam_loss": mam,
+    "ranking_loss": ranking,
+  }
 
 
 def make_train_step(
-    model: UniPinRec,
-    optimizer: optax.GradientTransformation,
-    config: StepConfig,
-    base_rng: jax.Array,
+  model: UniPinRec,
+  optimizer: optax.GradientTransformation,
+  config: StepConfig,
+  base_rng: jax.Array,
 ) -> Callable[[TrainState, TrainBatch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
   """A pure step; its randomness is `fold_in(base_rng, step)`, so a resumed run repeats it."""
 

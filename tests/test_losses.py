@@ -1,0 +1,113 @@
+"""The losses against NumPy references on small hand-made cases."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unipinrec import losses
+
+
+def test_future_positives_by_hand():
+  # Times in seconds; the window is 100 s; the next action always counts.
+  times = np.array([[0.0, 10.0, 50.0, 500.0, 520.0, 0.0]], np.float32)
+  items = np.array([[1, 2, 3, 4, 5, 0]], np.int32)
+  lengths = np.array([5], np.int32)
+  positions, valid = losses.future_positives(items, times, lengths, 100.0, max_positives=3)
+  expected_valid = np.array(
+    [
+      [True, True, False],  # 0: +10 s, +50 s, +500 s (out of window)
+      [True, False, False],  # 1: +40 s, +490, +510
+      [True, False, False],  # 2: the next (+450 s) always counts
+      [True, False, False],  # 3: +20 s; position 5 is padding
+      [False, False, False],  # 4: the last action has no future
+      [False, False, False],  # 5: padding
+    ]
+  )
+  np.testing.assert_array_equal(valid[0], expected_valid)
+  np.testing.assert_array_equal(positions[0, 1], [2, 3, 4])
+
+
+def test_intra_session_relaxation_accepts_the_whole_session():
+  # Two sessions: actions 0-2 (gaps under 30 min), then 3 after a day.
+  times = np.array([[0.0, 1000.0, 2000.0, 90000.0]], np.float32)
+  items = np.array([[1, 2, 3, 4]], np.int32)
+  lengths = np.array([4], np.int32)
+  _, strict = losses.future_positives(items, times, lengths, 60.0, 3)
+  _, relaxed = losses.future_positives(items, times, lengths, 60.0, 3, intra_session=True)
+  np.testing.assert_array_equal(strict[0, 0], [True, False, False])
+  np.testing.assert_array_equal(relaxed[0, 0], [True, True, False])  # not the next session
+  np.testing.assert_array_equal(relaxed[0, 1], [True, False, False])
+
+
+def _reference_sampled_softmax(queries, vectors, pos_items, pos_weights, neg_items, neg_logq, temp):
+  """Loop-by-loop: -log(e^p / (e^p + sum over usable negatives of e^(n - logq)))."""
+  total, weight_sum = 0.0, 0.0
+  b_size, l_size, w_size, q_size = pos_weights.shape
+  for b in range(b_size):
+    for t in range(l_size):
+      counted = {int(pos_items[b, t, w]) for w in range(w_size) if pos_weights[b, t, w].sum() > 0}
+      for q in range(q_size):
+        query = queries[b, t, q]
+        negatives = [
+          query @ vectors[m] / temp - lq
+          for m, lq in zip(neg_items, neg_logq, strict=True)
+          if m > 0 and int(m) not in counted
+        ]
+        for w in range(w_size):
+          weight = pos_weights[b, t, w, q]
+          if weight == 0:
+            continue
+          positive = query @ vectors[pos_items[b, t, w]] / temp
+          logits = np.array([positive] + negatives)
+          loss = -(positive - (np.max(logits) + np.log(np.sum(np.exp(logits - np.max(logits))))))
+          total += weight * loss
+          weight_sum += weight
+  return total / max(weight_sum, 1.0)
+
+
+def test_sampled_softmax_matches_reference():
+  rng = np.random.default_rng(0)
+  b, t, w, q, d, n = 2, 3, 2, 2, 4, 9
+  vectors = rng.standard_normal((n + 1, d)).astype(np.float32)
+  vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+  queries = rng.standard_normal((b, t, q, d)).astype(np.float32)
+  queries /= np.linalg.norm(queries, axis=-1, keepdims=True)
+  pos_items = rng.integers(1, n + 1, (b, t, w)).astype(np.int32)
+  pos_weights = (rng.random((b, t, w, q)) < 0.7).astype(np.float32)
+  # Negative 0 is unusable; some negatives collide with positives and must be dropped.
+  neg_items = np.array([0, 3, 5, 7, int(pos_items[0, 0, 0]), 9], np.int32)
+  neg_logq = rng.standard_normal(len(neg_items)).astype(np.float32)
+  got = losses.sampled_softmax_loss(
+    queries, vectors, pos_items, pos_weights, neg_items, neg_logq, 0.5
+  )
+  want = _reference_sampled_softmax(
+    queries, vectors, pos_items, pos_weights, neg_items, neg_logq, 0.5
+  )
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+
+
+def test_sample_negatives_log_q_is_the_mixture_expectation():
+  log_frequency = np.log(np.array([0.0, 0.5, 0.25, 0.125, 0.125], np.float32) + 1e-30)
+  items = np.array([[1, 1, 2, 0]], np.int32)
+  negatives, log_q = losses.sample_negatives(jax.random.key(0), items, log_frequency, 6, 4, True)
+  assert negatives.shape == (10,)
+  assert np.all((negatives[:6] >= 1) & (negatives[:6] <= 4))  # uniform part: never padding
+  assert set(np.asarray(negatives[6:]).tolist()) <= {0, 1, 2}  # in-batch part: from the batch
+  frequency = np.exp(log_frequency)[np.asarray(negatives)]
+  np.testing.assert_allclose(np.exp(log_q), 4 * frequency + 6 / 4, rtol=1e-5)
+  _, no_correction = losses.sample_negatives(jax.random.key(0), items, log_frequency, 6, 4, False)
+  np.testing.assert_array_equal(no_correction, 0.0)
+
+
+def test_masked_bce_matches_numpy():
+  rng = np.random.default_rng(1)
+  logits = rng.standard_normal((3, 4, 2)).astype(np.float32)
+  labels = rng.random((3, 4, 2)) < 0.4
+  mask = rng.random((3, 4)) < 0.5
+  mask[0, 0] = True
+  p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+  bce = -(labels * np.log(p) + (~labels) * np.log(1.0 - p))
+  want = bce[mask].sum() / (mask.sum() * 2)
+  got = losses.masked_bce(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(mask))
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+  assert float(losses.masked_bce(logits, labels, np.zeros_like(mask))) == 0.0

@@ -1,0 +1,134 @@
+"""The launcher end to end at small scale: config overrides, checkpoints, resume after a kill."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from experiments.configs import synthetic
+from unipinrec import checkpoint
+from unipinrec.config import from_mapping
+from unipinrec.data.pipeline import training_iterator
+from unipinrec.experiment import abstract_state, setup_experiment
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+CONFIG = str(REPO / "experiments" / "configs" / "synthetic.py")
+# Long enough that the kill lands mid-run, with checkpoints every 20 steps.
+SMALL_RUN = [
+  f"--config={CONFIG}:runlocal",
+  "--config.num_steps=160",
+  "--config.checkpoint.every_steps=20",
+]
+
+
+def test_command_line_overrides_reach_the_run_config():
+  argv = [
+    "train",
+    f"--config={CONFIG}:runlocal",
+    "--config.model.embed_dim=24",
+    "--config.step.loss.intra_session=true",
+    "--config.optimizer.learning_rate=0.01",
+  ]
+  flag_values = flags.FlagValues()
+  # The override flags are read from argv (sys.argv in a launcher).
+  config_flags.DEFINE_config_file("config", CONFIG, flag_values=flag_values, sys_argv=argv)
+  flag_values(argv)
+  run = from_mapping(flag_values.config.to_dict())
+  assert run.model.embed_dim == 24
+  assert run.step.loss.intra_session is True
+  assert run.optimizer.learning_rate == 0.01
+  assert run.num_steps == 40  # from the runlocal variant
+  with pytest.raises(ValueError, match="model.embed_dims"):
+    from_mapping({"model": {"embed_dims": 3}})
+
+
+@pytest.fixture(scope="module")
+def small_experiment():
+  return setup_experiment(from_mapping(synthetic.get_config("runlocal").to_dict()))
+
+
+def test_checkpoint_round_trip_with_data_position(small_experiment, tmp_path):
+  experiment = small_experiment
+  run = experiment.run
+  iterator = training_iterator(experiment.data.train_examples, run.batch_size, run.seed)
+  for _ in range(3):
+    next(iterator)
+  state = jax.tree.map(lambda x: x + 1 if x.dtype.kind == "f" else x, experiment.initial_state)
+  manager = checkpoint.make_manager(str(tmp_path), run.checkpoint)
+  checkpoint.save(manager, 3, state, iterator, force=True)
+  manager.wait_until_finished()
+  expected_next = next(iterator)
+
+  fresh = training_iterator(experiment.data.train_examples, run.batch_size, run.seed)
+  restored = checkpoint.restore_latest(
+    checkpoint.make_manager(str(tmp_path), run.checkpoint), abstract_state(experiment), fresh
+  )
+  for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert got.sharding == want.sharding
+  for name, value in next(fresh).items():
+    np.testing.assert_array_equal(value, expected_next[name], name)
+
+
+def _train(workdir: pathlib.Path, **popen) -> subprocess.Popen:
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.Popen(
+    [sys.executable, "-m", "experiments.train", f"--workdir={workdir}", *SMALL_RUN],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+    **popen,
+  )
+
+
+def _finish(process: subprocess.Popen) -> None:
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 0, stderr[-3000:]
+
+
+def _saved_steps(workdir: pathlib.Path) -> list[int]:
+  directory = workdir / "checkpoints"
+  return (
+    sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+    if directory.exists()
+    else []
+  )
+
+
+def _figures(workdir: pathlib.Path) -> dict:
+  document = json.loads((workdir / "results.json").read_text())
+  return {k: document[k] for k in ("retrieval", "retrieval_unfiltered", "ranking", "step")}
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
+  straight, killed = tmp_path / "straight", tmp_path / "killed"
+  _finish(_train(straight))
+
+  process = _train(killed)
+  deadline = time.time() + 240
+  try:
+    while not any(20 <= s < 160 for s in _saved_steps(killed)):
+      assert process.poll() is None, "training ended before a mid-run checkpoint appeared"
+      assert time.time() < deadline, "no checkpoint within 240 s"
+      time.sleep(0.05)
+  finally:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+  interrupted_at = max(_saved_steps(killed))
+  assert interrupted_at < 160 and not (killed / "results.json").exists()
+
+  _finish(_train(killed))
+  assert _figures(killed) == _figures(straight)
+  assert interrupted_at in range(20, 160)
