@@ -153,7 +153,7 @@ def test_cached_ranking_equals_full_forward_of_history_plus_candidate(model_and_
       states, _ = module.encode(
         items[None], outcomes[None], times[None], surface[None], jnp.array([n + 1]), masked[None]
       )
-      rows.append(module.task_logits(states[0, n]))
+      rows.append(module.task_logits(states[0, n], candidates[b, c]))
     return jnp.stack(rows)
 
   for c in range(C):

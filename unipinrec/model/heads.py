@@ -58,17 +58,25 @@ class RetrievalHead(nn.Module):
 
 
 class TaskHeads(nn.Module):
-  """One small MLP per outcome on a masked token's state -> [..., O] logits."""
+  """One small MLP per outcome on a masked token's state -> [..., O] logits.
+
+  Besides the state, each MLP reads the elementwise product of the state's item
+  coordinates (where the retrieval query is read from) with the token's own unit
+  item vector: user-item affinity is a dot product, which an MLP on the state
+  alone approximates poorly, while a linear layer on the product gets it exactly.
+  """
 
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, states: jax.Array) -> jax.Array:
+  def __call__(self, states: jax.Array, item_vectors: jax.Array) -> jax.Array:
+    """[..., W] states and [..., D] unit item vectors of the same tokens -> [..., O] logits."""
     cfg = self.config
+    features = jnp.concatenate([states, states[..., : cfg.embed_dim] * item_vectors], axis=-1)
     w_hidden = self.param(
       "hidden_kernel",
       nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", None, "mlp")),
-      (cfg.width, cfg.num_outcomes, cfg.head_hidden_dim),
+      (cfg.width + cfg.embed_dim, cfg.num_outcomes, cfg.head_hidden_dim),
     )
     b_hidden = self.param(
       "hidden_bias", nn.initializers.zeros, (cfg.num_outcomes, cfg.head_hidden_dim)
@@ -79,5 +87,5 @@ class TaskHeads(nn.Module):
       (cfg.num_outcomes, cfg.head_hidden_dim),
     )
     b_out = self.param("out_bias", nn.initializers.zeros, (cfg.num_outcomes,))
-    hidden = nn.gelu(jnp.einsum("...d,doh->...oh", states, w_hidden) + b_hidden)
+    hidden = nn.gelu(jnp.einsum("...d,doh->...oh", features, w_hidden) + b_hidden)
     return jnp.einsum("...oh,oh->...o", hidden, w_out) + b_out

@@ -108,9 +108,20 @@ class UniPinRec(nn.Module):
     )
     return self.transformer.attend_candidates(tokens, cache, prefix)
 
-  def rank(self, *args, **kwargs) -> jax.Array:
+  def rank(
+    self,
+    cache: KVCache,
+    history_times: jax.Array,
+    candidate_items: jax.Array,
+    request_times: jax.Array,
+    request_surfaces: jax.Array,
+    prefix: jax.Array,
+  ) -> jax.Array:
     """Per-outcome logits [B, C, O] of candidates; arguments as `candidate_states`."""
-    return self.task_heads(self.candidate_states(*args, **kwargs))
+    states = self.candidate_states(
+      cache, history_times, candidate_items, request_times, request_surfaces, prefix
+    )
+    return self.task_logits(states, candidate_items)
 
   def queries(self, states: jax.Array, conditions: jax.Array) -> jax.Array:
     """[..., W] states, [...] condition ids (0 any, o + 1 outcome o) -> unit queries."""
@@ -120,9 +131,9 @@ class UniPinRec(nn.Module):
     """[N + 1, D] unit item vectors that queries are scored against."""
     return l2_normalize(self.tokenizer.item_vectors())
 
-  def task_logits(self, states: jax.Array) -> jax.Array:
-    """[..., W] states of masked tokens -> [..., O] outcome logits."""
-    return self.task_heads(states)
+  def task_logits(self, states: jax.Array, items: jax.Array) -> jax.Array:
+    """[..., W] states of masked tokens and [...] their items -> [..., O] outcome logits."""
+    return self.task_heads(states, jnp.take(self.item_vectors(), items, axis=0))
 
   def __call__(self, batch: TrainBatch, action_masked: jax.Array) -> TrainOutputs:
     """The blended pass: history tokens and every slate's candidates at once."""
@@ -149,9 +160,10 @@ class UniPinRec(nn.Module):
     )
     conditions = jnp.arange(self.config.num_conditions)
     queries = self.queries(states[:, :, None, :], conditions[None, None, :])
+    candidate_logits = self.task_logits(candidate_states, batch.slate_items.reshape(b, s * c))
     return TrainOutputs(
       queries=queries,
       item_vectors=self.item_vectors(),
-      history_task_logits=self.task_logits(states),
-      candidate_task_logits=self.task_logits(candidate_states).reshape(b, s, c, -1),
+      history_task_logits=self.task_logits(states, batch.items),
+      candidate_task_logits=candidate_logits.reshape(b, s, c, -1),
     )
