@@ -60,7 +60,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 5e-4  # dense weights
-  config.optimizer.embedding_learning_rate = 3e-2  # the item table (see OptimizerConfig)
+  config.optimizer.embedding_learning_rate = 1e-2  # the item table (see OptimizerConfig)
   config.optimizer.warmup_steps = 100
   config.optimizer.decay_steps = config.get_ref("num_steps")
   config.optimizer.final_learning_rate_fraction = 0.05

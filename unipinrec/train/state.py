@@ -28,7 +28,7 @@ class OptimizerConfig:
   """
 
   learning_rate: float = 5e-4  # dense weights
-  embedding_learning_rate: float = 3e-2  # the item embedding table
+  embedding_learning_rate: float = 1e-2  # the item embedding table
   warmup_steps: int = 200
   decay_steps: int = 3000  # cosine decay length, usually the run's step count
   final_learning_rate_fraction: float = 0.05
