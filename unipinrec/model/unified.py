@@ -133,7 +133,9 @@ class UniPinRec(nn.Module):
 
   def task_logits(self, states: jax.Array, items: jax.Array) -> jax.Array:
     """[..., W] states of masked tokens and [...] their items -> [..., O] outcome logits."""
-    return self.task_heads(states, jnp.take(self.item_vectors(), items, axis=0))
+    # Normalise only the gathered rows: the table may hold millions of items.
+    rows = jnp.take(self.tokenizer.item_vectors(), items, axis=0)
+    return self.task_heads(states, l2_normalize(rows))
 
   def __call__(self, batch: TrainBatch, action_masked: jax.Array) -> TrainOutputs:
     """The blended pass: history tokens and every slate's candidates at once."""

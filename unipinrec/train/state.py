@@ -19,7 +19,7 @@ from unipinrec.types import TrainBatch
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-  """AdamW with linear warm-up, cosine decay and global-norm clipping.
+  """Adam(W) with linear warm-up, cosine decay and global-norm clipping.
 
   The item table has its own, larger learning rate: each row is updated only
   when its item is in the batch, while dense weights move every step. With one
