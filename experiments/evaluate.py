@@ -1,4 +1,4 @@
-"""Evaluates the newest checkpoint of a work directory and rewrites WORKDIR/results.json.
+"""Evaluates a run's best validated (else newest) checkpoint; rewrites WORKDIR/results.json.
 
   python -m experiments.evaluate --workdir=runs/synthetic
 
@@ -12,7 +12,13 @@ from absl import app, flags
 
 from experiments import launch
 from unipinrec import checkpoint
-from unipinrec.experiment import abstract_state, evaluate_state, setup_experiment, write_results
+from unipinrec.experiment import (
+  abstract_state,
+  best_params,
+  evaluate_state,
+  setup_experiment,
+  write_results,
+)
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "A training run's work directory.")
 
@@ -26,7 +32,9 @@ def main(argv):
   state = checkpoint.restore_latest(manager, abstract_state(experiment), data_iterator=None)
   if state is None:
     raise app.UsageError(f"no checkpoint in {os.path.abspath(_WORKDIR.value)}/checkpoints")
-  figures = evaluate_state(experiment, state.params)
+  params, best_step = best_params(experiment, _WORKDIR.value, state.params)
+  figures = evaluate_state(experiment, params)
+  figures["best_step"] = best_step
   document = write_results(
     experiment,
     _WORKDIR.value,

@@ -2,6 +2,7 @@
 
 import json
 import logging as std_logging
+import math
 import os
 import shlex
 import sys
@@ -78,11 +79,12 @@ def load_run_config(workdir: str) -> RunConfig:
 def log_summary(document: dict, path: str) -> None:
   """One screen of the headline figures, model beside the baselines."""
   rows = [("model", document)] + list(document["baselines"].items())
-  logging.info("%-12s %8s %8s %8s %10s %8s", "", "HR@10", "NDCG@10", "MRR", "AUC(eng)", "NDCG@5")
+  logging.info("%-15s %8s %8s %8s %10s %8s", "", "HR@10", "NDCG@10", "MRR", "AUC(eng)", "NDCG@5")
   for name, figures in rows:
-    retrieval, ranking = figures["retrieval"], figures["ranking"]
+    retrieval = figures["retrieval"]
+    ranking = figures.get("ranking", {"auc_engaged": math.nan, "ndcg@5": math.nan})
     logging.info(
-      "%-12s %8.4f %8.4f %8.4f %10.4f %8.4f",
+      "%-15s %8.4f %8.4f %8.4f %10.4f %8.4f",
       name,
       retrieval["hr@10"],
       retrieval["ndcg@10"],

@@ -12,7 +12,13 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import launch
-from unipinrec.experiment import evaluate_state, setup_experiment, write_results
+from unipinrec.experiment import (
+  best_params,
+  evaluate_state,
+  setup_experiment,
+  validation_target,
+  write_results,
+)
 from unipinrec.train.loop import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -26,8 +32,10 @@ def main(argv):
   start = time.time()
   run = launch.start(_CONFIG.value, _WORKDIR.value)
   experiment = setup_experiment(run)
-  state = train(experiment, _WORKDIR.value)
-  figures = evaluate_state(experiment, state.params)
+  state = train(experiment, _WORKDIR.value, validation_target(experiment))
+  params, best_step = best_params(experiment, _WORKDIR.value, state.params)
+  figures = evaluate_state(experiment, params)
+  figures["best_step"] = best_step
   document = write_results(
     experiment,
     _WORKDIR.value,

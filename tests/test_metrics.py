@@ -216,3 +216,15 @@ class TestSlateNdcg:
   def test_perfect_order_is_one(self):
     got = metrics.slate_ndcg([[3.0, 2.0, 1.0, 0.0]], [[2, 1, 0, 0]], [[True] * 4])
     assert got == 1.0
+
+
+class TestSampledRanks:
+  def test_counts_only_the_drawn_negatives_scored_above(self):
+    # User 0, target 1 (0.5) against items 2 (0.7) and 3 (0.5): one strictly above -> 1.
+    # User 2, target 4 (0.4) against items 1 (0.3) and 5 (0.8) -> 1.
+    ranks = metrics.sampled_ranks(_SCORES[[0, 2]], _TARGETS[[0, 2]], np.array([[2, 3], [1, 5]]))
+    np.testing.assert_array_equal(ranks, [1, 1])
+
+  def test_nan_fails(self):
+    with pytest.raises(ValueError, match="NaN"):
+      metrics.sampled_ranks(_SCORES[[1]], _TARGETS[[1]], np.array([[0, 2]]))

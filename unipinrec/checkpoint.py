@@ -66,3 +66,43 @@ def restore_latest(
     items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
   restored = manager.restore(step, args=ocp.args.Composite(**items))
   return restored["state"]
+
+
+def make_best_manager(workdir: str) -> ocp.CheckpointManager:
+  """A manager over `workdir/best`: the parameters of the best validation step only."""
+  directory = os.path.join(os.path.abspath(workdir), "best")
+  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+  return ocp.CheckpointManager(directory, options=options, item_names=("params", "validation"))
+
+
+def save_best(manager: ocp.CheckpointManager, step: int, params, value: float) -> None:
+  """Replaces the kept parameters with `params`, validated at `value` on `step`."""
+  manager.save(
+    step,
+    args=ocp.args.Composite(
+      params=ocp.args.StandardSave(params),
+      validation=ocp.args.JsonSave({"step": step, "value": value}),
+    ),
+    force=True,
+  )
+  manager.wait_until_finished()
+
+
+def best_validation(manager: ocp.CheckpointManager) -> tuple[int, float] | None:
+  """(step, value) of the kept best parameters, or None before the first validation."""
+  step = manager.latest_step()
+  if step is None:
+    return None
+  record = manager.restore(step, args=ocp.args.Composite(validation=ocp.args.JsonRestore()))
+  return int(record["validation"]["step"]), float(record["validation"]["value"])
+
+
+def restore_best(manager: ocp.CheckpointManager, abstract_params):
+  """The kept best parameters, in `abstract_params`' shapes and shardings, or None."""
+  step = manager.latest_step()
+  if step is None:
+    return None
+  restored = manager.restore(
+    step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params))
+  )
+  return restored["params"]

@@ -25,6 +25,7 @@ class ModelSizes:
   mlp_dim: int = 256
   head_hidden_dim: int = 128
   temperature: float = 0.05
+  dropout_rate: float = 0.0
   dtype: str = "float32"
 
 
@@ -36,6 +37,8 @@ class RunConfig:
   batch_size: int = 64  # global batch, split over processes and the `data` mesh axis
   num_steps: int = 3000
   log_every: int = 100
+  eval_every: int = 0  # steps between validations (public data); 0 never validates
+  patience: int = 0  # validations without improvement before stopping; 0 never stops
   eval_batch_size: int = 256
   model_parallelism: int = 1  # devices on the `model` mesh axis
   data: DataConfig = dataclasses.field(default_factory=DataConfig)

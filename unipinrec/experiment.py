@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from unipinrec import sharding
+from unipinrec import checkpoint, sharding
 from unipinrec.config import RunConfig, to_dict
+from unipinrec.data import protocol as data_protocol
 from unipinrec.data.dataset import PreparedData, prepare_data
 from unipinrec.evaluation import evaluate, report
 from unipinrec.model.config import ModelConfig
@@ -67,22 +70,64 @@ def abstract_state(experiment: Experiment):
   )
 
 
+def validation_target(experiment: Experiment) -> Callable[[Any], float] | None:
+  """Parameters -> retrieval NDCG@10 (filtered) on the validation targets, for early stopping.
+
+  Only public logs have validation targets (PROTOCOL.md: model selection uses
+  only the validation item); the synthetic default returns None.
+  """
+  valid = experiment.data.valid_examples
+  if valid is None:
+    return None
+  names = experiment.data.logs.outcome_names
+
+  def target(params) -> float:
+    report = evaluate.evaluate_model(
+      experiment.model, params, valid.examples, names, experiment.run.eval_batch_size
+    )
+    return report["retrieval"]["ndcg@10"]
+
+  return target
+
+
 def evaluate_state(experiment: Experiment, params) -> dict:
   """The model's and the baselines' metrics on the held-out users."""
   data = experiment.data
   names = data.logs.outcome_names
   model_report = evaluate.evaluate_model(
-    experiment.model, params, data.eval_examples, names, experiment.run.eval_batch_size
+    experiment.model,
+    params,
+    data.eval_examples,
+    names,
+    experiment.run.eval_batch_size,
+    data.eval_negatives,
   )
   baselines = {
     "popularity": evaluate.evaluate_popularity(
-      data.eval_examples, np.asarray(data.item_log_frequency), names
+      data.eval_examples, np.asarray(data.item_log_frequency), names, data.eval_negatives
     )
   }
   if data.world is not None:
     baselines["oracle"] = evaluate.evaluate_oracle(data.world, data.eval_examples, names)
+    baselines["history_oracle"] = evaluate.evaluate_history_oracle(
+      data.world, data.eval_examples, names
+    )
+  protocol_notes = {}
+  if data.eval_negatives is not None:
+    protocol_notes = {
+      "protocol": {
+        "retrieval": "full catalogue, history items removed (PROTOCOL.md primary)",
+        "retrieval_unfiltered": "full catalogue, nothing removed",
+        "retrieval_sampled": f"target among {data_protocol.SAMPLED_NEGATIVES} never-seen items "
+        f"drawn with default_rng([{data_protocol.SAMPLED_SEED}, user_id])",
+        "ranking": f"test target + {data_protocol.SLATE_NEGATIVES} never-seen items drawn with "
+        f"default_rng([{data_protocol.SLATE_SEED}, user_id])",
+        "ranking_slate_seed": data_protocol.SLATE_SEED,
+      }
+    }
   return {
     **model_report,
+    **protocol_notes,
     "baselines": baselines,
     "checks": report.quality_checks(model_report, baselines),
   }
@@ -105,3 +150,15 @@ def write_results(
   if jax.process_index() == 0:
     report.write_json_atomic(os.path.join(workdir, RESULTS_FILE), document)
   return document
+
+
+def best_params(experiment: Experiment, workdir: str, final_params) -> tuple[Any, int | None]:
+  """The validated best parameters in `workdir/best` with their step, else the final ones."""
+  if experiment.data.valid_examples is None or experiment.run.eval_every <= 0:
+    return final_params, None
+  manager = checkpoint.make_best_manager(workdir)
+  record = checkpoint.best_validation(manager)
+  if record is None:
+    return final_params, None
+  abstract = abstract_state(experiment).params
+  return checkpoint.restore_best(manager, abstract), record[0]

@@ -21,6 +21,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.batch_size = 64  # global batch of blended examples
   config.num_steps = 1800
   config.log_every = 100
+  config.eval_every = 0  # validation (public data only): steps between checks, 0 = never
+  config.patience = 0  # validations without improvement before stopping, 0 = never
   config.eval_batch_size = 256
   config.model_parallelism = 1  # devices on the `model` mesh axis; the rest are `data`
 
@@ -43,6 +45,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.model.mlp_dim = 256
   config.model.head_hidden_dim = 128  # retrieval MLP and each task head
   config.model.temperature = 0.05  # retrieval logits = cosine / temperature
+  config.model.dropout_rate = 0.0  # on tokens and residual branches, training only
   config.model.dtype = "float32"
 
   config.step = ml_collections.ConfigDict()

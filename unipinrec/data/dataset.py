@@ -1,13 +1,21 @@
-"""One call from a data configuration to everything training and evaluation read."""
+"""One call from a data configuration to everything training and evaluation read.
+
+Two sources: the synthetic world (users held out whole, with the ground
+truth beside them) and a public log read from a path (every user trains on
+all but its last two interactions, PROTOCOL.md's leave-last-out).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 from absl import logging
 
 from unipinrec.data import examples as examples_lib
+from unipinrec.data import protocol, tfds_builders
+from unipinrec.data.sequences import data_card, leave_last_out, to_user_logs
 from unipinrec.data.synthetic import SyntheticConfig, SyntheticWorld, generate_world
 from unipinrec.types import UserLogs
 
@@ -16,10 +24,17 @@ from unipinrec.types import UserLogs
 class DataConfig:
   """Where the logs come from and how examples are cut from them."""
 
+  source: str = "synthetic"  # "synthetic", or a reader format: auto, movielens, sasrec, actions
+  path: str = ""  # the data set's folder or file, for a reader format
+  columns: dict = dataclasses.field(default_factory=dict)  # the "actions" format's column mapping
+  tfds_dir: str = ""  # where prepared data sets go; "" = $TFDS_DATA_DIR, else ~/tensorflow_datasets
   synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
-  holdout_fraction: float = 0.2  # users kept out of training, for evaluation
+  holdout_fraction: float = 0.2  # synthetic: users kept out of training, for evaluation
   max_slates: int = 16  # slates per blended example
-  eval_slates_per_user: int = 5  # a held-out user's last slates ranked in evaluation
+  eval_slates_per_user: int = 5  # synthetic: a held-out user's last slates ranked
+  sampled_slates_per_user: int = 16  # public logs: training slates built per user
+  sampled_slate_size: int = 10  # public logs: one real action among never-seen items
+  ranking_slates: bool = False  # public logs: PROTOCOL.md's ranking slates (rated data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,10 +46,14 @@ class PreparedData:
   train_examples: dict[str, np.ndarray]
   eval_examples: examples_lib.EvalExamples
   item_log_frequency: np.ndarray  # [N + 1] from training users only
+  eval_negatives: np.ndarray | None = None  # [U, 100] sampled-100 items, public logs
+  valid_examples: protocol.ProtocolExamples | None = None  # validation targets, public logs
 
 
 def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData:
   """Generates (or reads) the logs and cuts them into examples, deterministically."""
+  if config.source != "synthetic":
+    return _prepare_public(config, max_length, seed)
   world = generate_world(config.synthetic)
   logs = world.logs
   train_users, eval_users = examples_lib.split_users(logs.num_users, config.holdout_fraction, seed)
@@ -66,4 +85,41 @@ def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData
     train_examples=train_examples,
     eval_examples=eval_examples,
     item_log_frequency=examples_lib.item_log_frequency(logs, train_users),
+  )
+
+
+def _prepare_public(config: DataConfig, max_length: int, seed: int) -> PreparedData:
+  """A public log under PROTOCOL.md: leave-last-out, sampled training slates."""
+  if not config.path:
+    raise ValueError(f"data.source={config.source!r} needs --config.data.path=FOLDER_OR_FILE")
+  if not os.path.exists(config.path):
+    raise FileNotFoundError(
+      f"data.source={config.source!r}: no data at {config.path!r} (the public-data configs "
+      "look in ../shared/data beside the checkout); pass --config.data.path=FOLDER_OR_FILE"
+    )
+  tfds_dir = config.tfds_dir or os.environ.get(
+    "TFDS_DATA_DIR", os.path.join("~", "tensorflow_datasets")
+  )
+  reader_kwargs = {"columns": dict(config.columns)} if config.columns else {}
+  sequences = tfds_builders.load_user_sequences(
+    config.path, os.path.expanduser(tfds_dir), config.source, **reader_kwargs
+  )
+  split = leave_last_out(sequences)
+  logging.info("\n%s", data_card(sequences, split))
+  train_logs = to_user_logs(sequences, split.training_lengths(sequences))
+  train_logs = protocol.sampled_impressions(
+    train_logs, config.sampled_slates_per_user, config.sampled_slate_size, seed
+  )
+  users = np.arange(sequences.num_users)
+  test = protocol.protocol_examples(sequences, split, max_length, "test", config.ranking_slates)
+  return PreparedData(
+    logs=train_logs,
+    world=None,
+    train_examples=examples_lib.training_examples(
+      train_logs, users, max_length, config.max_slates, seed
+    ),
+    eval_examples=test.examples,
+    item_log_frequency=examples_lib.item_log_frequency(train_logs, users),
+    eval_negatives=test.sampled_negatives,
+    valid_examples=protocol.protocol_examples(sequences, split, max_length, "valid", False),
   )

@@ -25,7 +25,7 @@ def split_users(
   return np.sort(order[num_holdout:]), np.sort(order[:num_holdout])
 
 
-def _history(logs: UserLogs, user: int, start: int, end: int, max_length: int) -> dict:
+def history_row(logs: UserLogs, user: int, start: int, end: int, max_length: int) -> dict:
   """Actions `start:end` of `user` (user-relative), right-padded to `max_length`."""
   base = logs.action_offsets[user]
   rows = slice(base + start, base + end)
@@ -74,7 +74,7 @@ def training_examples(
     prefixes = logs.slate_prefix[first_slate:last_slate]
     for end in range(num_actions, 1, -max_length):
       start = max(0, end - max_length)
-      example = _history(logs, user, start, end, max_length)
+      example = history_row(logs, user, start, end, max_length)
       origin = example.pop("origin")
       inside = first_slate + np.flatnonzero((prefixes > start) & (prefixes <= end))
       if len(inside) > max_slates:
@@ -138,7 +138,7 @@ def evaluation_examples(
     prefixes = logs.slate_prefix[first_slate:last_slate]
     if num_actions >= 3:
       target = num_actions - 1
-      retrieval.append(_history(logs, user, max(0, target - max_length), target, max_length))
+      retrieval.append(history_row(logs, user, max(0, target - max_length), target, max_length))
       targets.append(logs.action_items[base + target])
       # The target's request is the last one requested before it happened.
       target_requests.append(first_slate + np.flatnonzero(prefixes <= target)[-1])
@@ -146,7 +146,7 @@ def evaluation_examples(
     with_history = first_slate + np.flatnonzero(prefixes > 0)
     for request in with_history[-slates_per_user:]:
       prefix = logs.slate_prefix[request]
-      row = _history(logs, user, max(0, prefix - max_length), prefix, max_length)
+      row = history_row(logs, user, max(0, prefix - max_length), prefix, max_length)
       ranking_times.append(np.float32(logs.slate_times[request] - row["origin"]))
       ranking.append(row)
       ranking_requests.append(request)

@@ -16,6 +16,7 @@ from unipinrec.types import UserLogs
 
 OUTCOME_NAMES = ("click", "save")
 _START_TIME = 1_700_000_000  # seconds; an arbitrary recent epoch
+MIN_SESSION_GAP_S = 3600  # sessions are at least this far apart; requests inside one are closer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +184,38 @@ class SyntheticWorld:
     return scores
 
 
+def history_interests(
+  world: SyntheticWorld,
+  history: dict[str, np.ndarray],
+  request_times: np.ndarray,
+  session_decay: float = 0.4,
+  action_decay: float = 0.97,
+) -> np.ndarray:
+  """[R, D] unit interests estimated from histories with the true item vectors.
+
+  A weighted mean of the history's true item vectors: weight
+  `session_decay ** (sessions back) * action_decay ** (actions back)`, with
+  sessions split at gaps of `MIN_SESSION_GAP_S`. It is what a history-based
+  model could at best know of each item, so the oracle with these interests
+  in place of the true ones shows how much of the oracle's lead no model of
+  the history can close. A simple estimator, not the Bayes-optimal one.
+
+  Args:
+    world: the synthetic world.
+    history: `EvalExamples` history fields (`items`, `times`, `history_lengths`).
+    request_times: [R] the requests' times, on the histories' time origin.
+  """
+  items, times, lengths = history["items"], history["times"], history["history_lengths"]
+  positions = np.arange(items.shape[1])[None, :]
+  inside = positions < lengths[:, None]
+  gaps = np.diff(np.concatenate([times, request_times[:, None]], axis=1), axis=1)
+  # Sessions back from each action to the request: gaps at or after it.
+  sessions_back = np.flip(np.cumsum(np.flip(gaps >= MIN_SESSION_GAP_S, 1), 1), 1)
+  weights = session_decay**sessions_back * action_decay ** (lengths[:, None] - 1 - positions)
+  estimate = np.einsum("rl,rld->rd", np.where(inside, weights, 0.0), world.item_vectors[items])
+  return _normalize(estimate)
+
+
 def _outcome_model(
   cfg: SyntheticConfig,
   item_truth: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -331,7 +364,7 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
     # Sessions: drift and jumps happen between sessions only.
     new_session = rng.random(num_u) < 1.0 / cfg.mean_session_length
     if t > 0:
-      gap_between = 3600 + rng.exponential(cfg.between_session_gap_s, num_u)
+      gap_between = MIN_SESSION_GAP_S + rng.exponential(cfg.between_session_gap_s, num_u)
       gap_within = min_gap + rng.exponential(cfg.within_session_gap_s, num_u)
       now = now + np.where(new_session, gap_between, gap_within).astype(np.int64)
       step = cfg.drift * rng.standard_normal((num_u, dim)) / np.sqrt(dim)

@@ -8,6 +8,7 @@ ranking candidate (column 0 "any engagement", column o + 1 outcome o).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import jax
@@ -15,21 +16,61 @@ import jax.numpy as jnp
 import numpy as np
 
 from unipinrec.data.examples import EvalExamples
+from unipinrec.data.synthetic import history_interests
 from unipinrec.evaluation import metrics
 from unipinrec.model.unified import UniPinRec
 
+RANK_CHUNK = 2048  # users scored against the whole catalogue at once
 HISTORY_FIELDS = ("items", "outcomes", "times", "surfaces", "history_lengths")
 
 
-def retrieval_report(
-  catalogue_scores: np.ndarray, targets: np.ndarray, seen: Sequence[np.ndarray]
-) -> dict[str, dict]:
-  """The protocol's filtered (primary) and unfiltered retrieval metrics."""
+def retrieval_ranks(
+  catalogue_scores: np.ndarray,
+  targets: np.ndarray,
+  seen: Sequence[np.ndarray],
+  sampled_negatives: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+  """Target ranks under the protocol's filtered and unfiltered rules, and sampled-100 if given."""
+  ranks = {
+    "retrieval": metrics.target_ranks(catalogue_scores, targets, seen),
+    "retrieval_unfiltered": metrics.target_ranks(catalogue_scores, targets),
+  }
+  if sampled_negatives is not None:
+    ranks["retrieval_sampled"] = metrics.sampled_ranks(catalogue_scores, targets, sampled_negatives)
+  return ranks
+
+
+def chunked_ranks(
+  score_rows: Callable[[slice], np.ndarray],
+  examples: EvalExamples,
+  sampled_negatives: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+  """`retrieval_ranks` over the users in chunks of `RANK_CHUNK` rows.
+
+  A [users, catalogue] score matrix of a large data set need not fit in
+  memory; `score_rows(rows)` scores the catalogue for the users in `rows`.
+  """
+  parts = {}
+  for start in range(0, len(examples.retrieval_targets), RANK_CHUNK):
+    rows = slice(start, start + RANK_CHUNK)
+    chunk = retrieval_ranks(
+      score_rows(rows),
+      examples.retrieval_targets[rows],
+      examples.retrieval_seen[rows],
+      None if sampled_negatives is None else sampled_negatives[rows],
+    )
+    for name, values in chunk.items():
+      parts.setdefault(name, []).append(values)
+  return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def retrieval_report(ranks: dict[str, np.ndarray]) -> dict[str, dict]:
+  """The metrics of `retrieval_ranks`' ranks; sampled-100 reports HR/NDCG@10 and MRR."""
   return {
-    "retrieval": metrics.retrieval_metrics(metrics.target_ranks(catalogue_scores, targets, seen)),
-    "retrieval_unfiltered": metrics.retrieval_metrics(
-      metrics.target_ranks(catalogue_scores, targets)
-    ),
+    name: metrics.retrieval_metrics(
+      values, (10,) if name == "retrieval_sampled" else metrics.RETRIEVAL_KS
+    )
+    for name, values in ranks.items()
   }
 
 
@@ -59,6 +100,13 @@ def ranking_report(
   for index, name in enumerate(outcome_names):
     report[f"auc_{name}"] = metrics.auc(
       candidate_scores[..., index + 1][valid], outcomes[..., index][valid]
+    )
+  if len(outcome_names) >= 2:
+    # The most valuable outcome against the next one, among engaged items only.
+    best, other = outcome_names[-1], outcome_names[-2]
+    engaged = valid & outcomes[..., -2:].any(-1)
+    report[f"auc_{best}_vs_{other}"] = metrics.auc(
+      candidate_scores[..., -1][engaged], outcomes[..., -1][engaged]
     )
   return report
 
@@ -143,11 +191,21 @@ def evaluate_model(
   examples: EvalExamples,
   outcome_names: Sequence[str],
   batch_size: int = 256,
+  sampled_negatives: np.ndarray | None = None,
 ) -> dict[str, dict]:
-  """The model's retrieval metrics, its ranking head's, and its retrieval head's as a ranker."""
+  """The model's retrieval metrics, its ranking head's, and its retrieval head's as a ranker.
+
+  Ranking is reported only when `examples` hold ranking slates.
+  """
   score_catalogue, score_slates = model_scorers(model, params)
-  (catalogue_scores,) = _batched(score_catalogue, examples.retrieval_history, batch_size)
-  report = retrieval_report(catalogue_scores, examples.retrieval_targets, examples.retrieval_seen)
+
+  def score_rows(rows: slice) -> np.ndarray:
+    history = {k: v[rows] for k, v in examples.retrieval_history.items()}
+    return _batched(score_catalogue, history, batch_size)[0]
+
+  report = retrieval_report(chunked_ranks(score_rows, examples, sampled_negatives))
+  if not len(examples.ranking_items):
+    return report
   slate_inputs = dict(
     {k: examples.ranking_history[k] for k in HISTORY_FIELDS},
     slate_items=examples.ranking_items,
@@ -165,15 +223,20 @@ def evaluate_model(
 
 
 def evaluate_popularity(
-  examples: EvalExamples, item_log_frequency: np.ndarray, outcome_names: Sequence[str]
+  examples: EvalExamples,
+  item_log_frequency: np.ndarray,
+  outcome_names: Sequence[str],
+  sampled_negatives: np.ndarray | None = None,
 ) -> dict[str, dict]:
   """Every item scored by its share of training actions, for every outcome."""
-  users = len(examples.retrieval_targets)
-  report = retrieval_report(
-    np.broadcast_to(item_log_frequency, (users, len(item_log_frequency))),
-    examples.retrieval_targets,
-    examples.retrieval_seen,
-  )
+
+  def score_rows(rows: slice) -> np.ndarray:
+    users = len(examples.retrieval_targets[rows])
+    return np.broadcast_to(item_log_frequency, (users, len(item_log_frequency)))
+
+  report = retrieval_report(chunked_ranks(score_rows, examples, sampled_negatives))
+  if not len(examples.ranking_items):
+    return report
   popularity = item_log_frequency[examples.ranking_items]
   scores = np.repeat(popularity[..., None], len(outcome_names) + 1, axis=-1)
   report["ranking"] = ranking_report(
@@ -182,12 +245,37 @@ def evaluate_popularity(
   return report
 
 
+def evaluate_history_oracle(
+  world, examples: EvalExamples, outcome_names: Sequence[str]
+) -> dict[str, dict]:
+  """The oracle with each user's interest estimated from the history (`history_interests`).
+
+  The gap between it and the oracle is the part of the oracle's lead that
+  the history does not determine: no model of the history closes it.
+  """
+  interests = world.request_interests.copy()
+  policy = world.request_policy_interests.copy()
+  retrieval_history = examples.retrieval_history
+  last = np.maximum(retrieval_history["history_lengths"] - 1, 0)
+  # The target's request time is not in the history: take "shortly after the last action".
+  after_last = np.take_along_axis(retrieval_history["times"], last[:, None], 1)[:, 0] + 60.0
+  interests[examples.retrieval_requests] = history_interests(world, retrieval_history, after_last)
+  policy[examples.retrieval_requests] = interests[examples.retrieval_requests]
+  interests[examples.ranking_requests] = history_interests(
+    world, examples.ranking_history, examples.ranking_times
+  )
+  estimated = dataclasses.replace(
+    world, request_interests=interests, request_policy_interests=policy
+  )
+  return evaluate_oracle(estimated, examples, outcome_names)
+
+
 def evaluate_oracle(world, examples: EvalExamples, outcome_names: Sequence[str]) -> dict[str, dict]:
   """The synthetic world's true probabilities as the scorer (the quality ceiling)."""
   report = retrieval_report(
-    world.oracle_retrieval_scores(examples.retrieval_requests),
-    examples.retrieval_targets,
-    examples.retrieval_seen,
+    chunked_ranks(
+      lambda rows: world.oracle_retrieval_scores(examples.retrieval_requests[rows]), examples
+    )
   )
   probabilities = world.true_outcome_probs(examples.ranking_requests, examples.ranking_items)
   scores, gain = probabilities_to_candidate_scores(probabilities)

@@ -47,6 +47,26 @@ def target_ranks(
   return np.sum((scores > target_scores) & candidate, axis=1)
 
 
+def sampled_ranks(scores: np.ndarray, targets: np.ndarray, negatives: np.ndarray) -> np.ndarray:
+  """Rank of each target among drawn negatives only (the sampled-100 protocol).
+
+  Args:
+    scores: [U, N + 1] float scores.
+    targets: [U] target item ids.
+    negatives: [U, M] items the user never interacted with.
+
+  Returns:
+    [U] int64: the number of negatives scored strictly above the target.
+  """
+  scores = np.asarray(scores, dtype=np.float64)
+  rows = np.arange(len(targets))
+  target_scores = scores[rows, targets]
+  negative_scores = np.take_along_axis(scores, np.asarray(negatives, np.int64), axis=1)
+  if not (np.all(np.isfinite(target_scores)) and np.all(np.isfinite(negative_scores))):
+    raise ValueError("retrieval scores contain NaN or inf")
+  return np.sum(negative_scores > target_scores[:, None], axis=1)
+
+
 def retrieval_metrics(ranks: np.ndarray, ks: Sequence[int] = RETRIEVAL_KS) -> dict:
   """HR@K, NDCG@K and MRR from 0-based target ranks."""
   ranks = np.asarray(ranks, dtype=np.float64)

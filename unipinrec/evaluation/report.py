@@ -49,6 +49,12 @@ def quality_checks(report: dict, baselines: dict) -> dict:
         "oracle_hr@10": oracle["retrieval"]["hr@10"],
         "oracle_auc_engaged_over_popularity": oracle["ranking"]["auc_engaged"]
         - popularity["ranking"]["auc_engaged"],
+        # What the history leaves undetermined: the oracle's lead over its history estimate.
+        "history_oracle_auc_engaged_gap_to_oracle": oracle["ranking"]["auc_engaged"]
+        - baselines["history_oracle"]["ranking"]["auc_engaged"],
+        "history_oracle_hr@10_over_oracle": _ratio(
+          baselines["history_oracle"]["retrieval"]["hr@10"], oracle["retrieval"]["hr@10"]
+        ),
       }
     )
   return checks

@@ -20,6 +20,7 @@ class ModelConfig:
   mlp_dim: int = 256
   head_hidden_dim: int = 128  # hidden width of the retrieval MLP and each task head
   temperature: float = 0.05  # retrieval logits are cosine / temperature
+  dropout_rate: float = 0.0  # on tokens and residual branches, in training only
   dtype: str = "float32"  # compute dtype; parameters stay float32
 
   @property

@@ -96,16 +96,18 @@ class Block(nn.Module):
     self.mlp_out = nn.Dense(
       cfg.width, kernel_init=_partitioned(nn.initializers.zeros, ("mlp", "embed"))
     )
+    self.dropout = nn.Dropout(cfg.dropout_rate)
 
   def project(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """[B, T, W] -> q, k, v each [B, T, H, Dh]."""
     qkv = self.qkv(self.attention_norm(x))
     return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
 
-  def finish(self, x: jax.Array, attended: jax.Array) -> jax.Array:
-    """Residual attention output, then the residual MLP."""
-    x = x + self.attention_out(attended)
-    return x + self.mlp_out(nn.gelu(self.mlp_in(self.mlp_norm(x))))
+  def finish(self, x: jax.Array, attended: jax.Array, deterministic: bool = True) -> jax.Array:
+    """Residual attention output, then the residual MLP; dropout on both branches in training."""
+    x = x + self.dropout(self.attention_out(attended), deterministic=deterministic)
+    mlp = self.mlp_out(nn.gelu(self.mlp_in(self.mlp_norm(x))))
+    return x + self.dropout(mlp, deterministic=deterministic)
 
 
 class Transformer(nn.Module):
@@ -116,20 +118,25 @@ class Transformer(nn.Module):
   def setup(self):
     self.blocks = [Block(self.config, name=f"block_{i}") for i in range(self.config.num_layers)]
     self.final_norm = nn.LayerNorm(scale_init=_partitioned(nn.initializers.ones, ("embed",)))
+    self.token_dropout = nn.Dropout(self.config.dropout_rate)
 
-  def encode(self, tokens: jax.Array, lengths: jax.Array) -> tuple[jax.Array, KVCache]:
+  def encode(
+    self, tokens: jax.Array, lengths: jax.Array, deterministic: bool = True
+  ) -> tuple[jax.Array, KVCache]:
     """[B, L, W] history tokens -> ([B, L, W] states, the user KV cache)."""
     keys, values = [], []
-    x = tokens
+    x = self.token_dropout(tokens, deterministic=deterministic)
     for block in self.blocks:
       q, k, v = block.project(x)
       keys.append(k)
       values.append(v)
-      x = block.finish(x, causal_attention(q, k, v, lengths))
+      x = block.finish(x, causal_attention(q, k, v, lengths), deterministic)
     cache = KVCache(keys=jnp.stack(keys), values=jnp.stack(values), lengths=lengths)
     return self.final_norm(x), cache
 
-  def attend_candidates(self, tokens: jax.Array, cache: KVCache, prefix: jax.Array) -> jax.Array:
+  def attend_candidates(
+    self, tokens: jax.Array, cache: KVCache, prefix: jax.Array, deterministic: bool = True
+  ) -> jax.Array:
     """[B, C, W] candidate tokens -> [B, C, W] states, reading the cache only.
 
     Args:
@@ -137,10 +144,11 @@ class Transformer(nn.Module):
       cache: the user KV cache from `encode`.
       prefix: [B, C] history positions each candidate may see (the cache's
         lengths at serving; the slate's request point in training).
+      deterministic: no dropout (everywhere but training).
     """
-    x = tokens
+    x = self.token_dropout(tokens, deterministic=deterministic)
     for layer, block in enumerate(self.blocks):
       q, k, v = block.project(x)
       attended = candidate_attention(q, k, v, cache.keys[layer], cache.values[layer], prefix)
-      x = block.finish(x, attended)
+      x = block.finish(x, attended, deterministic)
     return self.final_norm(x)

@@ -49,6 +49,7 @@ class UniPinRec(nn.Module):
     surfaces: jax.Array,
     lengths: jax.Array,
     action_masked: jax.Array | None = None,
+    deterministic: bool = True,
   ) -> tuple[jax.Array, KVCache]:
     """Histories -> ([B, L, W] states, user KV cache).
 
@@ -59,6 +60,7 @@ class UniPinRec(nn.Module):
       surfaces: [B, L] surface ids.
       lengths: [B] valid positions.
       action_masked: [B, L] bool, actions replaced by [MASK] (MAM); none if omitted.
+      deterministic: no dropout (everywhere but training).
     """
     seq_len = items.shape[1]
     positions = jnp.broadcast_to(jnp.arange(seq_len), items.shape)
@@ -74,7 +76,7 @@ class UniPinRec(nn.Module):
       surfaces,
       positions,
     )
-    return self.transformer.encode(tokens, lengths)
+    return self.transformer.encode(tokens, lengths, deterministic)
 
   def candidate_states(
     self,
@@ -84,6 +86,7 @@ class UniPinRec(nn.Module):
     request_times: jax.Array,
     request_surfaces: jax.Array,
     prefix: jax.Array,
+    deterministic: bool = True,
   ) -> jax.Array:
     """Candidates as masked-action tokens on the cache -> [B, C, W] states.
 
@@ -94,6 +97,7 @@ class UniPinRec(nn.Module):
       request_times: [B, C] time of the request that shows each candidate.
       request_surfaces: [B, C] surface of that request.
       prefix: [B, C] history positions each candidate sees.
+      deterministic: no dropout (everywhere but training).
     """
     last = jnp.take_along_axis(history_times, jnp.maximum(prefix - 1, 0), axis=1)
     outcomes = jnp.zeros(candidate_items.shape + (self.config.num_outcomes,), dtype=jnp.float32)
@@ -106,7 +110,7 @@ class UniPinRec(nn.Module):
       request_surfaces,
       jnp.minimum(prefix, self.config.max_length),
     )
-    return self.transformer.attend_candidates(tokens, cache, prefix)
+    return self.transformer.attend_candidates(tokens, cache, prefix, deterministic)
 
   def rank(
     self,
@@ -137,8 +141,14 @@ class UniPinRec(nn.Module):
     rows = jnp.take(self.tokenizer.item_vectors(), items, axis=0)
     return self.task_heads(states, l2_normalize(rows))
 
-  def __call__(self, batch: TrainBatch, action_masked: jax.Array) -> TrainOutputs:
-    """The blended pass: history tokens and every slate's candidates at once."""
+  def __call__(
+    self, batch: TrainBatch, action_masked: jax.Array, deterministic: bool = False
+  ) -> TrainOutputs:
+    """The blended pass: history tokens and every slate's candidates at once.
+
+    It is the training pass, so dropout is on unless `deterministic`; with a
+    non-zero `dropout_rate` it then needs a "dropout" rng.
+    """
     states, cache = self.encode(
       batch.items,
       batch.outcomes,
@@ -146,6 +156,7 @@ class UniPinRec(nn.Module):
       batch.surfaces,
       batch.history_lengths,
       action_masked,
+      deterministic,
     )
     b, s, c = batch.slate_items.shape
 
@@ -159,6 +170,7 @@ class UniPinRec(nn.Module):
       per_candidate(batch.slate_times),
       per_candidate(batch.slate_surfaces),
       per_candidate(batch.slate_prefix),
+      deterministic,
     )
     conditions = jnp.arange(self.config.num_conditions)
     queries = self.queries(states[:, :, None, :], conditions[None, None, :])

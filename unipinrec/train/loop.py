@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -34,11 +36,30 @@ class _Progress:
     return f"step {step}/{self._num_steps}  {values}  {rate:.1f} steps/s  eta {eta / 60:.1f} min"
 
 
-def train(experiment: Experiment, workdir: str):
+def jit_train_step(experiment: Experiment) -> jax.stages.Wrapped:
+  """The train step, jitted once with the state's and the batch's shardings, state donated."""
+  run, mesh = experiment.run, experiment.mesh
+  return jax.jit(
+    make_train_step(experiment.model, experiment.optimizer, run.step, jax.random.key(run.seed + 1)),
+    in_shardings=(
+      experiment.state_shardings,
+      sharding.batch_sharding(mesh),
+      sharding.replicated(mesh),
+    ),
+    out_shardings=(experiment.state_shardings, sharding.replicated(mesh)),
+    donate_argnums=0,
+  )
+
+
+def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float] | None = None):
   """Trains to `run.num_steps`, resuming from the newest checkpoint in `workdir`.
 
   The data order and every random draw are functions of the seed and the
   step, so a resumed run retraces the uninterrupted one exactly.
+
+  With `validate` (parameters -> a figure to maximise) and `run.eval_every`,
+  the best parameters so far are kept in `workdir/best`, and training stops
+  early once `run.patience` validations in a row bring no improvement.
 
   Returns:
     The final train state.
@@ -54,16 +75,7 @@ def train(experiment: Experiment, workdir: str):
     logging.info("resumed from step %d in %s", int(state.step), workdir)
 
   item_log_frequency = jax.device_put(experiment.data.item_log_frequency, sharding.replicated(mesh))
-  step_fn = jax.jit(
-    make_train_step(experiment.model, experiment.optimizer, run.step, jax.random.key(run.seed + 1)),
-    in_shardings=(
-      experiment.state_shardings,
-      sharding.batch_sharding(mesh),
-      sharding.replicated(mesh),
-    ),
-    out_shardings=(experiment.state_shardings, sharding.replicated(mesh)),
-    donate_argnums=0,
-  )
+  step_fn = jit_train_step(experiment)
   writer = (
     tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
     if jax.process_index() == 0
@@ -71,6 +83,18 @@ def train(experiment: Experiment, workdir: str):
   )
   first_step = int(state.step)
   progress = _Progress(first_step, run.num_steps)
+  validating = validate is not None and run.eval_every > 0
+  best_manager = checkpoint.make_best_manager(workdir) if validating else None
+  best = checkpoint.best_validation(best_manager) if validating else None
+
+  def patience_spent(step: int) -> bool:
+    return (
+      bool(run.patience) and best is not None and step - best[0] >= run.patience * run.eval_every
+    )
+
+  if validating and patience_spent(first_step):
+    logging.info("stopped early before (best validation %.4f at step %d)", best[1], best[0])
+    return state
   for step in range(first_step + 1, run.num_steps + 1):
     batch = TrainBatch(**sharding.global_batch(mesh, next(data_iterator)))
     state, metrics = step_fn(state, batch, item_log_frequency)
@@ -83,7 +107,21 @@ def train(experiment: Experiment, workdir: str):
       if writer is not None:
         for name, value in values.items():
           writer.add_scalar(f"train/{name}", value, step)
-    checkpoint.save(manager, step, state, data_iterator, force=step == run.num_steps)
+    stop = False
+    if validating and step % run.eval_every == 0:
+      value = validate(state.params)
+      if best is None or value > best[1]:
+        best = (step, value)
+        checkpoint.save_best(best_manager, step, state.params, value)
+      logging.info("step %d  validation %.4f  (best %.4f at step %d)", step, value, *best[::-1])
+      if writer is not None:
+        writer.add_scalar("validation/target", value, step)
+      stop = patience_spent(step)
+      if stop:
+        logging.info("early stop at step %d: no better validation since step %d", step, best[0])
+    checkpoint.save(manager, step, state, data_iterator, force=stop or step == run.num_steps)
+    if stop:
+      break
   manager.wait_until_finished()
   if writer is not None:
     writer.close()

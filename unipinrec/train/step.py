@@ -34,10 +34,11 @@ def blended_loss(
   """Weighted sum of retrieval, MAM and ranking losses on one blended batch."""
   loss_cfg = config.loss
   mask_rng, negative_rng = jax.random.split(rng)
+  dropout_rng = jax.random.fold_in(rng, 2)  # apart from the split: other draws stay as they were
   b, length = batch.items.shape
   valid = jnp.arange(length)[None, :] < batch.history_lengths[:, None]
   action_masked = jax.random.bernoulli(mask_rng, config.mask_prob, (b, length)) & valid
-  outputs = model.apply({"params": params}, batch, action_masked)
+  outputs = model.apply({"params": params}, batch, action_masked, rngs={"dropout": dropout_rng})
 
   positions, positive_valid = losses.future_positives(
     batch.items,
@@ -103,7 +104,7 @@ def make_train_step(
     (_, metrics), grads = grad_fn(state.params, model, config, batch, item_log_frequency, rng)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step

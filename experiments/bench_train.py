@@ -1,0 +1,108 @@
+"""Times the jitted train step at SASRec's size and at the synthetic default's size.
+
+  python -m experiments.bench_train [--sizes=sasrec,default] [--steps=30] [--output=PATH]
+
+For each size: sequences per second (batch / median step time), XLA's FLOP
+count of the compiled step, the achieved FLOP/s, and their share of the
+float32 matmul peak measured in the same run (unipinrec/benchmark.py says how).
+
+Sizes:
+  sasrec   SASRec's: width 50 (embed_dim 40 + action_dim 10, as width is their
+           sum here), 2 blocks, 1 head, feed-forward width 50, history length
+           200, batch 128; everything else is the synthetic default's.
+  default  experiments/configs/synthetic.py unchanged.
+  runlocal its `runlocal` variant, for a quick check of the benchmark itself.
+
+Only the step is timed, so every size prepares a smaller synthetic world
+(data.synthetic.num_users=300 instead of 2500): batch shapes, the catalogue
+and so the compiled step are the same as with the full world, while data
+preparation takes seconds instead of a minute.
+"""
+
+import dataclasses
+import shlex
+import sys
+import time
+
+import jax
+import ml_collections
+from absl import app, flags, logging
+
+from experiments.configs import synthetic
+from unipinrec import benchmark
+from unipinrec.config import from_mapping
+from unipinrec.evaluation.report import git_commit, write_json_atomic
+from unipinrec.experiment import setup_experiment
+
+_SIZES = flags.DEFINE_list(
+  "sizes", ["sasrec", "default"], "Sizes to time: sasrec, default, runlocal."
+)
+_STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per size; the median is reported.")
+_WARMUP = flags.DEFINE_integer("warmup_steps", 5, "Untimed steps after compilation.")
+_OUTPUT = flags.DEFINE_string("output", None, "Also write the table as JSON to this path.")
+
+BENCHMARK_NUM_USERS = 300  # a small world: only the step is timed (see the module docstring)
+
+
+def size_config(name: str) -> ml_collections.ConfigDict:
+  """The ml_collections config of a named size, with the benchmark's small world."""
+  if name == "runlocal":
+    config = synthetic.get_config("runlocal")
+  elif name in ("sasrec", "default"):
+    config = synthetic.get_config()
+  else:
+    raise app.UsageError(f"unknown size {name!r}; expected sasrec, default or runlocal")
+  if name == "sasrec":
+    config.batch_size = 128
+    config.model.max_length = 200
+    config.model.embed_dim = 40
+    config.model.action_dim = 10
+    config.model.num_layers = 2
+    config.model.num_heads = 1
+    config.model.mlp_dim = 50  # SASRec's feed-forward is as wide as the model
+  if name != "runlocal":
+    config.data.synthetic.num_users = BENCHMARK_NUM_USERS
+  return config
+
+
+def main(argv: list[str]) -> None:
+  """Measures the matmul peak, then times each size's step; prints and writes the table."""
+  del argv
+  start = time.time()
+  configs = {name: size_config(name) for name in _SIZES.value}  # unknown names fail first
+  logging.info("devices: %s", jax.devices())
+  logging.info("measuring the float32 matmul peak")
+  rates = benchmark.matmul_peak_flops()
+  peak = max(rates.values())
+  results = []
+  for name, config in configs.items():
+    logging.info("%s: preparing data and state", name)
+    experiment = setup_experiment(from_mapping(config.to_dict()))
+    results.append(
+      benchmark.benchmark_train_step(experiment, name, peak, _STEPS.value, _WARMUP.value)
+    )
+  table = benchmark.format_table(results)
+  wall_seconds = time.time() - start
+  print(table)
+  print(f"devices: {jax.devices()}  wall time: {wall_seconds:.0f} s")
+  if _OUTPUT.value:
+    document = {
+      "results": [dataclasses.asdict(r) for r in results],
+      "matmul_flops_per_second": {str(n): rate for n, rate in rates.items()},
+      "peak_flops_per_second": peak,
+      "steps": _STEPS.value,
+      "warmup_steps": _WARMUP.value,
+      "num_users": BENCHMARK_NUM_USERS,
+      "devices": [str(d) for d in jax.devices()],
+      "command": " ".join(
+        ["python -m experiments.bench_train"] + [shlex.quote(a) for a in sys.argv[1:]]
+      ),
+      "git_commit": git_commit(),
+      "wall_seconds": wall_seconds,
+    }
+    write_json_atomic(_OUTPUT.value, document)
+    logging.info("wrote %s", _OUTPUT.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

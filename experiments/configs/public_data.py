@@ -1,0 +1,56 @@
+"""What the public-data configs share: the data path default and the protocol's settings."""
+
+import os
+
+import ml_collections
+
+from experiments.configs import synthetic
+
+# Configs look beside the checkout by default; a missing folder is reported
+# with this location and the `--config.data.path` flag.
+SHARED_DATA = os.path.normpath(
+  os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
+)
+
+
+def base_config(source: str, relative: str) -> ml_collections.ConfigDict:
+  """The synthetic default's training setup, reading `../shared/data/<relative>` instead."""
+  config = synthetic.get_config()
+  config.data.source = source
+  config.data.path = os.path.join(SHARED_DATA, relative) if relative else ""
+  config.data.tfds_dir = ""  # "" = $TFDS_DATA_DIR, else ~/tensorflow_datasets
+  config.data.columns = ml_collections.ConfigDict()
+  config.data.sampled_slates_per_user = 16
+  config.data.sampled_slate_size = 10
+  config.data.ranking_slates = False
+  return config
+
+
+def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+  """The variants every public-data config takes.
+
+  "retrieval_only" and "ranking_only" are the ablations of the unified model
+  (the same command line with one head's losses switched off); "runlocal"
+  shrinks the run to a few steps for tests and CI.
+  """
+  if variant == "retrieval_only":
+    config.step.loss.ranking_weight = 0.0
+    config.step.loss.mam_weight = 0.0
+  elif variant == "ranking_only":
+    config.step.loss.retrieval_weight = 0.0
+  elif variant == "runlocal":
+    config.num_steps = 20
+    config.log_every = 10
+    config.eval_every = 10
+    config.batch_size = 8
+    config.checkpoint.every_steps = 10
+    config.model.max_length = 32
+    config.model.embed_dim = 16
+    config.model.action_dim = 8
+    config.model.mlp_dim = 32
+    config.model.head_hidden_dim = 16
+  elif variant:
+    raise ValueError(
+      f"unknown variant {variant!r}; expected '', 'retrieval_only', 'ranking_only' or 'runlocal'"
+    )
+  return config

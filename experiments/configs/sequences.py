@@ -1,0 +1,28 @@
+"""Any SASRec-format file (`user item` per line, in time order) under PROTOCOL.md.
+
+Launch (from the repository root):
+  python -m experiments.train --config=experiments/configs/sequences.py \
+    --config.data.path=FILE --workdir=runs/NAME
+Such files carry no time and one kind of action: an interaction's time is its
+line's position, so the retrieval positives' "future window" counts actions.
+Variants: "runlocal" (a few steps, for tests), "retrieval_only", "ranking_only".
+"""
+
+import ml_collections
+
+from experiments.configs import public_data
+
+
+def get_config(variant: str = "", relative: str = "") -> ml_collections.ConfigDict:
+  """The run configuration of `../shared/data/<relative>`, or of --config.data.path."""
+  config = public_data.base_config("sasrec", relative)
+  config.batch_size = 128
+  config.num_steps = 6000
+  config.eval_every = 500
+  config.patience = 4
+  config.model.max_length = 50  # SASRec's length for the Amazon sets
+  config.model.embed_dim = 64
+  config.model.action_dim = 8
+  config.step.loss.future_window_seconds = 3.0  # the next 3 actions (time is the line index)
+  config.step.loss.max_future_positives = 3
+  return public_data.apply_variant(config, variant)

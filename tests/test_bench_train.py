@@ -1,0 +1,45 @@
+"""The train-step benchmark at the runlocal size: its figures follow from what it measured."""
+
+import statistics
+
+import pytest
+
+from experiments.configs import synthetic
+from unipinrec import benchmark, sharding
+from unipinrec.config import from_mapping
+from unipinrec.data.pipeline import training_iterator
+from unipinrec.experiment import setup_experiment
+from unipinrec.types import TrainBatch
+
+
+def test_benchmark_figures_are_consistent():
+  experiment = setup_experiment(from_mapping(synthetic.get_config("runlocal").to_dict()))
+  run = experiment.run
+  host_batch = next(training_iterator(experiment.data.train_examples, run.batch_size, run.seed))
+  batch = TrainBatch(**sharding.global_batch(experiment.mesh, host_batch))
+  # XLA's own figure for the same program, compiled here before the benchmark donates the state.
+  analysis = (
+    benchmark.jit_train_step(experiment)
+    .lower(experiment.initial_state, batch, experiment.data.item_log_frequency)
+    .compile()
+    .cost_analysis()
+  )
+  expected_flops = sum(m["flops"] for m in (analysis if isinstance(analysis, list) else [analysis]))
+
+  rates = benchmark.matmul_peak_flops(sizes=(128, 256), warmup=1, repeats=3)
+  peak = max(rates.values())
+  result = benchmark.benchmark_train_step(experiment, "runlocal", peak, steps=3, warmup=1)
+
+  assert expected_flops > 0
+  assert result.flops_per_step == pytest.approx(expected_flops, rel=1e-6)
+  assert len(result.step_seconds) == 3
+  assert result.median_step_seconds == statistics.median(result.step_seconds)
+  assert result.sequences_per_second == pytest.approx(
+    result.batch_size / result.median_step_seconds
+  )
+  assert peak > 0 and result.peak_flops_per_second == peak
+  assert result.flops_per_second == pytest.approx(
+    result.flops_per_step / result.median_step_seconds
+  )
+  assert result.share_of_peak == pytest.approx(result.flops_per_second / peak)
+  assert "runlocal" in benchmark.format_table([result])

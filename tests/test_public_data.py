@@ -1,0 +1,84 @@
+"""Public-data runs at small scale: the configs, validation with early stopping, results.json."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import games, ml100k, synthetic
+from unipinrec import checkpoint
+from unipinrec.config import from_mapping
+from unipinrec.experiment import best_params, evaluate_state, setup_experiment
+from unipinrec.train.loop import train
+
+
+def _run_config(config, tfds_dir, **overrides):
+  config.data.tfds_dir = str(tfds_dir)
+  for name, value in overrides.items():
+    config[name] = value
+  return from_mapping(config.to_dict())
+
+
+@pytest.fixture(scope="module")
+def ml100k_experiment(shared_data_dir, tmp_path_factory):
+  del shared_data_dir  # only for its skip when ../shared/data is absent
+  config = ml100k.get_config("runlocal")
+  return setup_experiment(_run_config(config, tmp_path_factory.mktemp("tfds")))
+
+
+def test_ml100k_results_follow_the_protocol(ml100k_experiment, tmp_path):
+  experiment = ml100k_experiment
+  state = train(experiment, str(tmp_path))
+  figures = evaluate_state(experiment, state.params)
+  for name in ("retrieval", "retrieval_unfiltered"):
+    assert figures[name]["num_users"] == 943
+    assert set(figures[name]) >= {"hr@10", "ndcg@10", "hr@50", "hr@200", "ndcg@200", "mrr"}
+  assert set(figures["retrieval_sampled"]) == {"hr@10", "ndcg@10", "mrr", "num_users"}
+  # Sampled-100 ranks among 100 items only, so it can only be easier than the full catalogue.
+  assert figures["retrieval_sampled"]["hr@10"] >= figures["retrieval"]["hr@10"]
+  ranking = figures["ranking"]
+  assert set(ranking) >= {"ndcg@5", "auc_engaged", "auc_low", "auc_high", "auc_high_vs_low"}
+  assert figures["protocol"]["ranking_slate_seed"] == 20261125
+  popularity = figures["baselines"]["popularity"]
+  assert popularity["retrieval"]["num_users"] == 943 and "oracle" not in figures["baselines"]
+
+
+def test_missing_data_names_the_place_looked_in(tmp_path):
+  config = games.get_config("runlocal")
+  config.data.path = str(tmp_path / "nowhere" / "games.txt")
+  with pytest.raises(FileNotFoundError, match=r"nowhere/games.txt.*--config.data.path"):
+    setup_experiment(_run_config(config, tmp_path))
+
+
+@pytest.fixture(scope="module")
+def synthetic_experiment():
+  config = synthetic.get_config("runlocal")
+  return setup_experiment(from_mapping(config.to_dict()))
+
+
+def test_early_stopping_keeps_the_best_and_stays_stopped(synthetic_experiment, tmp_path):
+  run = dataclasses.replace(synthetic_experiment.run, eval_every=5, patience=2, num_steps=40)
+  experiment = dataclasses.replace(synthetic_experiment, run=run)
+  # Validation improves until step 10, then falls: patience 2 stops at step 20.
+  scores = {5: 0.1, 10: 0.3, 15: 0.2, 20: 0.25, 25: 0.9}
+  seen = []
+
+  def validate(params):
+    step = 5 * (len(seen) + 1)
+    seen.append((step, jax.tree.map(np.array, params)))  # copies: the step donates its buffers
+    return scores[step]
+
+  state = train(experiment, str(tmp_path), validate)
+  assert int(state.step) == 20 and [step for step, _ in seen] == [5, 10, 15, 20]
+  assert checkpoint.best_validation(checkpoint.make_best_manager(str(tmp_path))) == (10, 0.3)
+  # Re-running the same command does not train on: the patience is already spent.
+  again = train(experiment, str(tmp_path), validate)
+  assert int(again.step) == 20 and len(seen) == 4
+  # The parameters evaluated are those of step 10, not the last ones.
+  with_validation = dataclasses.replace(
+    experiment, data=dataclasses.replace(experiment.data, valid_examples=object())
+  )
+  params, step = best_params(with_validation, str(tmp_path), again.params)
+  assert step == 10
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params), seen[1][1])

@@ -1,0 +1,182 @@
+"""Train-step throughput: step time, XLA's FLOP count, and the share of a measured matmul peak.
+
+Only the compiled step is timed. Batches come from the real input pipeline but
+are built and placed on the devices before timing starts, so neither data
+preparation nor the pipeline is in the figures. Compilation is timed apart.
+
+FLOPs are XLA's own count for the compiled step (forward, backward and the
+optimizer update), from `Compiled.cost_analysis()`. On a mesh of several
+devices that program is one device's partition, so the count, the step rate
+and the matmul peak (timed on the first device) are all per device.
+
+The peak is the best rate of a jitted float32 square matmul over a few sizes,
+timed in the same process, so it sees the same machine and the same load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from unipinrec import sharding
+from unipinrec.data.pipeline import training_iterator
+from unipinrec.experiment import Experiment
+from unipinrec.train.loop import jit_train_step
+from unipinrec.types import TrainBatch
+
+# Distinct batches cycled through while timing: real data without holding every step's batch.
+_NUM_BATCHES = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class StepBenchmark:
+  """The timing of one configuration's train step."""
+
+  name: str
+  batch_size: int
+  max_length: int
+  width: int  # embed_dim + action_dim, the transformer's width
+  compile_seconds: float
+  step_seconds: tuple[float, ...]  # every timed step, in order
+  median_step_seconds: float
+  sequences_per_second: float  # batch_size / median_step_seconds
+  flops_per_step: float  # XLA's cost analysis of the compiled step
+  flops_per_second: float  # flops_per_step / median_step_seconds
+  peak_flops_per_second: float  # the float32 matmul peak it is compared with
+  share_of_peak: float  # flops_per_second / peak_flops_per_second
+
+
+def compiled_flops(compiled: jax.stages.Compiled) -> float:
+  """XLA's FLOP count of a compiled computation.
+
+  `cost_analysis()` is a dict in jax 0.10 and a list of dicts (one per
+  module) in older releases; the modules' counts are summed.
+  """
+  analysis = compiled.cost_analysis()
+  modules = analysis if isinstance(analysis, (list, tuple)) else [analysis]
+  flops = sum(float(module.get("flops", 0.0)) for module in modules)
+  if flops <= 0:
+    raise ValueError(f"XLA's cost analysis reports no FLOPs: {analysis!r}")
+  return flops
+
+
+def _call_seconds(fn, args, warmup: int, repeats: int) -> list[float]:
+  """Wall times of `repeats` blocking calls of `fn(*args)`, after `warmup` untimed ones."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn(*args))
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    seconds.append(time.perf_counter() - start)
+  return seconds
+
+
+def matmul_peak_flops(
+  sizes: Sequence[int] = (512, 1024, 2048), warmup: int = 2, repeats: int = 10
+) -> dict[int, float]:
+  """Float32 FLOP/s of a jitted n x n @ n x n matmul for each n (2 n^3 FLOPs over the median)."""
+  rates = {}
+  for n in sizes:
+    key_a, key_b = jax.random.split(jax.random.key(n))
+    a = jax.random.normal(key_a, (n, n), jnp.float32)
+    b = jax.random.normal(key_b, (n, n), jnp.float32)
+    matmul = jax.jit(jnp.matmul).lower(a, b).compile()
+    median = statistics.median(_call_seconds(matmul, (a, b), warmup, repeats))
+    rates[n] = 2.0 * n**3 / median
+    logging.info("matmul %d: %.2f ms, %.1f GFLOP/s", n, median * 1e3, rates[n] / 1e9)
+  return rates
+
+
+def benchmark_train_step(
+  experiment: Experiment,
+  name: str,
+  peak_flops_per_second: float,
+  steps: int = 30,
+  warmup: int = 5,
+) -> StepBenchmark:
+  """Compiles the train step of `experiment`, then times `steps` steps after `warmup` ones.
+
+  The experiment's initial state is donated to the first step, so it cannot be used after.
+
+  Args:
+    experiment: the data, model and state, from `setup_experiment`.
+    name: the label of this configuration in logs and the result.
+    peak_flops_per_second: the matmul peak the achieved rate is a share of.
+    steps: timed steps; the median is reported.
+    warmup: untimed steps run first, after compilation.
+  """
+  run, mesh = experiment.run, experiment.mesh
+  iterator = training_iterator(experiment.data.train_examples, run.batch_size, run.seed)
+  batches = [TrainBatch(**sharding.global_batch(mesh, next(iterator))) for _ in range(_NUM_BATCHES)]
+  item_log_frequency = jax.device_put(experiment.data.item_log_frequency, sharding.replicated(mesh))
+  state = experiment.initial_state
+  logging.info("%s: compiling the train step", name)
+  start = time.perf_counter()
+  compiled = jit_train_step(experiment).lower(state, batches[0], item_log_frequency).compile()
+  compile_seconds = time.perf_counter() - start
+  flops = compiled_flops(compiled)
+  logging.info("%s: compiled in %.1f s, %.3f GFLOP per step", name, compile_seconds, flops / 1e9)
+
+  logging.info("%s: %d warm-up and %d timed steps", name, warmup, steps)
+  step_seconds = []
+  for i in range(warmup + steps):
+    start = time.perf_counter()
+    # The state is donated, so each step consumes the previous step's output.
+    state, metrics = compiled(state, batches[i % _NUM_BATCHES], item_log_frequency)
+    jax.block_until_ready((state, metrics))
+    if i >= warmup:
+      step_seconds.append(time.perf_counter() - start)
+  if not np.isfinite(float(metrics["loss"])):
+    raise FloatingPointError(f"{name}: non-finite loss after {warmup + steps} steps")
+
+  median = statistics.median(step_seconds)
+  achieved = flops / median
+  result = StepBenchmark(
+    name=name,
+    batch_size=run.batch_size,
+    max_length=run.model.max_length,
+    width=run.model.embed_dim + run.model.action_dim,
+    compile_seconds=compile_seconds,
+    step_seconds=tuple(step_seconds),
+    median_step_seconds=median,
+    sequences_per_second=run.batch_size / median,
+    flops_per_step=flops,
+    flops_per_second=achieved,
+    peak_flops_per_second=peak_flops_per_second,
+    share_of_peak=achieved / peak_flops_per_second,
+  )
+  logging.info(
+    "%s: median step %.1f ms, %.0f sequences/s, %.2f GFLOP/s (%.1f%% of peak)",
+    name,
+    median * 1e3,
+    result.sequences_per_second,
+    achieved / 1e9,
+    100 * result.share_of_peak,
+  )
+  return result
+
+
+def format_table(results: Sequence[StepBenchmark]) -> str:
+  """One line per configuration, with a header."""
+  header = (
+    f"{'size':<10} {'batch':>5} {'L':>4} {'width':>5} {'compile s':>9} {'step ms':>8} "
+    f"{'seq/s':>8} {'GFLOP/step':>10} {'GFLOP/s':>8} {'peak GFLOP/s':>12} {'% peak':>7}"
+  )
+  lines = [header, "-" * len(header)]
+  for r in results:
+    lines.append(
+      f"{r.name:<10} {r.batch_size:>5} {r.max_length:>4} {r.width:>5} "
+      f"{r.compile_seconds:>9.1f} {r.median_step_seconds * 1e3:>8.1f} "
+      f"{r.sequences_per_second:>8.0f} {r.flops_per_step / 1e9:>10.3f} "
+      f"{r.flops_per_second / 1e9:>8.2f} {r.peak_flops_per_second / 1e9:>12.1f} "
+      f"{100 * r.share_of_peak:>7.1f}"
+    )
+  return "\n".join(lines)

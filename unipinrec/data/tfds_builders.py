@@ -1,0 +1,206 @@
+"""Interaction files -> one TFDS example per user, stored as ArrayRecord.
+
+`UserSequences` is a TensorFlow Datasets builder that reads an interaction
+file (or folder) from the manual directory with
+`unipinrec.data.readers.read_interactions` and writes one example per user,
+sorted by timestamp with ties in file order (a stable sort, PROTOCOL.md),
+duplicates kept, original ids kept. Nothing is downloaded and TensorFlow is
+never imported: examples are serialized with TFDS's own `tf.train.Example`
+protos and read back with `as_data_source` (ArrayRecord + NumPy).
+
+On disk (`data_dir` of `prepare_user_sequences`):
+
+  user_sequences/<stem>-<format>-<fingerprint>/1.0.0/
+    user_sequences-train.array_record-00000-of-00001
+    dataset_info.json, features.json
+  downloads/  (tfds's download folder, left empty)
+
+Users are stored in ascending original id. The config name carries a
+fingerprint of the source (path, size, mtime of every file, reader
+arguments), so a changed source gets a new config and a fresh build, while an
+unchanged one is reused; the configs of older versions of a file stay on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pathlib
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from unipinrec.data.readers import read_interactions
+from unipinrec.data.sequences import UserSequences as ProtocolSequences
+from unipinrec.data.sequences import sequences_from_records, user_records
+
+SPLIT = "train"
+
+
+@dataclasses.dataclass(eq=False)
+class UserSequencesConfig(tfds.core.BuilderConfig):
+  """Which reader to use on what: one config per source (and its fingerprint).
+
+  `source_name` is the file inside the manual directory, or "" when the
+  manual directory itself is the source (a folder such as ml-100k's).
+  `reader_kwargs` is a sorted tuple of (name, value) pairs, so that the
+  config's repr (which tfds logs) does not depend on the call's order.
+  """
+
+  format: str = "auto"  # a `read_interactions` format: auto, movielens, sasrec, actions
+  source_name: str = ""
+  reader_kwargs: tuple[tuple[str, Any], ...] = ()
+
+
+class UserSequences(tfds.core.GeneratorBasedBuilder):
+  """One example per user: the user's interactions in time order."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {
+    "1.0.0": "One example per user: user, items, timestamps, outcomes, lines; stable time sort.",
+  }
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+    "Pass the folder holding the interaction file as `manual_dir` in "
+    "`tfds.download.DownloadConfig`, and the file's name as the config's "
+    "`source_name` (empty when the folder itself is the source). Nothing is "
+    "downloaded; `prepare_user_sequences` does this for you."
+  )
+
+  # tfds 4.9.10 imports `importlib_resources` to locate a packaged builder's file but declares
+  # it only for Python < 3.9, so the lookup fails here; this is the path its fallback gives.
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    return epath.Path(__file__)
+
+  def __init__(self, *, file_format: str = "array_record", **kwargs: Any):
+    super().__init__(file_format=file_format, **kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    # Variable-length `Tensor`s of ints serialize to int64/int32 lists without TensorFlow.
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description="Per-user interactions, original ids, in time order (ties in file order).",
+      features=tfds.features.FeaturesDict(
+        {
+          "user": tfds.features.Scalar(dtype=np.int64),
+          "items": tfds.features.Tensor(shape=(None,), dtype=np.int64),
+          "timestamps": tfds.features.Tensor(shape=(None,), dtype=np.int64),
+          "outcomes": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+          "surfaces": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+          "lines": tfds.features.Tensor(shape=(None,), dtype=np.int64),
+        }
+      ),
+      # Users are written in ascending id order, so record i is the same user on every build.
+      disable_shuffling=True,
+      metadata=tfds.core.MetadataDict(),
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
+    source = pathlib.Path(dl_manager.manual_dir) / self.builder_config.source_name
+    return {SPLIT: self._generate_examples(source)}
+
+  def _generate_examples(self, source: pathlib.Path) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    config = self.builder_config
+    interactions = read_interactions(
+      str(source), format=config.format, **dict(config.reader_kwargs)
+    )
+    # Known only once the source is read; tfds writes the metadata with the data set.
+    self.info.metadata["outcome_names"] = list(interactions.outcome_names)
+    for record in user_records(interactions):
+      yield int(record["user"]), record
+
+
+def source_fingerprint(
+  source_path: str | os.PathLike, format: str, reader_kwargs: Mapping[str, Any]
+) -> str:
+  """A short hash of the source's path, its files' sizes and mtimes, and the reader's arguments."""
+  source = pathlib.Path(source_path).resolve()
+  files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+  digest = hashlib.sha256(f"{source}\n{format}\n{sorted(reader_kwargs.items())!r}\n".encode())
+  for path in files:
+    stat = path.stat()
+    name = path.relative_to(source) if source.is_dir() else path.name
+    digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+  return digest.hexdigest()[:16]
+
+
+def user_sequences_builder(
+  source_path: str | os.PathLike,
+  data_dir: str | os.PathLike,
+  format: str = "auto",
+  **reader_kwargs: Any,
+) -> UserSequences:
+  """The builder for `source_path` (a file, or a folder such as ml-100k's), not yet prepared."""
+  source = pathlib.Path(source_path).resolve()
+  if not source.exists():
+    raise FileNotFoundError(f"no interaction file or folder at {source}")
+  stem = re.sub(r"[^\w.\-]", "_", source.stem if source.is_file() else source.name)
+  fingerprint = source_fingerprint(source, format, reader_kwargs)
+  config = UserSequencesConfig(
+    name=f"{stem}-{format}-{fingerprint}",
+    description=f"User sequences of {source} read as {format!r}.",
+    format=format,
+    source_name=source.name if source.is_file() else "",
+    reader_kwargs=tuple(sorted(reader_kwargs.items())),
+  )
+  return UserSequences(data_dir=os.fspath(data_dir), config=config)
+
+
+def prepare_user_sequences(
+  source_path: str | os.PathLike,
+  data_dir: str | os.PathLike,
+  format: str = "auto",
+  **reader_kwargs: Any,
+) -> Sequence[dict[str, np.ndarray]]:
+  """Builds the per-user data set of `source_path` unless already built, and returns it.
+
+  The result is a random-access source (`len`, `[i]`) of dicts with `user`,
+  `items`, `timestamps`, `outcomes` and `lines`, record i being the i-th
+  user in ascending original id. A source whose path, size or mtime changed
+  gets a new config, hence a fresh build.
+
+  TFDS writes the whole version folder into a sibling `incomplete.*` folder
+  and renames it into place only when every file is written, and treats the
+  data set as built only when the version folder exists: a crash mid-build
+  leaves at worst an `incomplete.*` folder, never a half data set that a
+  later call would read.
+  """
+  builder = user_sequences_builder(source_path, data_dir, format, **reader_kwargs)
+  source = pathlib.Path(source_path).resolve()
+  manual_dir = source.parent if source.is_file() else source
+  # No GCS copy either: the data come only from the manual directory.
+  download_config = tfds.download.DownloadConfig(
+    manual_dir=os.fspath(manual_dir), try_download_gcs=False
+  )
+  try:
+    builder.download_and_prepare(download_config=download_config)
+  except OSError:
+    # Another process renamed its finished copy into place first (the rename onto it failed).
+    # This builder's info still names its deleted temporary folder, so read the copy afresh.
+    builder = user_sequences_builder(source_path, data_dir, format, **reader_kwargs)
+    if not builder.is_prepared():
+      raise
+  return builder.as_data_source(split=SPLIT)
+
+
+def load_user_sequences(
+  source_path: str | os.PathLike,
+  data_dir: str | os.PathLike,
+  format: str = "auto",
+  **reader_kwargs: Any,
+) -> ProtocolSequences:
+  """The protocol's sequences of `source_path`, built once into TFDS and read through grain."""
+  source = prepare_user_sequences(source_path, data_dir, format, **reader_kwargs)
+  builder = user_sequences_builder(source_path, data_dir, format, **reader_kwargs)
+  outcome_names = builder.info.metadata["outcome_names"]
+  # Every process reads every user: each needs the whole catalogue and all evaluation rows;
+  # the training pipeline shards the examples cut from them.
+  records = grain.MapDataset.source(source)
+  return sequences_from_records(records, os.fspath(source_path), outcome_names)
