@@ -99,6 +99,30 @@ def test_sample_negatives_log_q_is_the_mixture_expectation():
   np.testing.assert_array_equal(no_correction, 0.0)
 
 
+def test_full_softmax_is_the_exact_softmax_over_the_catalogue():
+  rng = np.random.default_rng(1)
+  n, d = 7, 4
+  vectors = rng.standard_normal((n + 1, d)).astype(np.float32)
+  vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+  query = vectors[3] + 0.3 * rng.standard_normal(d).astype(np.float32)
+  query /= np.linalg.norm(query)
+  negatives, log_q = losses.sample_negatives(
+    jax.random.key(0), np.array([[1]]), np.zeros(n + 1, np.float32), 5, 5, True, True
+  )
+  np.testing.assert_array_equal(negatives, np.arange(1, n + 1))
+  got = losses.sampled_softmax_loss(
+    query[None, None, None],
+    vectors,
+    np.array([[[3]]]),
+    np.ones((1, 1, 1, 1)),
+    negatives,
+    log_q,
+    0.5,
+  )
+  logits = vectors[1:] @ query / 0.5  # item 3 is the positive once, never its own negative
+  np.testing.assert_allclose(float(got), -(logits[2] - np.log(np.exp(logits).sum())), rtol=1e-5)
+
+
 def test_masked_bce_matches_numpy():
   rng = np.random.default_rng(1)
   logits = rng.standard_normal((3, 4, 2)).astype(np.float32)

@@ -24,6 +24,7 @@ class LossConfig:
   num_random_negatives: int = 256  # drawn uniformly from the catalogue
   num_inbatch_negatives: int = 256  # drawn from the batch's own actions (popularity-distributed)
   logq_correction: bool = True  # subtract log of each negative's expected count in the sample
+  full_softmax: bool = False  # every catalogue item is a negative (small catalogues): no sampling
 
 
 def future_positives(
@@ -118,17 +119,22 @@ def sample_negatives(
   num_random: int,
   num_inbatch: int,
   logq_correction: bool,
+  full_softmax: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
   """Uniform catalogue negatives plus in-batch negatives, with their log-Q.
 
   The sample is a mixture, so each negative is corrected by the log of its
   expected count under the whole mixture: `num_inbatch * p(item) +
-  num_random / N`, with `p` the item's share of training actions.
+  num_random / N`, with `p` the item's share of training actions. With
+  `full_softmax` the "sample" is the catalogue itself, each item once, so
+  the correction is log 1 = 0 and the loss is the exact softmax.
 
   Returns:
     ([M] item ids, 0 where an in-batch draw hit padding; [M] log-Q).
   """
   num_items = item_log_frequency.shape[0] - 1
+  if full_softmax:
+    return jnp.arange(1, num_items + 1, dtype=jnp.int32), jnp.zeros(num_items, jnp.float32)
   random_rng, inbatch_rng = jax.random.split(rng)
   random_items = jax.random.randint(random_rng, (num_random,), 1, num_items + 1)
   flat_items = items.reshape(-1)

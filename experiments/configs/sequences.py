@@ -23,6 +23,9 @@ def get_config(variant: str = "", relative: str = "") -> ml_collections.ConfigDi
   config.model.max_length = 50  # SASRec's length for the Amazon sets
   config.model.embed_dim = 64
   config.model.action_dim = 8
+  config.model.dropout_rate = 0.5  # SASRec's for the sparse Amazon sets
+  config.data.max_slates = 4  # sampled slates per example: cheap ranking signal, costly steps
   config.step.loss.future_window_seconds = 3.0  # the next 3 actions (time is the line index)
   config.step.loss.max_future_positives = 3
+  config.step.loss.num_random_negatives = 1024
   return public_data.apply_variant(config, variant)

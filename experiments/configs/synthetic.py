@@ -60,6 +60,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.step.loss.num_random_negatives = 256
   config.step.loss.num_inbatch_negatives = 256
   config.step.loss.logq_correction = True
+  config.step.loss.full_softmax = False  # every item a negative: for small catalogues only
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 5e-4  # dense weights

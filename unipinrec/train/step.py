@@ -64,6 +64,7 @@ def blended_loss(
     loss_cfg.num_random_negatives,
     loss_cfg.num_inbatch_negatives,
     loss_cfg.logq_correction,
+    loss_cfg.full_softmax,
   )
   retrieval = losses.sampled_softmax_loss(
     outputs.queries,
