@@ -17,7 +17,7 @@ def get_config(variant: str = "", relative: str = "") -> ml_collections.ConfigDi
   """The run configuration of `../shared/data/<relative>`, or of --config.data.path."""
   config = public_data.base_config("sasrec", relative)
   config.batch_size = 128
-  config.num_steps = 6000
+  config.num_steps = 3000
   config.eval_every = 500
   config.patience = 4
   config.model.max_length = 50  # SASRec's length for the Amazon sets
