@@ -263,34 +263,147 @@ def test_read_interactions_dispatch(tmp_path):
 # Bad input: each case names the file, the line and the field.
 
 
-def test_malformed_line(tmp_path):
-  path = _write(tmp_path / "u.data", "1\t2\t3\t4\n1\t2\t3\t4\t5\n")
-  with pytest.raises(DataFormatError, match="expected 4 fields") as error:
-    read_movielens(path)
-  _check_error(error.value, path, 2, "#5")
-  path = _write(tmp_path / "games.txt", "1 2\n3\n4 5\n")
-  with pytest.raises(DataFormatError, match="expected 2 fields") as error:
-    read_sasrec(path)
-  _check_error(error.value, path, 2, "item")
-  path = _write(tmp_path / "log.csv", "uid,iid,when\n1,2\n")
-  with pytest.raises(DataFormatError) as error:
-    read_actions_table(path, {"user": "uid", "item": "iid", "timestamp": "when"})
-  _check_error(error.value, path, 2, "when")
+def _actions(columns):
+  return lambda path: read_actions_table(path, columns)
 
 
-def test_truncated_last_line(tmp_path):
-  path = _write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,2,4,5\n1,3")
-  with pytest.raises(DataFormatError, match="truncated") as error:
-    read_movielens(path)
-  _check_error(error.value, path, 3, "rating")
-  path = _write(tmp_path / "ratings.dat", "1::2::4::5\n1::3::4::")
-  with pytest.raises(DataFormatError, match="truncated") as error:
-    read_movielens(path)
-  _check_error(error.value, path, 2, "timestamp")
-  path = _write(tmp_path / "games.txt", "1 2\n1 3\n1")
-  with pytest.raises(DataFormatError, match="truncated") as error:
-    read_sasrec(path)
-  _check_error(error.value, path, 3, "item")
+_LOG_COLUMNS = {"user": "uid", "item": "iid", "timestamp": "when"}
+
+# (case, file name, text, reader, message pattern, line, field): each names the file, line, field.
+_BAD_INPUT = [
+  (
+    "malformed: extra field",
+    "u.data",
+    "1\t2\t3\t4\n1\t2\t3\t4\t5\n",
+    read_movielens,
+    "expected 4 fields",
+    2,
+    "#5",
+  ),
+  (
+    "malformed: missing field",
+    "games.txt",
+    "1 2\n3\n4 5\n",
+    read_sasrec,
+    "expected 2 fields",
+    2,
+    "item",
+  ),
+  (
+    "malformed: short row",
+    "log.csv",
+    "uid,iid,when\n1,2\n",
+    _actions(_LOG_COLUMNS),
+    "expected 3 fields",
+    2,
+    "when",
+  ),
+  (
+    "truncated csv",
+    "ratings.csv",
+    "userId,movieId,rating,timestamp\n1,2,4,5\n1,3",
+    read_movielens,
+    "truncated",
+    3,
+    "rating",
+  ),
+  (
+    "truncated dat",
+    "ratings.dat",
+    "1::2::4::5\n1::3::4::",
+    read_movielens,
+    "truncated",
+    2,
+    "timestamp",
+  ),
+  ("truncated sasrec", "games.txt", "1 2\n1 3\n1", read_sasrec, "truncated", 3, "item"),
+  (
+    "missing column csv",
+    "ratings.csv",
+    "userId,movieId,rating\n1,2,4\n",
+    read_movielens,
+    "lacks column",
+    1,
+    "timestamp",
+  ),
+  (
+    "missing column inter",
+    "x.inter",
+    "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t3\n",
+    read_movielens,
+    "lacks column",
+    1,
+    "rating",
+  ),
+  (
+    "missing column table",
+    "log.csv",
+    "uid,iid,time\n1,2,3\n",
+    _actions(_LOG_COLUMNS),
+    "lacks column",
+    1,
+    "when",
+  ),
+  (
+    "non-numeric item",
+    "u.data",
+    "1\t2\t3\t4\n1\tx2\t3\t4\n",
+    read_movielens,
+    "must be an integer, got 'x2'",
+    2,
+    "item",
+  ),
+  ("non-numeric user", "games.txt", "1 2\nA1 3\n", read_sasrec, "positive integer", 2, "user"),
+  ("zero id", "zero.txt", "1 2\n1 0\n", read_sasrec, "positive integer, got 0", 2, "item"),
+  (
+    "non-numeric table id",
+    "log.csv",
+    ACTIONS.replace("8,102", "8,B00X", 1),
+    _actions(COLUMNS),
+    "B00X",
+    5,
+    "iid",
+  ),
+  (
+    "non-numeric timestamp",
+    "ratings.dat",
+    "1::2::4::5\n1::3::4::5\n1::4::4::soon\n",
+    read_movielens,
+    "integer seconds, got 'soon'",
+    3,
+    "timestamp",
+  ),
+  (
+    "non-ISO timestamp",
+    "log.csv",
+    ACTIONS.replace("1704153600", "yesterday"),
+    _actions(COLUMNS),
+    "ISO-8601",
+    3,
+    "when",
+  ),
+  (
+    "non-numeric rating",
+    "u.data",
+    "1\t2\tfive\t4\n",
+    read_movielens,
+    "rating must be a number",
+    1,
+    "rating",
+  ),
+]
+
+
+@pytest.mark.parametrize(
+  ("name", "text", "read", "pattern", "line", "field"),
+  [case[1:] for case in _BAD_INPUT],
+  ids=[case[0] for case in _BAD_INPUT],
+)
+def test_bad_input_names_file_line_and_field(tmp_path, name, text, read, pattern, line, field):
+  path = _write(tmp_path / name, text)
+  with pytest.raises(DataFormatError, match=pattern) as error:
+    read(path)
+  _check_error(error.value, path, line, field)
 
 
 def test_quoted_title_cut_off_at_the_end(tmp_path):
@@ -299,58 +412,6 @@ def test_quoted_title_cut_off_at_the_end(tmp_path):
   with pytest.raises(DataFormatError, match="truncated") as error:
     read_movielens(tmp_path)
   _check_error(error.value, movies, 2, "genres")
-
-
-def test_missing_column(tmp_path):
-  path = _write(tmp_path / "ratings.csv", "userId,movieId,rating\n1,2,4\n")
-  with pytest.raises(DataFormatError, match="lacks column") as error:
-    read_movielens(path)
-  _check_error(error.value, path, 1, "timestamp")
-  path = _write(tmp_path / "x.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t3\n")
-  with pytest.raises(DataFormatError, match="lacks column") as error:
-    read_movielens(path)
-  _check_error(error.value, path, 1, "rating")
-  path = _write(tmp_path / "log.csv", "uid,iid,time\n1,2,3\n")
-  with pytest.raises(DataFormatError, match="lacks column") as error:
-    read_actions_table(path, {"user": "uid", "item": "iid", "timestamp": "when"})
-  _check_error(error.value, path, 1, "when")
-
-
-def test_non_numeric_id(tmp_path):
-  path = _write(tmp_path / "u.data", "1\t2\t3\t4\n1\tx2\t3\t4\n")
-  with pytest.raises(DataFormatError, match="must be an integer, got 'x2'") as error:
-    read_movielens(path)
-  _check_error(error.value, path, 2, "item")
-  path = _write(tmp_path / "games.txt", "1 2\nA1 3\n")
-  with pytest.raises(DataFormatError, match="positive integer") as error:
-    read_sasrec(path)
-  _check_error(error.value, path, 2, "user")
-  path = _write(tmp_path / "zero.txt", "1 2\n1 0\n")
-  with pytest.raises(DataFormatError, match="positive integer, got 0") as error:
-    read_sasrec(path)
-  _check_error(error.value, path, 2, "item")
-  path = _write(tmp_path / "log.csv", ACTIONS.replace("8,102", "8,B00X", 1))
-  with pytest.raises(DataFormatError, match="B00X") as error:
-    read_actions_table(path, COLUMNS)
-  _check_error(error.value, path, 5, "iid")
-
-
-def test_non_numeric_timestamp(tmp_path):
-  path = _write(tmp_path / "ratings.dat", "1::2::4::5\n1::3::4::5\n1::4::4::soon\n")
-  with pytest.raises(DataFormatError, match="integer seconds, got 'soon'") as error:
-    read_movielens(path)
-  _check_error(error.value, path, 3, "timestamp")
-  path = _write(tmp_path / "log.csv", ACTIONS.replace("1704153600", "yesterday"))
-  with pytest.raises(DataFormatError, match="ISO-8601") as error:
-    read_actions_table(path, COLUMNS)
-  _check_error(error.value, path, 3, "when")
-
-
-def test_non_numeric_rating(tmp_path):
-  path = _write(tmp_path / "u.data", "1\t2\tfive\t4\n")
-  with pytest.raises(DataFormatError, match="rating must be a number") as error:
-    read_movielens(path)
-  _check_error(error.value, path, 1, "rating")
 
 
 @pytest.mark.parametrize(
