@@ -51,7 +51,7 @@ class ProtocolExamples:
   """Evaluation rows of one target (validation or test) per test user."""
 
   examples: EvalExamples
-  sampled_negatives: np.ndarray  # [U, 100] never-seen items for sampled-100
+  sampled_negatives: np.ndarray | None  # [U, 100] never-seen items; test targets only
 
 
 def protocol_examples(
@@ -85,7 +85,8 @@ def protocol_examples(
     histories.append(history)
     targets.append(sequences.items[row])
     seen.append(sequences.items[start:row])
-    negatives.append(draw_never_seen(sequences, user, SAMPLED_NEGATIVES, SAMPLED_SEED))
+    if target == "test":  # sampled-100 reports test figures; validation never uses it
+      negatives.append(draw_never_seen(sequences, user, SAMPLED_NEGATIVES, SAMPLED_SEED))
     if ranking_slates:
       slate_items.append(
         np.concatenate(
@@ -111,7 +112,9 @@ def protocol_examples(
     ranking_times=np.asarray(slate_times, np.float32),
     ranking_surfaces=np.zeros(num_rows, np.int32),
   )
-  return ProtocolExamples(examples=examples, sampled_negatives=np.stack(negatives))
+  return ProtocolExamples(
+    examples=examples, sampled_negatives=np.stack(negatives) if negatives else None
+  )
 
 
 def sampled_impressions(

@@ -9,6 +9,7 @@ ranking candidate (column 0 "any engagement", column o + 1 outcome o).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -138,11 +139,17 @@ def _batched(
   return tuple(np.concatenate(parts) for parts in zip(*outputs, strict=True))
 
 
-def model_scorers(model: UniPinRec, params) -> tuple[Callable, Callable]:
-  """Jitted (retrieval scorer, ranking scorer) of a trained model."""
+@functools.cache
+def model_scorers(model: UniPinRec) -> tuple[Callable, Callable]:
+  """Jitted (retrieval scorer, ranking scorer) of a model, parameters as their first argument.
+
+  Cached per model (modules compare by their config), and the parameters are
+  an argument rather than a closed-over constant: repeated evaluations, such
+  as validation during training, reuse one compilation.
+  """
 
   @jax.jit
-  def score_catalogue(items, outcomes, times, surfaces, history_lengths):
+  def score_catalogue(params, items, outcomes, times, surfaces, history_lengths):
     states, _ = model.apply(
       {"params": params}, items, outcomes, times, surfaces, history_lengths, method=model.encode
     )
@@ -155,7 +162,15 @@ def model_scorers(model: UniPinRec, params) -> tuple[Callable, Callable]:
 
   @jax.jit
   def score_slates(
-    items, outcomes, times, surfaces, history_lengths, slate_items, slate_times, slate_surfaces
+    params,
+    items,
+    outcomes,
+    times,
+    surfaces,
+    history_lengths,
+    slate_items,
+    slate_times,
+    slate_surfaces,
   ):
     states, cache = model.apply(
       {"params": params}, items, outcomes, times, surfaces, history_lengths, method=model.encode
@@ -197,7 +212,9 @@ def evaluate_model(
 
   Ranking is reported only when `examples` hold ranking slates.
   """
-  score_catalogue, score_slates = model_scorers(model, params)
+  score_catalogue, score_slates = (
+    functools.partial(scorer, params) for scorer in model_scorers(model)
+  )
 
   def score_rows(rows: slice) -> np.ndarray:
     history = {k: v[rows] for k, v in examples.retrieval_history.items()}
