@@ -80,3 +80,20 @@ def test_user_split_is_seeded_and_disjoint():
   assert len(held) == 20 and len(np.intersect1d(train, held)) == 0
   again = examples_lib.split_users(100, 0.2, seed=5)
   np.testing.assert_array_equal(again[1], held)
+
+
+def test_generation_examples_cut_before_the_future():
+  logs = _logs()
+  history, future = examples_lib.generation_examples(
+    logs, np.array([0, 1]), max_length=4, horizon=2
+  )
+  # User 0 (5 actions): history 11..13, future 14, 15; user 1 has fewer than 3 actions.
+  np.testing.assert_array_equal(history["items"], [[11, 12, 13, 0]])
+  np.testing.assert_array_equal(future, [[14, 15]])
+  _, long_future = examples_lib.generation_examples(logs, np.array([0]), max_length=4, horizon=9)
+  np.testing.assert_array_equal(long_future, [[13, 14, 15, 0, 0, 0, 0, 0, 0]])
+
+
+def test_evaluation_rows_carry_the_target_outcome():
+  examples = examples_lib.evaluation_examples(logs := _logs(), np.array([0]), 4, 1)
+  np.testing.assert_array_equal(examples.retrieval_target_outcomes, logs.action_outcomes[[4]])

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from unipinrec.checkpoint import CheckpointConfig
 from unipinrec.data.dataset import DataConfig
 from unipinrec.data.synthetic import SyntheticConfig
+from unipinrec.evaluation.generation import GenerationConfig
 from unipinrec.losses import LossConfig
 from unipinrec.train.state import OptimizerConfig
 from unipinrec.train.step import StepConfig
@@ -27,6 +28,7 @@ class ModelSizes:
   temperature: float = 0.05
   dropout_rate: float = 0.0
   dtype: str = "float32"
+  offsets_seconds: tuple[float, ...] = (0.0,)  # multi-token generation (see ModelConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +48,7 @@ class RunConfig:
   step: StepConfig = dataclasses.field(default_factory=StepConfig)
   optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
   checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+  generation: GenerationConfig = dataclasses.field(default_factory=GenerationConfig)
 
 
 def _build(cls, values: Mapping, path: str):
@@ -67,6 +70,7 @@ _NESTED = {
   (RunConfig, "step"): StepConfig,
   (RunConfig, "optimizer"): OptimizerConfig,
   (RunConfig, "checkpoint"): CheckpointConfig,
+  (RunConfig, "generation"): GenerationConfig,
   (DataConfig, "synthetic"): SyntheticConfig,
   (StepConfig, "loss"): LossConfig,
 }

@@ -162,3 +162,21 @@ def best_params(experiment: Experiment, workdir: str, final_params) -> tuple[Any
     return final_params, None
   abstract = abstract_state(experiment).params
   return checkpoint.restore_best(manager, abstract), record[0]
+
+
+def restore_trained(run: RunConfig, workdir: str) -> tuple[Experiment, Any, int, int | None]:
+  """A finished (or interrupted) run: (experiment, evaluated parameters, step, best step).
+
+  The parameters are the validated best where the run kept one, else the
+  newest checkpoint's.
+
+  Raises:
+    FileNotFoundError: when `workdir` holds no checkpoint.
+  """
+  experiment = setup_experiment(run)
+  manager = checkpoint.make_manager(workdir, run.checkpoint)
+  state = checkpoint.restore_latest(manager, abstract_state(experiment), data_iterator=None)
+  if state is None:
+    raise FileNotFoundError(f"no checkpoint in {os.path.abspath(workdir)}/checkpoints")
+  params, best_step = best_params(experiment, workdir, state.params)
+  return experiment, params, int(state.step), best_step

@@ -65,6 +65,34 @@ def future_positives(
   return jnp.broadcast_to(clipped, valid.shape), valid
 
 
+def offset_targets(
+  times: jax.Array, lengths: jax.Array, offsets_seconds: tuple[float, ...]
+) -> tuple[jax.Array, jax.Array]:
+  """Each anchor's target at each positive time offset (multi-token generation).
+
+  The target at offset t > 0 is the first later action at least t seconds
+  after the anchor; an anchor without one has no target there.
+
+  Args:
+    times: [B, L] seconds, non-decreasing over the valid positions.
+    lengths: [B] valid positions.
+    offsets_seconds: T positive offsets.
+
+  Returns:
+    ([B, L, T] target positions, [B, L, T] bool validity).
+  """
+  seq_len = times.shape[1]
+  positions = jnp.arange(seq_len)
+  later = (positions[None, :] > positions[:, None])[None] & (
+    positions[None, None, :] < lengths[:, None, None]
+  )  # [B, anchor, candidate]
+  offsets = jnp.asarray(offsets_seconds, times.dtype)
+  elapsed = times[:, None, :] - times[:, :, None]  # [B, anchor, candidate]
+  reached = later[..., None] & (elapsed[..., None] >= offsets)  # [B, L, L, T]
+  first = jnp.argmax(reached, axis=2)  # the first true candidate (0 when none)
+  return first.astype(jnp.int32), jnp.any(reached, axis=2)
+
+
 def sampled_softmax_loss(
   queries: jax.Array,
   item_vectors: jax.Array,

@@ -26,6 +26,7 @@ LOGICAL_RULES: tuple[tuple[str, str | None], ...] = (
   ("kv", None),
   ("action", None),
   ("condition", None),
+  ("offset", None),
 )
 
 

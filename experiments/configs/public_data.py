@@ -28,6 +28,8 @@ def base_config(source: str, relative: str) -> ml_collections.ConfigDict:
   config.data.sampled_slates_per_user = 16
   config.data.sampled_slate_size = 10
   config.data.ranking_slates = False
+  # The recorded public-data runs (RESULTS.md) query the next action only.
+  config.model.offsets_seconds = (0.0,)
   return config
 
 

@@ -47,6 +47,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.model.temperature = 0.05  # retrieval logits = cosine / temperature
   config.model.dropout_rate = 0.0  # on tokens and residual branches, training only
   config.model.dtype = "float32"
+  # Multi-token generation: one query per offset from one pass ("next action",
+  # +2 min later in the visit, +1 h = the next visit, +2 days); (0.0,) turns it off.
+  config.model.offsets_seconds = (0.0, 120.0, 3600.0, 172800.0)
 
   config.step = ml_collections.ConfigDict()
   config.step.mask_prob = 0.2  # MAM: share of past actions replaced by [MASK]
@@ -75,6 +78,16 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.checkpoint.every_steps = 500
   config.checkpoint.keep = 3
 
+  # `python -m experiments.evaluate_generation`: budgets and multi-token generation.
+  config.generation = ml_collections.ConfigDict()
+  config.generation.k = 10  # items per generated vector: unordered recall@k
+  config.generation.vectors = (1, 2, 4)  # query vectors per user compared
+  config.generation.horizon = 10  # a held-out user's last actions: the future judged
+  config.generation.budget_k = 20  # list length of the budget sweep
+  config.generation.budget_points = 5  # budgets from all-click to all-save
+  config.generation.merge_cosine = 0.98  # outcome queries this close share one search
+  config.generation.timing_repeats = 5  # timed passes; the median is reported
+
   if variant == "runlocal":
     config.num_steps = 40
     config.log_every = 10
@@ -94,6 +107,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.head_hidden_dim = 16
     config.step.loss.num_random_negatives = 32
     config.step.loss.num_inbatch_negatives = 32
+    config.generation.timing_repeats = 1
   elif variant:
     raise ValueError(f"unknown variant {variant!r}; expected '' or 'runlocal'")
   return config

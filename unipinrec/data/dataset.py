@@ -48,6 +48,7 @@ class PreparedData:
   item_log_frequency: np.ndarray  # [N + 1] from training users only
   eval_negatives: np.ndarray | None = None  # [U, 100] sampled-100 items, public logs
   valid_examples: protocol.ProtocolExamples | None = None  # validation targets, public logs
+  eval_users: np.ndarray | None = None  # held-out users of the synthetic split
 
 
 def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData:
@@ -85,6 +86,7 @@ def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData
     train_examples=train_examples,
     eval_examples=eval_examples,
     item_log_frequency=examples_lib.item_log_frequency(logs, train_users),
+    eval_users=eval_users,
   )
 
 

@@ -115,6 +115,7 @@ class EvalExamples:
 
   retrieval_history: dict[str, np.ndarray]  # TrainBatch history fields, [U, L]
   retrieval_targets: np.ndarray  # [U] item ids
+  retrieval_target_outcomes: np.ndarray  # [U, O] bool, the target action's outcomes
   retrieval_requests: np.ndarray  # [U] global slate index of the target's request
   retrieval_seen: list[np.ndarray]  # per user, every item before the target
   ranking_history: dict[str, np.ndarray]  # [R, L]
@@ -129,7 +130,7 @@ def evaluation_examples(
   logs: UserLogs, users: np.ndarray, max_length: int, slates_per_user: int
 ) -> EvalExamples:
   """Protocol-style evaluation rows of the held-out users."""
-  retrieval, targets, target_requests, seen = [], [], [], []
+  retrieval, targets, target_outcomes, target_requests, seen = [], [], [], [], []
   ranking, ranking_requests, ranking_times = [], [], []
   for user in users:
     base = logs.action_offsets[user]
@@ -140,6 +141,7 @@ def evaluation_examples(
       target = num_actions - 1
       retrieval.append(history_row(logs, user, max(0, target - max_length), target, max_length))
       targets.append(logs.action_items[base + target])
+      target_outcomes.append(logs.action_outcomes[base + target])
       # The target's request is the last one requested before it happened.
       target_requests.append(first_slate + np.flatnonzero(prefixes <= target)[-1])
       seen.append(logs.action_items[base : base + target])
@@ -160,6 +162,7 @@ def evaluation_examples(
   return EvalExamples(
     retrieval_history=stack(retrieval),
     retrieval_targets=np.asarray(targets, np.int32),
+    retrieval_target_outcomes=np.asarray(target_outcomes, bool),
     retrieval_requests=np.asarray(target_requests),
     retrieval_seen=seen,
     ranking_history=stack(ranking),
@@ -169,6 +172,35 @@ def evaluation_examples(
     ranking_times=np.asarray(ranking_times, np.float32),
     ranking_surfaces=logs.slate_surfaces[ranking_requests],
   )
+
+
+def generation_examples(
+  logs: UserLogs, users: np.ndarray, max_length: int, horizon: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """Held-out users cut before their last `horizon` actions, for multi-item generation.
+
+  A user with A >= 3 actions keeps at least 2 as history: the future is the
+  last min(horizon, A - 2) actions.
+
+  Returns:
+    (history rows of the `TrainBatch` history fields, [U, horizon] future
+    item ids, 0-padded).
+  """
+  rows, futures = [], []
+  for user in users:
+    base = logs.action_offsets[user]
+    num_actions = logs.action_offsets[user + 1] - base
+    if num_actions < 3:
+      continue
+    cut = num_actions - min(horizon, num_actions - 2)
+    row = history_row(logs, user, max(0, cut - max_length), cut, max_length)
+    row.pop("origin")
+    rows.append(row)
+    future = np.zeros(horizon, np.int32)
+    future[: num_actions - cut] = logs.action_items[base + cut : base + num_actions]
+    futures.append(future)
+  history = {name: np.stack([r[name] for r in rows]) for name in rows[0]}
+  return history, np.stack(futures)
 
 
 def item_log_frequency(logs: UserLogs, users: np.ndarray) -> np.ndarray:

@@ -75,7 +75,7 @@ def protocol_examples(
     raise ValueError(f"target must be 'test' or 'valid', got {target!r}")
   rows = split.test_rows if target == "test" else split.valid_rows
   logs = to_user_logs(sequences)
-  histories, targets, seen, negatives = [], [], [], []
+  histories, targets, target_outcomes, seen, negatives = [], [], [], [], []
   slate_items, slate_outcomes, slate_times = [], [], []
   for user, row in zip(split.test_users, rows, strict=True):
     start = sequences.offsets[user]
@@ -84,6 +84,7 @@ def protocol_examples(
     origin = history.pop("origin")
     histories.append(history)
     targets.append(sequences.items[row])
+    target_outcomes.append(np.arange(logs.num_outcomes) == sequences.outcomes[row])
     seen.append(sequences.items[start:row])
     if target == "test":  # sampled-100 reports test figures; validation never uses it
       negatives.append(draw_never_seen(sequences, user, SAMPLED_NEGATIVES, SAMPLED_SEED))
@@ -103,6 +104,7 @@ def protocol_examples(
   examples = EvalExamples(
     retrieval_history=stacked,
     retrieval_targets=np.asarray(targets, np.int32),
+    retrieval_target_outcomes=np.asarray(target_outcomes, bool),
     retrieval_requests=np.full(len(targets), -1),
     retrieval_seen=seen,
     ranking_history=stacked if ranking_slates else {k: v[:0] for k, v in stacked.items()},

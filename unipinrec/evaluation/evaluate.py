@@ -119,9 +119,7 @@ def probabilities_to_candidate_scores(probabilities: np.ndarray) -> tuple[np.nda
   return np.concatenate([engaged, probabilities], axis=-1), gain
 
 
-def _batched(
-  fn: Callable, arrays: dict[str, np.ndarray], batch_size: int
-) -> tuple[np.ndarray, ...]:
+def batched(fn: Callable, arrays: dict[str, np.ndarray], batch_size: int) -> tuple[np.ndarray, ...]:
   """Applies `fn` (returning a tuple) over fixed-size chunks.
 
   The last chunk is padded to full size, so `fn` compiles once.
@@ -149,14 +147,12 @@ def model_scorers(model: UniPinRec) -> tuple[Callable, Callable]:
   """
 
   @jax.jit
-  def score_catalogue(params, items, outcomes, times, surfaces, history_lengths):
+  def score_catalogue(params, items, outcomes, times, surfaces, history_lengths, conditions):
     states, _ = model.apply(
       {"params": params}, items, outcomes, times, surfaces, history_lengths, method=model.encode
     )
     last = jnp.take_along_axis(states, jnp.maximum(history_lengths - 1, 0)[:, None, None], axis=1)
-    query = model.apply(
-      {"params": params}, last[:, 0], jnp.zeros(len(items), jnp.int32), method=model.queries
-    )
+    query = model.apply({"params": params}, last[:, 0], conditions, method=model.queries)
     item_vectors = model.apply({"params": params}, method=model.item_vectors)
     return (query @ item_vectors.T / model.config.temperature,)
 
@@ -216,11 +212,20 @@ def evaluate_model(
     functools.partial(scorer, params) for scorer in model_scorers(model)
   )
 
-  def score_rows(rows: slice) -> np.ndarray:
-    history = {k: v[rows] for k, v in examples.retrieval_history.items()}
-    return _batched(score_catalogue, history, batch_size)[0]
+  def scorer(condition: int, subset: EvalExamples) -> Callable[[slice], np.ndarray]:
+    def score_rows(rows: slice) -> np.ndarray:
+      history = {k: v[rows] for k, v in subset.retrieval_history.items()}
+      conditions = np.full(len(history["items"]), condition, np.int32)
+      return batched(score_catalogue, dict(history, conditions=conditions), batch_size)[0]
 
-  report = retrieval_report(chunked_ranks(score_rows, examples, sampled_negatives))
+    return score_rows
+
+  ranks = chunked_ranks(scorer(0, examples), examples, sampled_negatives)
+  report = retrieval_report(ranks)
+  if len(outcome_names) > 1:
+    report["retrieval_by_condition"] = _conditioning_report(
+      scorer, examples, ranks["retrieval"], outcome_names
+    )
   if not len(examples.ranking_items):
     return report
   slate_inputs = dict(
@@ -229,13 +234,45 @@ def evaluate_model(
     slate_times=examples.ranking_times,
     slate_surfaces=examples.ranking_surfaces,
   )
-  probabilities, dot = _batched(score_slates, slate_inputs, batch_size)
+  probabilities, dot = batched(score_slates, slate_inputs, batch_size)
   valid = examples.ranking_items > 0
   scores, gain = probabilities_to_candidate_scores(probabilities)
   report["ranking"] = ranking_report(scores, gain, examples.ranking_outcomes, valid, outcome_names)
   report["ranking_by_retrieval_head"] = ranking_report(
     dot, dot[..., 0], examples.ranking_outcomes, valid, outcome_names
   )
+  return report
+
+
+def _conditioning_report(
+  scorer: Callable[[int, EvalExamples], Callable[[slice], np.ndarray]],
+  examples: EvalExamples,
+  any_ranks: np.ndarray,
+  outcome_names: Sequence[str],
+) -> dict[str, dict]:
+  """Per outcome: HR/NDCG@10 of the targets with that outcome, "any" query against its own.
+
+  PinRec's outcome conditioning should find a user's next save better when
+  asked for a save than when asked for any engagement.
+  """
+  report = {}
+  for index, name in enumerate(outcome_names):
+    rows = np.flatnonzero(examples.retrieval_target_outcomes[:, index])
+    if not len(rows):
+      continue
+    subset = dataclasses.replace(
+      examples,
+      retrieval_history={k: v[rows] for k, v in examples.retrieval_history.items()},
+      retrieval_targets=examples.retrieval_targets[rows],
+      retrieval_target_outcomes=examples.retrieval_target_outcomes[rows],
+      retrieval_seen=[examples.retrieval_seen[r] for r in rows],
+    )
+    conditioned = chunked_ranks(scorer(index + 1, subset), subset)["retrieval"]
+    report[name] = {
+      "num_users": len(rows),
+      "any": metrics.retrieval_metrics(any_ranks[rows], (10, 50)),
+      "conditioned": metrics.retrieval_metrics(conditioned, (10, 50)),
+    }
   return report
 
 

@@ -128,3 +128,55 @@ def slate_ndcg(scores: np.ndarray, gains: np.ndarray, valid: np.ndarray, k: int 
   if not np.any(has_gain):
     return float("nan")
   return float(np.mean(dcg[has_gain] / idcg[has_gain]))
+
+
+def unordered_recall(lists: np.ndarray, future: np.ndarray) -> dict[str, float]:
+  """PinRec's unordered recall: the generated lists' union against the user's future items.
+
+  Args:
+    lists: [U, T, K] item ids, the top-K of each of T generated query vectors.
+    future: [U, F] the user's future item ids, 0-padded.
+
+  Returns:
+    `recall`: mean over users of the share of their distinct future items
+    found in any list; `hit_rate`: share of users with at least one found.
+  """
+  recalls, hits = [], []
+  for row, targets in zip(lists, future, strict=True):
+    wanted = set(targets[targets > 0].tolist())
+    if not wanted:
+      continue
+    found = wanted & set(row.ravel().tolist())
+    recalls.append(len(found) / len(wanted))
+    hits.append(bool(found))
+  return {"recall": float(np.mean(recalls)), "hit_rate": float(np.mean(hits))}
+
+
+def list_diversity(lists: np.ndarray, item_vectors: np.ndarray, num_items: int) -> dict[str, float]:
+  """How varied the retrieved items are, within and across users.
+
+  Args:
+    lists: [U, M] item ids retrieved per user (duplicates inside a row count once).
+    item_vectors: [N + 1, D] unit item vectors (the model's).
+    num_items: catalogue size N.
+
+  Returns:
+    `unique_share`: distinct items over all (user, distinct item) entries;
+    `coverage`: distinct items over the catalogue; `intra_list_distance`:
+    mean over users of the mean pairwise cosine distance of their items.
+  """
+  rows = [np.unique(row[row > 0]) for row in lists]
+  distinct = np.unique(np.concatenate(rows))
+  distances = []
+  for row in rows:
+    if len(row) < 2:
+      continue
+    vectors = item_vectors[row]
+    cosine = vectors @ vectors.T
+    pairs = len(row) * (len(row) - 1)
+    distances.append(float((pairs - (cosine.sum() - np.trace(cosine))) / pairs))
+  return {
+    "unique_share": len(distinct) / sum(len(row) for row in rows),
+    "coverage": len(distinct) / num_items,
+    "intra_list_distance": float(np.mean(distances)),
+  }

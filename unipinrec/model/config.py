@@ -22,6 +22,23 @@ class ModelConfig:
   temperature: float = 0.05  # retrieval logits are cosine / temperature
   dropout_rate: float = 0.0  # on tokens and residual branches, in training only
   dtype: str = "float32"  # compute dtype; parameters stay float32
+  # Multi-token generation: the retrieval head is also conditioned on a time
+  # offset; offset 0 asks for the next action, offset t > 0 for the first action
+  # at least t seconds after the anchor. One offset means no offset embedding.
+  offsets_seconds: tuple[float, ...] = (0.0,)
+
+  def __post_init__(self):
+    # A config read back from JSON holds a list; the model must stay hashable.
+    offsets = tuple(float(t) for t in self.offsets_seconds)
+    if (
+      not offsets
+      or offsets[0] != 0.0
+      or any(b <= a for a, b in zip(offsets[:-1], offsets[1:], strict=True))
+    ):
+      raise ValueError(
+        f"offsets_seconds must start at 0 and increase strictly, got {self.offsets_seconds!r}"
+      )
+    object.__setattr__(self, "offsets_seconds", offsets)
 
   @property
   def width(self) -> int:
@@ -40,3 +57,8 @@ class ModelConfig:
   def num_conditions(self) -> int:
     """Outcomes a retrieval query can be conditioned on: 0 is "any", then each outcome."""
     return self.num_outcomes + 1
+
+  @property
+  def num_offsets(self) -> int:
+    """Time offsets a retrieval query can ask for (1: the next action only)."""
+    return len(self.offsets_seconds)

@@ -18,6 +18,10 @@ class RetrievalHead(nn.Module):
   """State + MLP(state, outcome embedding) -> unit query vector (PinRec's outcome conditioning).
 
   Condition 0 asks for any engagement; condition o >= 1 for outcome o - 1.
+  With several `offsets_seconds`, a learned offset embedding is added to the
+  condition's, so one state emits a query per future offset (multi-token
+  generation); offset 0 (the next action) adds nothing, so a one-offset model
+  has no offset parameters at all.
   The MLP is a residual on the state's item coordinates: at initialisation the
   query is the (contextualised) item itself, already aligned with the item
   table it is scored against.
@@ -26,8 +30,10 @@ class RetrievalHead(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, states: jax.Array, conditions: jax.Array) -> jax.Array:
-    """[..., W] states and [...] condition ids -> [..., D] unit queries."""
+  def __call__(
+    self, states: jax.Array, conditions: jax.Array, offsets: jax.Array | None = None
+  ) -> jax.Array:
+    """[..., W] states, [...] condition ids and [...] offset ids -> [..., D] unit queries."""
     cfg = self.config
     condition_embedding = nn.Embed(
       cfg.num_conditions,
@@ -38,6 +44,15 @@ class RetrievalHead(nn.Module):
       name="condition_embedding",
     )
     condition = condition_embedding(conditions)
+    if offsets is not None and cfg.num_offsets > 1:
+      offset_table = self.param(
+        "offset_embedding",
+        nn.with_logical_partitioning(nn.initializers.normal(stddev=0.1), ("offset", "embed")),
+        (cfg.num_offsets - 1, cfg.embed_dim),
+      )
+      # Row 0 of the lookup is "now": zero, so offset 0 is the plain query.
+      table = jnp.concatenate([jnp.zeros((1, cfg.embed_dim), offset_table.dtype), offset_table])
+      condition = condition + jnp.take(table, offsets, axis=0)
     batch_shape = jnp.broadcast_shapes(states.shape[:-1], condition.shape[:-1])
     states = jnp.broadcast_to(states, batch_shape + states.shape[-1:])
     condition = jnp.broadcast_to(condition, batch_shape + condition.shape[-1:])

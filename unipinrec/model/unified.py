@@ -25,6 +25,7 @@ class TrainOutputs:
   """What the losses need from one blended forward pass."""
 
   queries: jax.Array  # [B, L, O + 1, D] unit queries for every condition
+  offset_queries: jax.Array | None  # [B, L, T - 1, D] "any" queries at offsets 1.. (T > 1)
   item_vectors: jax.Array  # [N + 1, D] unit item vectors
   history_task_logits: jax.Array  # [B, L, O]
   candidate_task_logits: jax.Array  # [B, S, C, O]
@@ -127,9 +128,15 @@ class UniPinRec(nn.Module):
     )
     return self.task_logits(states, candidate_items)
 
-  def queries(self, states: jax.Array, conditions: jax.Array) -> jax.Array:
-    """[..., W] states, [...] condition ids (0 any, o + 1 outcome o) -> unit queries."""
-    return self.retrieval_head(states, conditions)
+  def queries(
+    self, states: jax.Array, conditions: jax.Array, offsets: jax.Array | None = None
+  ) -> jax.Array:
+    """[..., W] states, [...] condition ids (0 any, o + 1 outcome o) -> unit queries.
+
+    `offsets` (ids into `config.offsets_seconds`, default 0 = the next action)
+    ask for the action that far ahead: multi-token generation.
+    """
+    return self.retrieval_head(states, conditions, offsets)
 
   def item_vectors(self) -> jax.Array:
     """[N + 1, D] unit item vectors that queries are scored against."""
@@ -174,9 +181,14 @@ class UniPinRec(nn.Module):
     )
     conditions = jnp.arange(self.config.num_conditions)
     queries = self.queries(states[:, :, None, :], conditions[None, None, :])
+    offset_queries = None
+    if self.config.num_offsets > 1:
+      offsets = jnp.arange(1, self.config.num_offsets)
+      offset_queries = self.queries(states[:, :, None, :], jnp.zeros_like(offsets), offsets)
     candidate_logits = self.task_logits(candidate_states, batch.slate_items.reshape(b, s * c))
     return TrainOutputs(
       queries=queries,
+      offset_queries=offset_queries,
       item_vectors=self.item_vectors(),
       history_task_logits=self.task_logits(states, batch.items),
       candidate_task_logits=candidate_logits.reshape(b, s, c, -1),

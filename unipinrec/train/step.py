@@ -57,6 +57,29 @@ def blended_loss(
   positive_weights = jnp.concatenate(
     [positive_valid[..., None], positive_outcomes & positive_valid[..., None]], axis=-1
   ).astype(jnp.float32)
+  queries = outputs.queries
+  if outputs.offset_queries is not None:
+    # Multi-token generation: the "any" query at offset t learns the first
+    # action t seconds ahead; its target joins the positives with its own column.
+    offset_positions, offset_valid = losses.offset_targets(
+      batch.times, batch.history_lengths, model.config.offsets_seconds[1:]
+    )
+    offset_items = jnp.take_along_axis(
+      batch.items, offset_positions.reshape(b, -1), axis=1
+    ).reshape(offset_positions.shape)
+    num_offsets = offset_positions.shape[-1]
+    positive_items = jnp.concatenate([positive_items, offset_items], axis=2)
+    positive_weights = jnp.concatenate(
+      [
+        jnp.pad(positive_weights, ((0, 0), (0, 0), (0, 0), (0, num_offsets))),
+        jnp.pad(
+          offset_valid[..., None] * jnp.eye(num_offsets, dtype=jnp.float32),
+          ((0, 0), (0, 0), (0, 0), (queries.shape[2], 0)),
+        ),
+      ],
+      axis=2,
+    )
+    queries = jnp.concatenate([queries, outputs.offset_queries], axis=2)
   negatives, log_q = losses.sample_negatives(
     negative_rng,
     batch.items,
@@ -67,7 +90,7 @@ def blended_loss(
     loss_cfg.full_softmax,
   )
   retrieval = losses.sampled_softmax_loss(
-    outputs.queries,
+    queries,
     outputs.item_vectors,
     positive_items,
     positive_weights,

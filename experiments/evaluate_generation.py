@@ -1,0 +1,56 @@
+"""Generation figures of a trained run: budgets, conditioning and multi-token generation.
+
+  python -m experiments.evaluate_generation --workdir=runs/synthetic
+  python -m experiments.plot --workdir=runs/synthetic
+
+Writes WORKDIR/generation.json (the run's config.json chooses everything;
+the `generation` block sets list sizes and the vectors compared).
+"""
+
+import os
+import time
+
+from absl import app, flags, logging
+
+from experiments import launch
+from unipinrec.evaluation.generation import evaluate_generation
+from unipinrec.evaluation.report import git_commit, write_json_atomic
+from unipinrec.experiment import restore_trained
+
+_WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "A training run's work directory.")
+GENERATION_FILE = "generation.json"
+
+
+def main(argv):
+  del argv
+  start = time.time()
+  run = launch.load_run_config(_WORKDIR.value)
+  try:
+    experiment, params, step, _ = restore_trained(run, _WORKDIR.value)
+  except FileNotFoundError as error:
+    raise app.UsageError(str(error)) from error
+  figures = evaluate_generation(
+    experiment.model,
+    params,
+    experiment.data,
+    run.generation,
+    experiment.data.eval_users,
+    run.eval_batch_size,
+  )
+  path = os.path.join(_WORKDIR.value, GENERATION_FILE)
+  write_json_atomic(
+    path,
+    {
+      **figures,
+      "step": step,
+      "command": launch.command("evaluate_generation"),
+      "git_commit": git_commit(),
+      "seed": run.seed,
+      "wall_seconds": time.time() - start,
+    },
+  )
+  logging.info("wrote %s", path)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,209 @@
+"""Generation: budget quotas, merging, de-duplication, offset targets and multi-token queries."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from unipinrec import losses
+from unipinrec.evaluation import metrics, plots
+from unipinrec.model.config import ModelConfig
+from unipinrec.model.unified import UniPinRec
+from unipinrec.serving import budgets, generation
+from unipinrec.train import step as step_lib
+from unipinrec.train.state import example_batch
+
+B, L, O, N = 4, 8, 2, 40
+NAMES = ("click", "save")
+OFFSETS = (0.0, 100.0, 1000.0, 10000.0)
+
+
+@pytest.fixture(scope="module")
+def model_and_params():
+  model = UniPinRec(
+    ModelConfig(
+      num_items=N,
+      num_outcomes=O,
+      num_surfaces=2,
+      max_length=L,
+      embed_dim=16,
+      action_dim=8,
+      num_layers=1,
+      num_heads=2,
+      mlp_dim=32,
+      head_hidden_dim=16,
+      offsets_seconds=OFFSETS,
+    )
+  )
+  batch = example_batch(model, B, 2, 3)
+  params = nn.unbox(model.init(jax.random.key(0), batch, jnp.zeros((B, L), bool))["params"])
+  params = jax.tree.map(
+    lambda p: p + 0.3 * jax.random.normal(jax.random.key(p.size), p.shape), params
+  )
+  return model, params
+
+
+@pytest.fixture(scope="module")
+def histories():
+  rng = np.random.default_rng(0)
+  lengths = np.array([L, 5, 1, 0], np.int32)
+  items = rng.integers(1, N + 1, (B, L)).astype(np.int32)
+  items[np.arange(L)[None] >= lengths[:, None]] = 0
+  return {
+    "items": items,
+    "outcomes": rng.random((B, L, O)) < 0.5,
+    "times": np.cumsum(rng.exponential(300.0, (B, L)), axis=1).astype(np.float32),
+    "surfaces": rng.integers(0, 2, (B, L)).astype(np.int32),
+    "history_lengths": lengths,
+  }
+
+
+@pytest.mark.parametrize(
+  "budget, k, expected",
+  [
+    ({"save": 3, "click": 1}, None, ((2, 1), (3, 1))),
+    ({"save": 3, "click": 1}, 10, ((2, 1), (8, 2))),  # 7.5 / 2.5: the tie goes to save
+    ({"click": 1, "save": 1}, 5, ((1, 2), (3, 2))),
+    ({"click": 0, "save": 2}, 7, ((2,), (7,))),
+    ({"click": 1, "save": 2}, 2, ((1, 2), (1, 1))),  # 0.67 / 1.33 -> click by remainder
+  ],
+)
+def test_split_quota(budget, k, expected):
+  assert budgets.split_quota(budget, NAMES, k) == expected
+
+
+def test_split_quota_rejects_unknown_and_empty():
+  with pytest.raises(ValueError, match="unknown outcome"):
+    budgets.split_quota({"like": 1}, NAMES)
+  with pytest.raises(ValueError, match="positive total"):
+    budgets.split_quota({"click": 0}, NAMES)
+
+
+def test_fill_quotas_by_hand():
+  ranked = jnp.array([[[5, 6, 7, 8, 9], [6, 5, 1, 2, 3]]])
+  items, groups = budgets.fill_quotas(ranked, (2, 3))
+  np.testing.assert_array_equal(items, [[5, 6, 1, 2, 3]])
+  np.testing.assert_array_equal(groups, [[0, 0, 1, 1, 1]])
+
+
+def test_merge_queries_serves_look_alikes_by_the_first():
+  q = jnp.array([[[1.0, 0.0], [0.999, 0.0447], [0.0, 1.0]]])
+  q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
+  np.testing.assert_array_equal(budgets.merge_queries(q, 0.99), [[0, 0, 2]])
+  np.testing.assert_array_equal(budgets.merge_queries(q, 0.9999), [[0, 1, 2]])
+
+
+@pytest.mark.parametrize("merge_cosine", [0.98, -1.0])  # -1 merges every query into the first
+def test_generate_respects_budgets_without_duplicates(model_and_params, histories, merge_cosine):
+  model, params = model_and_params
+  out = generation.generate(
+    model, params, histories, {"save": 3, "click": 2}, NAMES, k=None, merge_cosine=merge_cosine
+  )
+  assert out.items.shape == (B, 5)
+  for row, names, lengths, seen in zip(
+    out.items, out.outcomes, histories["history_lengths"], histories["items"], strict=True
+  ):
+    assert names == ["save"] * 3 + ["click"] * 2
+    assert len(set(row.tolist())) == 5 and row.min() >= 1
+    assert not set(row.tolist()) & set(seen[:lengths].tolist())
+
+
+def test_conditioning_changes_the_query(model_and_params):
+  model, params = model_and_params
+  state = jax.random.normal(jax.random.key(1), (B, model.config.width))
+  queries = model.apply(
+    {"params": params}, state[:, None], jnp.arange(3)[None], method=model.queries
+  )
+  cosine = jnp.einsum("bd,bd->b", queries[:, 1], queries[:, 2])
+  assert float(cosine.max()) < 0.999
+  shifted = model.apply(
+    {"params": params},
+    state[:, None],
+    jnp.zeros((1, 2), int),
+    jnp.arange(2)[None],
+    method=model.queries,
+  )
+  np.testing.assert_allclose(shifted[:, 0], queries[:, 0], rtol=1e-6, atol=1e-6)
+  assert float(jnp.einsum("bd,bd->b", shifted[:, 0], shifted[:, 1]).max()) < 0.999
+
+
+def test_offset_targets_on_a_hand_made_sequence():
+  times = jnp.array([[0.0, 10.0, 50.0, 200.0, 1500.0, 0.0]])
+  positions, valid = losses.offset_targets(times, jnp.array([5]), (100.0, 1000.0))
+  # anchor 0: first action >= 100 s later is position 3; >= 1000 s later is 4.
+  # anchor 3: +100 -> 4; +1000 -> 4 (1300 s later). anchor 4: none.
+  np.testing.assert_array_equal(valid[0, :5], [[1, 1], [1, 1], [1, 1], [1, 1], [0, 0]])
+  np.testing.assert_array_equal(positions[0, :4], [[3, 4], [3, 4], [3, 4], [4, 4]])
+  assert not bool(valid[0, 5].any())  # padding is never an anchor's target
+
+
+def test_offset_queries_are_trained(model_and_params):
+  model, params = model_and_params
+  batch = example_batch(model, B, 2, 3)
+  times = jnp.cumsum(jnp.full((B, L), 400.0), axis=1)
+  batch = batch.replace(
+    items=jnp.tile(jnp.arange(1, L + 1, dtype=jnp.int32), (B, 1)),
+    times=times,
+    history_lengths=jnp.full((B,), L, jnp.int32),
+  )
+  config = step_lib.StepConfig(
+    loss=losses.LossConfig(num_random_negatives=8, num_inbatch_negatives=8)
+  )
+  grads = jax.grad(
+    lambda p: step_lib.blended_loss(
+      p, model, config, batch, jnp.log(jnp.full((N + 1,), 1.0 / N)), jax.random.key(0)
+    )[0]
+  )(params)
+  offset_grad = grads["retrieval_head"]["offset_embedding"]
+  assert offset_grad.shape == (len(OFFSETS) - 1, 16)
+  assert float(optax.tree.norm(offset_grad)) > 0.0
+
+
+def test_multi_token_and_autoregressive_agree_on_the_first_vector(model_and_params, histories):
+  model, params = model_and_params
+  multi = generation.multi_token_generator(model, 3, 5)(params, histories)
+  auto = generation.autoregressive_generator(model, 3, 5)(params, histories)
+  assert multi.shape == auto.shape == (B, 3, 5)
+  np.testing.assert_array_equal(multi[:, 0], auto[:, 0])
+  # The best item of step 0 is fed back, so later lists no longer hold it.
+  assert not np.any(np.asarray(auto[:, 1:]) == np.asarray(auto[:, :1, :1]))
+  with pytest.raises(ValueError, match="offsets"):
+    generation.multi_token_generator(model, len(OFFSETS) + 1, 5)
+
+
+def test_unordered_recall_by_hand():
+  lists = np.array([[[1, 2], [3, 4]], [[5, 6], [7, 8]], [[9, 9], [9, 9]]])
+  future = np.array([[4, 10, 0], [11, 0, 0], [0, 0, 0]])  # the third user has no future
+  out = metrics.unordered_recall(lists, future)
+  assert out == {"recall": pytest.approx(0.25), "hit_rate": pytest.approx(0.5)}
+
+
+def test_list_diversity_by_hand():
+  vectors = np.array([[0, 0], [1, 0], [0, 1], [-1, 0]], np.float64)
+  lists = np.array([[1, 2, 2], [1, 3, 0]])  # repeats and padding count once / not at all
+  out = metrics.list_diversity(lists, vectors, num_items=3)
+  # Distinct entries: {1, 2} and {1, 3} -> 3 distinct of 4; distances 1 (orthogonal) and 2.
+  assert out == {
+    "unique_share": pytest.approx(0.75),
+    "coverage": pytest.approx(1.0),
+    "intra_list_distance": pytest.approx(1.5),
+  }
+
+
+def test_plots_are_written(tmp_path):
+  rows = [
+    {"method": m, "vectors": v, "recall": 0.1 * v, "unique_share": 0.5, "vectors_per_second": 10.0}
+    for m in ("multi_token", "autoregressive")
+    for v in (1, 2)
+  ]
+  rates = {"true_click_rate": 0.2, "true_save_rate": 0.1}
+  conditioning = {
+    "k": 5,
+    "oracle_best": {"click": rates, "save": rates},
+    "budgets": [dict(rates, save_fraction=f, hr=0.1) for f in (0.0, 1.0)],
+  }
+  paths = plots.plot_generation({"tokens": rows, "conditioning": conditioning}, str(tmp_path))
+  assert sorted(p.rsplit("/", 1)[1] for p in paths) == ["budgets.png", "generation_tokens.png"]
+  assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in paths)

@@ -1,0 +1,1 @@
+"""serving stage of UniPinRec: retrieve, rank on the cache, budgets."""

@@ -1,0 +1,197 @@
+"""Candidate generation from the retrieval head: outcome budgets and multi-token queries.
+
+All three generators run on a batch of users in one jitted call and score the
+whole catalogue exactly (the usearch index serves the same queries at scale):
+  - `generate`: one outcome-conditioned query per requested outcome, quotas
+    from the budgets, look-alike queries merged, items de-duplicated;
+  - `multi_token`: one encoder pass emits a query per time offset (PinRec's
+    multi-token generation);
+  - `autoregressive`: the baseline it replaces, one encoder pass per query,
+    feeding the best new item back into the history.
+Histories are dicts of the `TrainBatch` history fields (`HISTORY_FIELDS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unipinrec.model.unified import UniPinRec
+from unipinrec.serving import budgets as budgets_lib
+
+HISTORY_FIELDS = ("items", "outcomes", "times", "surfaces", "history_lengths")
+FEEDBACK_GAP_SECONDS = 60.0  # time between fed-back actions in autoregressive generation
+
+
+@dataclasses.dataclass(frozen=True)
+class Generated:
+  """Items retrieved for a batch of users, best first within each query's share."""
+
+  items: np.ndarray  # [B, K] item ids
+  outcomes: list[list[str]]  # [B][K] the outcome each item was retrieved for
+
+
+def _last_states(model: UniPinRec, params, history: Mapping[str, jax.Array]) -> jax.Array:
+  """[B, W] state at each history's last action (position 0 for an empty history)."""
+  states, _ = model.apply(
+    {"params": params}, *(history[name] for name in HISTORY_FIELDS), method=model.encode
+  )
+  last = jnp.maximum(history["history_lengths"] - 1, 0)
+  return jnp.take_along_axis(states, last[:, None, None], axis=1)[:, 0]
+
+
+def _catalogue_scores(
+  model: UniPinRec, params, queries: jax.Array, history: Mapping[str, jax.Array], exclude_seen: bool
+) -> jax.Array:
+  """[B, G, D] queries -> [B, G, N + 1] scores; padding (and seen items) at -inf."""
+  item_vectors = model.apply({"params": params}, method=model.item_vectors)
+  scores = jnp.einsum("bgd,nd->bgn", queries, item_vectors)
+  blocked = jnp.zeros((scores.shape[0], scores.shape[2]), bool).at[:, 0].set(True)
+  if exclude_seen:
+    valid = jnp.arange(history["items"].shape[1])[None] < history["history_lengths"][:, None]
+    rows = jnp.arange(scores.shape[0])[:, None]
+    blocked = blocked.at[rows, jnp.where(valid, history["items"], 0)].set(True)
+  return jnp.where(blocked[:, None, :], -jnp.inf, scores)
+
+
+@functools.cache
+def _budget_generator(
+  model: UniPinRec,
+  conditions: tuple[int, ...],
+  quotas: tuple[int, ...],
+  merge_cosine: float,
+  exclude_seen: bool,
+):
+  @jax.jit
+  def run(params, history):
+    state = _last_states(model, params, history)
+    queries = model.apply(
+      {"params": params}, state[:, None, :], jnp.asarray(conditions)[None, :], method=model.queries
+    )
+    served_by = budgets_lib.merge_queries(queries, merge_cosine)
+    queries = jnp.take_along_axis(queries, served_by[..., None], axis=1)
+    scores = _catalogue_scores(model, params, queries, history, exclude_seen)
+    _, ranked = jax.lax.top_k(scores, sum(quotas))
+    return budgets_lib.fill_quotas(ranked, quotas)
+
+  return run
+
+
+def generate(
+  model: UniPinRec,
+  params,
+  histories: Mapping[str, np.ndarray],
+  budgets: Mapping[str, int],
+  outcome_names: Sequence[str],
+  k: int | None = None,
+  merge_cosine: float = 0.98,
+  exclude_seen: bool = True,
+) -> Generated:
+  """Outcome-budgeted retrieval for a batch of users, in one jitted call.
+
+  Args:
+    model, params: a trained model.
+    histories: the users' histories (`HISTORY_FIELDS`, [B, L] arrays).
+    budgets: outcome name -> weight, e.g. {"save": 3, "click": 1}.
+    outcome_names: the model's outcomes, in condition order.
+    k: candidates per user, split by the budgets (`split_quota`); None takes
+      the budgets as counts.
+    merge_cosine: outcome queries this close share one search.
+    exclude_seen: never return an item of the user's history.
+
+  Returns:
+    Exactly each outcome's quota of distinct items per user.
+  """
+  conditions, quotas = budgets_lib.split_quota(budgets, outcome_names, k)
+  run = _budget_generator(model, conditions, quotas, float(merge_cosine), exclude_seen)
+  items, groups = run(params, {name: jnp.asarray(histories[name]) for name in HISTORY_FIELDS})
+  names = [outcome_names[c - 1] for c in conditions]
+  return Generated(
+    items=np.asarray(items), outcomes=[[names[g] for g in row] for row in np.asarray(groups)]
+  )
+
+
+@functools.cache
+def multi_token_generator(model: UniPinRec, num_vectors: int, k: int):
+  """Jitted (params, history) -> [B, T, K] items: one pass, a query per offset, condition "any".
+
+  History items are never returned (as in `autoregressive_generator`).
+  """
+  if num_vectors > model.config.num_offsets:
+    raise ValueError(
+      f"{num_vectors} vectors per pass needs as many offsets; the model has "
+      f"{model.config.num_offsets} ({model.config.offsets_seconds})"
+    )
+
+  @jax.jit
+  def run(params, history):
+    state = _last_states(model, params, history)
+    offsets = jnp.arange(num_vectors)
+    queries = model.apply(
+      {"params": params},
+      state[:, None, :],
+      jnp.zeros_like(offsets)[None],
+      offsets[None],
+      method=model.queries,
+    )
+    return jax.lax.top_k(_catalogue_scores(model, params, queries, history, True), k)[1]
+
+  return run
+
+
+def _append(history: dict[str, jax.Array], items: jax.Array) -> dict[str, jax.Array]:
+  """Appends one "any" action per row (dropping the oldest when the row is full)."""
+  seq_len = history["items"].shape[1]
+  lengths = history["history_lengths"]
+  full = lengths >= seq_len
+  shifted = {
+    name: jnp.where(
+      full.reshape((-1,) + (1,) * (value.ndim - 1)), jnp.roll(value, -1, axis=1), value
+    )
+    for name, value in history.items()
+    if name != "history_lengths"
+  }
+  slot = jnp.minimum(lengths, seq_len - 1)
+  previous = jnp.maximum(slot - 1, 0)
+  rows = jnp.arange(len(lengths))
+  last_time = jnp.take_along_axis(shifted["times"], previous[:, None], axis=1)[:, 0]
+  num_outcomes = shifted["outcomes"].shape[-1]
+  # A fed-back item is an engagement of the first (lightest) outcome.
+  engaged = jnp.zeros((num_outcomes,), shifted["outcomes"].dtype).at[0].set(True)
+  return {
+    "items": shifted["items"].at[rows, slot].set(items),
+    "outcomes": shifted["outcomes"].at[rows, slot].set(engaged),
+    "times": shifted["times"].at[rows, slot].set(last_time + FEEDBACK_GAP_SECONDS),
+    "surfaces": shifted["surfaces"].at[rows, slot].set(shifted["surfaces"][rows, previous]),
+    "history_lengths": jnp.minimum(lengths + 1, seq_len),
+  }
+
+
+@functools.cache
+def autoregressive_generator(model: UniPinRec, num_vectors: int, k: int):
+  """Jitted (params, history) -> [B, T, K] items: T encoder passes, each feeding back its best item.
+
+  Step t's query is the "any" query for the next action; its best item
+  becomes the history's newest action before step t + 1. History items (fed
+  back ones included) are never returned.
+  """
+
+  @jax.jit
+  def run(params, history):
+    def step(history, _):
+      state = _last_states(model, params, history)
+      queries = model.apply(
+        {"params": params}, state[:, None, :], jnp.zeros((1, 1), jnp.int32), method=model.queries
+      )
+      _, listed = jax.lax.top_k(_catalogue_scores(model, params, queries, history, True), k)
+      return _append(history, listed[:, 0, 0]), listed[:, 0]
+
+    _, lists = jax.lax.scan(step, dict(history), None, length=num_vectors)
+    return jnp.swapaxes(lists, 0, 1)
+
+  return run
