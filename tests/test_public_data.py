@@ -40,6 +40,11 @@ def test_ml100k_results_follow_the_protocol(ml100k_experiment, tmp_path):
   ranking = figures["ranking"]
   assert set(ranking) >= {"ndcg@5", "auc_engaged", "auc_low", "auc_high", "auc_high_vs_low"}
   assert figures["protocol"]["ranking_slate_seed"] == 20261125
+  # Per-outcome rows split the test users; their "any" figures are the overall ones, restricted.
+  by_condition = figures["retrieval_by_condition"]
+  assert by_condition["high"]["num_users"] + by_condition["low"]["num_users"] == 943
+  weighted = sum(v["num_users"] * v["any"]["hr@50"] for v in by_condition.values()) / 943
+  assert weighted == pytest.approx(figures["retrieval"]["hr@50"])
   popularity = figures["baselines"]["popularity"]
   assert popularity["retrieval"]["num_users"] == 943 and "oracle" not in figures["baselines"]
 
