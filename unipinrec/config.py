@@ -27,6 +27,7 @@ class ModelSizes:
   temperature: float = 0.05
   dropout_rate: float = 0.0
   dtype: str = "float32"
+  kernel: str = "xla"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,6 +47,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.model.temperature = 0.05  # retrieval logits = cosine / temperature
   config.model.dropout_rate = 0.0  # on tokens and residual branches, training only
   config.model.dtype = "float32"
+  # Attention: "xla" (pure JAX) or "pallas" (Triton kernels on GPU, interpret mode elsewhere).
+  config.model.kernel = "xla"
 
   config.step = ml_collections.ConfigDict()
   config.step.mask_prob = 0.2  # MAM: share of past actions replaced by [MASK]
@@ -61,6 +63,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.step.loss.num_inbatch_negatives = 256
   config.step.loss.logq_correction = True
   config.step.loss.full_softmax = False  # every item a negative: for small catalogues only
+  # Negatives' log-sum-exp: "xla" materialises the logits, "pallas" tiles them (BUILD.md).
+  config.step.loss.kernel = "xla"
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 5e-4  # dense weights

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from kernels import check_kernel
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -22,6 +24,10 @@ class ModelConfig:
   temperature: float = 0.05  # retrieval logits are cosine / temperature
   dropout_rate: float = 0.0  # on tokens and residual branches, in training only
   dtype: str = "float32"  # compute dtype; parameters stay float32
+  kernel: str = "xla"  # attention: "xla" (pure JAX) or "pallas" (kernels/candidate_attention.py)
+
+  def __post_init__(self):
+    check_kernel(self.kernel)
 
   @property
   def width(self) -> int:
