@@ -285,18 +285,29 @@ def operations(sizes: Sizes) -> list[tuple[str, Callable, tuple, float, float]]:
   ]
 
 
-def measure(sizes: Sizes, repeats: int, interpret: bool, check: bool) -> list[Timing]:
-  """Compiles and times each operation with both implementations, kernel first."""
+def measure(
+  sizes: Sizes, repeats: int, interpret: bool, check: bool, report: Callable[[Timing], None]
+) -> list[Timing]:
+  """Compiles and times each operation with both implementations, kernel first.
+
+  Each timing goes to `report` as soon as it is measured; an implementation
+  that fails to compile or run is printed as such and skipped.
+  """
   results = []
   for name, make, args, flops, num_bytes in operations(sizes):
     outputs = {}
     for implementation, impl in implementations(interpret).items():
-      compiled = jax.jit(make(impl)).lower(*args).compile()
-      seconds = statistics.median(timing.call_seconds(compiled, args, 1, repeats))
+      try:
+        compiled = jax.jit(make(impl)).lower(*args).compile()
+        seconds = statistics.median(timing.call_seconds(compiled, args, 1, repeats))
+      except Exception as error:  # noqa: BLE001 - report it and go on to the next operation
+        print(f"{name} {implementation}: FAILED {type(error).__name__}: {str(error)[:2000]}")
+        continue
       results.append(Timing(name, implementation, seconds, flops, num_bytes))
+      report(results[-1])
       if check:
         outputs[implementation] = compiled(*args)
-    if check:
+    if check and len(outputs) == 2:
       errors = jax.tree.map(
         lambda a, b: float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-30)),
         outputs["pallas"],
@@ -320,12 +331,11 @@ def main(argv: list[str] | None = None) -> list[Timing]:
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
   print(f"pallas: {'interpret mode' if interpret else 'compiled (Triton)'}; sizes: {sizes}")
   print(f"peaks: float32 matmul {peak_flops / 1e12:.2f} TFLOP/s, copy {peak_bytes / 1e9:.1f} GB/s")
-  results = measure(sizes, args.repeats, interpret, args.check)
   print(HEADER)
   print("-" * len(HEADER))
-  for result in results:
-    print(result.row(peak_flops, peak_bytes))
-  return results
+  return measure(
+    sizes, args.repeats, interpret, args.check, lambda t: print(t.row(peak_flops, peak_bytes))
+  )
 
 
 if __name__ == "__main__":
