@@ -13,6 +13,7 @@ import pytest
 from kernels import bench, check_kernel, sampled_softmax
 from kernels import candidate_attention as pallas_attention
 from unipinrec.model import attention
+from unipinrec.model.config import ModelConfig
 
 TOL = dict(rtol=2e-5, atol=2e-5)
 
@@ -173,7 +174,6 @@ def test_sampled_softmax_loss_is_the_same_with_either_kernel():
 def test_blended_train_loss_is_the_same_with_either_kernel():
   pytest.importorskip("flax")
   from unipinrec.losses import LossConfig
-  from unipinrec.model.config import ModelConfig
   from unipinrec.model.unified import UniPinRec
   from unipinrec.train.state import example_batch
   from unipinrec.train.step import StepConfig, blended_loss
@@ -228,9 +228,8 @@ def test_blended_train_loss_is_the_same_with_either_kernel():
 def test_unknown_kernel_is_refused_with_the_choices():
   with pytest.raises(ValueError, match=r"kernel must be one of \('xla', 'pallas'\), got 'triton'"):
     check_kernel("triton")
-  model_config = pytest.importorskip("unipinrec.model.config")
   with pytest.raises(ValueError, match="kernel must be one of"):
-    model_config.ModelConfig(num_items=5, num_outcomes=1, kernel="cuda")
+    ModelConfig(num_items=5, num_outcomes=1, kernel="cuda")
 
 
 def test_bench_small_runs_both_implementations_with_consistent_rates(capsys):

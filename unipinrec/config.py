@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from kernels import check_kernel
 from unipinrec.checkpoint import CheckpointConfig
 from unipinrec.data.dataset import DataConfig
 from unipinrec.data.synthetic import SyntheticConfig
@@ -27,7 +28,10 @@ class ModelSizes:
   temperature: float = 0.05
   dropout_rate: float = 0.0
   dtype: str = "float32"
-  kernel: str = "xla"
+  kernel: str = "xla"  # "xla" or "pallas" (kernels/candidate_attention.py)
+
+  def __post_init__(self):
+    check_kernel(self.kernel)  # at config time, before any data is prepared
 
 
 @dataclasses.dataclass(frozen=True)
