@@ -29,7 +29,7 @@ import ml_collections
 from absl import app, flags, logging
 
 from experiments.configs import synthetic
-from unipinrec import benchmark
+from unipinrec import benchmark, timing
 from unipinrec.config import from_mapping
 from unipinrec.evaluation.report import git_commit, write_json_atomic
 from unipinrec.experiment import setup_experiment
@@ -72,7 +72,9 @@ def main(argv: list[str]) -> None:
   configs = {name: size_config(name) for name in _SIZES.value}  # unknown names fail first
   logging.info("devices: %s", jax.devices())
   logging.info("measuring the float32 matmul peak")
-  rates = benchmark.matmul_peak_flops()
+  rates = timing.matmul_peak_flops()
+  for n, rate in rates.items():
+    logging.info("matmul %d: %.1f GFLOP/s", n, rate / 1e9)
   peak = max(rates.values())
   results = []
   for name, config in configs.items():

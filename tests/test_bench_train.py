@@ -5,7 +5,7 @@ import statistics
 import pytest
 
 from experiments.configs import synthetic
-from unipinrec import benchmark, sharding
+from unipinrec import benchmark, sharding, timing
 from unipinrec.config import from_mapping
 from unipinrec.data.pipeline import training_iterator
 from unipinrec.experiment import setup_experiment
@@ -26,7 +26,7 @@ def test_benchmark_figures_are_consistent():
   )
   expected_flops = sum(m["flops"] for m in (analysis if isinstance(analysis, list) else [analysis]))
 
-  rates = benchmark.matmul_peak_flops(sizes=(128, 256), warmup=1, repeats=3)
+  rates = timing.matmul_peak_flops(sizes=(128, 256), warmup=1, repeats=3)
   peak = max(rates.values())
   result = benchmark.benchmark_train_step(experiment, "runlocal", peak, steps=3, warmup=1)
 

@@ -9,8 +9,9 @@ optimizer update), from `Compiled.cost_analysis()`. On a mesh of several
 devices that program is one device's partition, so the count, the step rate
 and the matmul peak (timed on the first device) are all per device.
 
-The peak is the best rate of a jitted float32 square matmul over a few sizes,
-timed in the same process, so it sees the same machine and the same load.
+The peak is the best rate of a jitted float32 square matmul over a few sizes
+(`unipinrec.timing.matmul_peak_flops`), timed in the same process, so it sees
+the same machine and the same load.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import time
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -65,34 +65,6 @@ def compiled_flops(compiled: jax.stages.Compiled) -> float:
   if flops <= 0:
     raise ValueError(f"XLA's cost analysis reports no FLOPs: {analysis!r}")
   return flops
-
-
-def _call_seconds(fn, args, warmup: int, repeats: int) -> list[float]:
-  """Wall times of `repeats` blocking calls of `fn(*args)`, after `warmup` untimed ones."""
-  for _ in range(warmup):
-    jax.block_until_ready(fn(*args))
-  seconds = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    seconds.append(time.perf_counter() - start)
-  return seconds
-
-
-def matmul_peak_flops(
-  sizes: Sequence[int] = (512, 1024, 2048), warmup: int = 2, repeats: int = 10
-) -> dict[int, float]:
-  """Float32 FLOP/s of a jitted n x n @ n x n matmul for each n (2 n^3 FLOPs over the median)."""
-  rates = {}
-  for n in sizes:
-    key_a, key_b = jax.random.split(jax.random.key(n))
-    a = jax.random.normal(key_a, (n, n), jnp.float32)
-    b = jax.random.normal(key_b, (n, n), jnp.float32)
-    matmul = jax.jit(jnp.matmul).lower(a, b).compile()
-    median = statistics.median(_call_seconds(matmul, (a, b), warmup, repeats))
-    rates[n] = 2.0 * n**3 / median
-    logging.info("matmul %d: %.2f ms, %.1f GFLOP/s", n, median * 1e3, rates[n] / 1e9)
-  return rates
 
 
 def benchmark_train_step(

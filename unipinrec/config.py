@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from kernels import check_kernel
 from unipinrec.checkpoint import CheckpointConfig
 from unipinrec.data.dataset import DataConfig
 from unipinrec.data.synthetic import SyntheticConfig
@@ -29,6 +30,10 @@ class ModelSizes:
   dropout_rate: float = 0.0
   dtype: str = "float32"
   offsets_seconds: tuple[float, ...] = (0.0,)  # multi-token generation (see ModelConfig)
+  kernel: str = "xla"  # "xla" or "pallas" (kernels/candidate_attention.py)
+
+  def __post_init__(self):
+    check_kernel(self.kernel)  # at config time, before any data is prepared
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from kernels import check_kernel, sampled_softmax
 from unipinrec.model.embeddings import SESSION_GAP_SECONDS
 
 
@@ -25,6 +26,10 @@ class LossConfig:
   num_inbatch_negatives: int = 256  # drawn from the batch's own actions (popularity-distributed)
   logq_correction: bool = True  # subtract log of each negative's expected count in the sample
   full_softmax: bool = False  # every catalogue item is a negative (small catalogues): no sampling
+  kernel: str = "xla"  # negatives' log-sum-exp: "xla" or "pallas" (kernels/sampled_softmax.py)
+
+  def __post_init__(self):
+    check_kernel(self.kernel)
 
 
 def future_positives(
@@ -101,6 +106,7 @@ def sampled_softmax_loss(
   negative_items: jax.Array,
   negative_log_q: jax.Array,
   temperature: float,
+  kernel: str = "xla",
 ) -> jax.Array:
   """Mean -log softmax of each positive against the shared sampled negatives.
 
@@ -113,6 +119,8 @@ def sampled_softmax_loss(
     negative_log_q: [M] log expected count of each negative in the sample
       (zeros to switch the correction off).
     temperature: logits are cosine / temperature.
+    kernel: "xla" materialises the [B, L, Q, M] logits; "pallas" computes their
+      log-sum-exp tile by tile (kernels/sampled_softmax.py).
 
   Returns:
     The weighted mean loss (0 when no pair has weight).
@@ -121,20 +129,23 @@ def sampled_softmax_loss(
     jnp.einsum("blqd,blwd->blwq", queries, jnp.take(item_vectors, positive_items, axis=0))
     / temperature
   )
-  negative_logits = (
-    jnp.einsum("blqd,md->blqm", queries, jnp.take(item_vectors, negative_items, axis=0))
-    / temperature
-    - negative_log_q
-  )
   # A sampled negative that is one of the anchor's positives is no negative.
   counted = positive_weights.sum(-1) > 0  # [B, L, W]
-  hit = jnp.any(
-    (positive_items[..., None] == negative_items) & counted[..., None], axis=2
-  )  # [B, L, M]
-  usable = (negative_items > 0)[None, None, :] & ~hit
-  negative_lse = jax.nn.logsumexp(
-    jnp.where(usable[:, :, None, :], negative_logits, -jnp.inf), axis=-1
-  )  # [B, L, Q]
+  excluded = jnp.where(counted, positive_items, -1)
+  negative_logsumexp = (
+    sampled_softmax.negative_logsumexp
+    if kernel == "pallas"
+    else sampled_softmax.reference_negative_logsumexp
+  )
+  b, length, num_conditions, dim = queries.shape
+  negative_lse = negative_logsumexp(
+    queries.reshape(b * length, num_conditions, dim),
+    jnp.take(item_vectors, negative_items, axis=0),
+    negative_log_q,
+    negative_items,
+    excluded.reshape(b * length, -1),
+    temperature,
+  ).reshape(b, length, num_conditions)
   pair_loss = jax.nn.softplus(negative_lse[:, :, None, :] - positive_logits)
   total_weight = positive_weights.sum()
   return jnp.sum(pair_loss * positive_weights) / jnp.maximum(total_weight, 1.0)

@@ -19,7 +19,11 @@ RANKING_ONLY_STEPS = 800
 
 
 def base_config(source: str, relative: str) -> ml_collections.ConfigDict:
-  """The synthetic default's training setup, reading `../shared/data/<relative>` instead."""
+  """The synthetic default's training setup, reading `../shared/data/<relative>` instead.
+
+  That includes its kernels: `model.kernel` and `step.loss.kernel` are "xla" (pure JAX);
+  "pallas" selects the Triton kernels of `kernels/` (BUILD.md).
+  """
   config = synthetic.get_config()
   config.data.source = source
   config.data.path = os.path.join(SHARED_DATA, relative) if relative else ""

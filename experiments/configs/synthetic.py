@@ -50,6 +50,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # Multi-token generation: one query per offset from one pass ("next action",
   # +2 min later in the visit, +1 h = the next visit, +2 days); (0.0,) turns it off.
   config.model.offsets_seconds = (0.0, 120.0, 3600.0, 172800.0)
+  # Attention: "xla" (pure JAX) or "pallas" (Triton kernels on GPU, interpret mode elsewhere).
+  config.model.kernel = "xla"
 
   config.step = ml_collections.ConfigDict()
   config.step.mask_prob = 0.2  # MAM: share of past actions replaced by [MASK]
@@ -64,6 +66,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.step.loss.num_inbatch_negatives = 256
   config.step.loss.logq_correction = True
   config.step.loss.full_softmax = False  # every item a negative: for small catalogues only
+  # Negatives' log-sum-exp: "xla" materialises the logits, "pallas" tiles them (BUILD.md).
+  config.step.loss.kernel = "xla"
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 5e-4  # dense weights

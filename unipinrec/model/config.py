@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from kernels import check_kernel
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -26,8 +28,10 @@ class ModelConfig:
   # offset; offset 0 asks for the next action, offset t > 0 for the first action
   # at least t seconds after the anchor. One offset means no offset embedding.
   offsets_seconds: tuple[float, ...] = (0.0,)
+  kernel: str = "xla"  # attention: "xla" (pure JAX) or "pallas" (kernels/candidate_attention.py)
 
   def __post_init__(self):
+    check_kernel(self.kernel)
     # A config read back from JSON holds a list; the model must stay hashable.
     offsets = tuple(float(t) for t in self.offsets_seconds)
     if (

@@ -13,63 +13,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kernels import candidate_attention as pallas_attention
+from unipinrec.model import attention
 from unipinrec.model.config import ModelConfig
 from unipinrec.types import KVCache
 
 
 def _partitioned(init, names):
   return nn.with_logical_partitioning(init, names)
-
-
-def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, lengths: jax.Array) -> jax.Array:
-  """Causal self-attention over right-padded histories.
-
-  Args:
-    q, k, v: [B, L, H, Dh].
-    lengths: [B] valid positions; keys at or past it are masked.
-
-  Returns:
-    [B, L, H, Dh]; rows past `lengths` are finite but meaningless.
-  """
-  seq_len = q.shape[1]
-  positions = jnp.arange(seq_len)
-  allowed = (positions[None, :] <= positions[:, None])[None] & (
-    positions[None, None, :] < lengths[:, None, None]
-  )  # [B, L, L]
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
-  logits = jnp.where(allowed[:, None], logits, jnp.finfo(logits.dtype).min)
-  weights = jax.nn.softmax(logits, axis=-1)
-  return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-
-
-def candidate_attention(
-  q: jax.Array,
-  k: jax.Array,
-  v: jax.Array,
-  history_keys: jax.Array,
-  history_values: jax.Array,
-  prefix: jax.Array,
-) -> jax.Array:
-  """Each candidate attends to its history prefix and to itself only.
-
-  Args:
-    q, k, v: [B, C, H, Dh] the candidates' own projections.
-    history_keys, history_values: [B, L, H, Dh] one layer of the user KV cache.
-    prefix: [B, C] history positions visible to each candidate.
-
-  Returns:
-    [B, C, H, Dh].
-  """
-  scale = jnp.sqrt(q.shape[-1]).astype(q.dtype)
-  history_logits = jnp.einsum("bchd,blhd->bhcl", q, history_keys) / scale
-  visible = jnp.arange(history_keys.shape[1])[None, None, :] < prefix[:, :, None]  # [B, C, L]
-  history_logits = jnp.where(visible[:, None], history_logits, jnp.finfo(q.dtype).min)
-  self_logits = jnp.einsum("bchd,bchd->bhc", q, k) / scale
-  logits = jnp.concatenate([history_logits, self_logits[..., None]], axis=-1)
-  weights = jax.nn.softmax(logits, axis=-1)
-  from_history = jnp.einsum("bhcl,blhd->bchd", weights[..., :-1], history_values)
-  from_self = jnp.transpose(weights[..., -1], (0, 2, 1))[..., None] * v
-  return from_history + from_self
 
 
 class Block(nn.Module):
@@ -117,6 +68,10 @@ class Transformer(nn.Module):
 
   def setup(self):
     self.blocks = [Block(self.config, name=f"block_{i}") for i in range(self.config.num_layers)]
+    # The Pallas kernels compute the references' masks; rows past a history's length may differ.
+    kernels = pallas_attention if self.config.kernel == "pallas" else attention
+    self.causal_attention = kernels.causal_attention
+    self.candidate_attention = kernels.candidate_attention
     self.final_norm = nn.LayerNorm(scale_init=_partitioned(nn.initializers.ones, ("embed",)))
     self.token_dropout = nn.Dropout(self.config.dropout_rate)
 
@@ -130,7 +85,7 @@ class Transformer(nn.Module):
       q, k, v = block.project(x)
       keys.append(k)
       values.append(v)
-      x = block.finish(x, causal_attention(q, k, v, lengths), deterministic)
+      x = block.finish(x, self.causal_attention(q, k, v, lengths), deterministic)
     cache = KVCache(keys=jnp.stack(keys), values=jnp.stack(values), lengths=lengths)
     return self.final_norm(x), cache
 
@@ -149,6 +104,6 @@ class Transformer(nn.Module):
     x = self.token_dropout(tokens, deterministic=deterministic)
     for layer, block in enumerate(self.blocks):
       q, k, v = block.project(x)
-      attended = candidate_attention(q, k, v, cache.keys[layer], cache.values[layer], prefix)
+      attended = self.candidate_attention(q, k, v, cache.keys[layer], cache.values[layer], prefix)
       x = block.finish(x, attended, deterministic)
     return self.final_norm(x)

@@ -97,6 +97,7 @@ def blended_loss(
     negatives,
     log_q,
     model.config.temperature,
+    loss_cfg.kernel,
   )
   mam = losses.masked_bce(outputs.history_task_logits, batch.outcomes, action_masked)
   candidate_valid = (batch.slate_items > 0) & (batch.slate_prefix > 0)[..., None]

@@ -1,0 +1,227 @@
+"""Candidate attention on the user KV cache in Pallas, block-sparse in the history.
+
+Each candidate attends to the first `prefix` positions of its user's cached
+keys/values and to its own key/value, never to other candidates (the
+reference is `unipinrec.model.attention.candidate_attention`). One program
+handles a tile of candidates of one (user, head): it starts the online
+softmax from the candidate's own key, then walks history tiles only up to the
+tile's largest prefix, so tiles past every candidate's prefix are never read
+(ragged histories cost what they hold, not the padded length).
+
+The causal history attention of training is the same mask: position t sees
+the history prefix min(t, length) and itself, so `causal_attention` runs this
+kernel with the history as its own candidates, and the tiles above the
+diagonal are skipped the same way. Training's blended pass (causal history,
+then slates on their request prefix) thus runs block-sparse end to end in the
+forward pass.
+
+Gradients: a custom VJP whose backward is the reference's VJP recomputed one
+tile of candidates at a time (a `lax.scan`), so its memory is a tile's
+[B, H, tile, L] weights rather than all candidates'; it is dense in the
+history (not block-sparse) and runs in XLA.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+from kernels import default_interpret
+from unipinrec.model import attention
+
+# Tiles of candidates (queries) and of history positions (keys); Triton's dot needs >= 16.
+BLOCK_CANDIDATES = 64
+BLOCK_HISTORY = 64
+_MIN_BLOCK = 16
+
+
+def _forward_kernel(
+  prefix_ref, q_ref, k_ref, v_ref, history_keys_ref, history_values_ref, out_ref, *, block_history
+):
+  """One (user, head, candidate tile): refs [bc], [bc, Dh] x 3, [L, Dh] x 2 -> [bc, Dh]."""
+  q = q_ref[...].astype(jnp.float32)  # already scaled by 1 / sqrt(Dh)
+  prefix = prefix_ref[...]
+  # The own key is always visible, so the running max starts finite and no row is ever empty.
+  running_max = jnp.sum(q * k_ref[...].astype(jnp.float32), axis=1)  # [bc]
+  running_sum = jnp.ones_like(running_max)
+  acc = v_ref[...].astype(jnp.float32)
+
+  def visit_tile(tile, carry):
+    acc, running_max, running_sum = carry
+    start = tile * block_history
+    keys = history_keys_ref[pl.ds(start, block_history), :]
+    logits = jnp.dot(q, keys.T.astype(jnp.float32), preferred_element_type=jnp.float32)
+    visible = (start + jnp.arange(block_history))[None, :] < prefix[:, None]
+    logits = jnp.where(visible, logits, -jnp.inf)
+    new_max = jnp.maximum(running_max, jnp.max(logits, axis=1))
+    correction = jnp.exp(running_max - new_max)
+    weights = jnp.exp(logits - new_max[:, None])  # 0 where masked
+    values = history_values_ref[pl.ds(start, block_history), :].astype(jnp.float32)
+    acc = acc * correction[:, None] + jnp.dot(weights, values, preferred_element_type=jnp.float32)
+    return acc, new_max, running_sum * correction + jnp.sum(weights, axis=1)
+
+  # Block sparsity: tiles at or past the largest prefix in this candidate tile are skipped.
+  num_tiles = lax.div(jnp.max(prefix) + (block_history - 1), block_history)
+  acc, _, running_sum = lax.fori_loop(0, num_tiles, visit_tile, (acc, running_max, running_sum))
+  out_ref[...] = (acc / running_sum[:, None]).astype(out_ref.dtype)
+
+
+def _pad_to(x: jax.Array, axis: int, size: int, value=0) -> jax.Array:
+  widths = [(0, 0)] * x.ndim
+  widths[axis] = (0, size - x.shape[axis])
+  return jnp.pad(x, widths, constant_values=value)
+
+
+def _block(requested: int, extent: int) -> int:
+  """A power-of-2 tile of at least 16, no larger than the padded extent needs."""
+  return max(_MIN_BLOCK, min(requested, pl.next_power_of_2(extent)))
+
+
+def _forward(
+  q, k, v, history_keys, history_values, prefix, block_candidates, block_history, interp
+):
+  """Pads to whole tiles (and Dh to a power of 2 >= 16), runs the kernel, slices back."""
+  batch, num_candidates, num_heads, head_dim = q.shape
+  history_length = history_keys.shape[1]
+  bc = _block(block_candidates, num_candidates)
+  bl = _block(block_history, history_length)
+  padded_c = pl.cdiv(num_candidates, bc) * bc
+  padded_l = pl.cdiv(history_length, bl) * bl
+  padded_d = max(_MIN_BLOCK, pl.next_power_of_2(head_dim))
+
+  def pad(x, length):
+    return _pad_to(_pad_to(x, 1, length), 3, padded_d)
+
+  # Zero-padded head dims change no dot product; padded candidates see nothing but themselves.
+  q = pad(q / jnp.sqrt(head_dim).astype(q.dtype), padded_c)
+  k, v = pad(k, padded_c), pad(v, padded_c)
+  history_keys, history_values = pad(history_keys, padded_l), pad(history_values, padded_l)
+  prefix = _pad_to(jnp.clip(prefix, 0, history_length).astype(jnp.int32), 1, padded_c)
+
+  candidate_spec = pl.BlockSpec((None, bc, None, padded_d), lambda b, h, i: (b, i, h, 0))
+  history_spec = pl.BlockSpec((None, padded_l, None, padded_d), lambda b, h, i: (b, 0, h, 0))
+  out = pl.pallas_call(
+    functools.partial(_forward_kernel, block_history=bl),
+    grid=(batch, num_heads, padded_c // bc),
+    in_specs=[
+      pl.BlockSpec((None, bc), lambda b, h, i: (b, i)),
+      candidate_spec,
+      candidate_spec,
+      candidate_spec,
+      history_spec,
+      history_spec,
+    ],
+    out_specs=candidate_spec,
+    out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
+    interpret=interp,
+    name="candidate_attention",
+  )(prefix, q, k, v, history_keys, history_values)
+  return out[:, :num_candidates, :, :head_dim]
+
+
+def _tiled_reference_vjp(residuals, cotangent, tile):
+  """The reference's VJP, one tile of candidates at a time; history gradients are summed."""
+  q, k, v, history_keys, history_values, prefix = residuals
+  batch, num_candidates = q.shape[:2]
+  padded_c = pl.cdiv(num_candidates, tile) * tile
+
+  def tiles(x):  # [B, C, ...] -> [C / tile, B, tile, ...]
+    x = _pad_to(x, 1, padded_c)
+    return jnp.moveaxis(x.reshape((batch, padded_c // tile, tile) + x.shape[2:]), 1, 0)
+
+  def one_tile(history_grads, xs):
+    q_t, k_t, v_t, prefix_t, cotangent_t = xs
+    _, vjp = jax.vjp(
+      lambda *a: attention.candidate_attention(*a, prefix_t),
+      q_t,
+      k_t,
+      v_t,
+      history_keys,
+      history_values,
+    )
+    dq, dk, dv, d_keys, d_values = vjp(cotangent_t)
+    return (history_grads[0] + d_keys, history_grads[1] + d_values), (dq, dk, dv)
+
+  zeros = (jnp.zeros_like(history_keys), jnp.zeros_like(history_values))
+  # Padded candidates carry a zero cotangent, so they add nothing to the history gradients.
+  (d_keys, d_values), candidate_grads = lax.scan(
+    one_tile, zeros, tuple(tiles(x) for x in (q, k, v, prefix, cotangent))
+  )
+
+  def untile(x):
+    return jnp.moveaxis(x, 0, 1).reshape((batch, padded_c) + x.shape[3:])[:, :num_candidates]
+
+  dq, dk, dv = (untile(g) for g in candidate_grads)
+  return dq, dk, dv, d_keys, d_values, None
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
+def _candidate_attention(q, k, v, history_keys, history_values, prefix, bc, bl, interp):
+  return _forward(q, k, v, history_keys, history_values, prefix, bc, bl, interp)
+
+
+def _candidate_attention_fwd(q, k, v, history_keys, history_values, prefix, bc, bl, interp):
+  out = _forward(q, k, v, history_keys, history_values, prefix, bc, bl, interp)
+  return out, (q, k, v, history_keys, history_values, prefix)
+
+
+def _candidate_attention_bwd(bc, bl, interp, residuals, cotangent):
+  del bl, interp
+  return _tiled_reference_vjp(residuals, cotangent, max(bc, 128))
+
+
+_candidate_attention.defvjp(_candidate_attention_fwd, _candidate_attention_bwd)
+
+
+def candidate_attention(
+  q: jax.Array,
+  k: jax.Array,
+  v: jax.Array,
+  history_keys: jax.Array,
+  history_values: jax.Array,
+  prefix: jax.Array,
+  *,
+  block_candidates: int = BLOCK_CANDIDATES,
+  block_history: int = BLOCK_HISTORY,
+  interpret: bool | None = None,
+) -> jax.Array:
+  """Each candidate attends to its history prefix and to itself only (Pallas).
+
+  Args:
+    q, k, v: [B, C, H, Dh] the candidates' own projections.
+    history_keys, history_values: [B, L, H, Dh] one layer of the user KV cache.
+    prefix: [B, C] history positions visible to each candidate (0: only itself).
+    block_candidates, block_history: tile sizes (powers of 2, at least 16).
+    interpret: Pallas interpret mode; by default on wherever the backend is not a GPU.
+
+  Returns:
+    [B, C, H, Dh], equal to `unipinrec.model.attention.candidate_attention`.
+  """
+  interp = default_interpret() if interpret is None else interpret
+  return _candidate_attention(
+    q, k, v, history_keys, history_values, prefix, block_candidates, block_history, interp
+  )
+
+
+def causal_attention(
+  q: jax.Array, k: jax.Array, v: jax.Array, lengths: jax.Array, **kwargs
+) -> jax.Array:
+  """Causal attention over right-padded histories, as candidate attention on itself.
+
+  Position t sees the history prefix min(t, length) and its own key, which is
+  the causal mask on every valid row. Rows at or past `lengths` are finite
+  but, as in the reference `unipinrec.model.attention.causal_attention`,
+  meaningless (they differ from the reference's). Keyword arguments are
+  `candidate_attention`'s.
+
+  Args:
+    q, k, v: [B, L, H, Dh].
+    lengths: [B] valid positions.
+  """
+  positions = jnp.arange(q.shape[1])
+  prefix = jnp.minimum(positions[None, :], lengths[:, None])
+  return candidate_attention(q, k, v, k, v, prefix, **kwargs)
