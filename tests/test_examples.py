@@ -84,14 +84,15 @@ def test_user_split_is_seeded_and_disjoint():
 
 def test_generation_examples_cut_before_the_future():
   logs = _logs()
+  # User 0's times: 100, 110, 200, 5000, 5010; the last 100 s hold actions 3 and 4.
   history, future = examples_lib.generation_examples(
-    logs, np.array([0, 1]), max_length=4, horizon=2
+    logs, np.array([0, 1]), max_length=4, horizon_seconds=100
   )
-  # User 0 (5 actions): history 11..13, future 14, 15; user 1 has fewer than 3 actions.
-  np.testing.assert_array_equal(history["items"], [[11, 12, 13, 0]])
+  np.testing.assert_array_equal(history["items"], [[11, 12, 13, 0]])  # user 1: nothing before
   np.testing.assert_array_equal(future, [[14, 15]])
-  _, long_future = examples_lib.generation_examples(logs, np.array([0]), max_length=4, horizon=9)
-  np.testing.assert_array_equal(long_future, [[13, 14, 15, 0, 0, 0, 0, 0, 0]])
+  history, future = examples_lib.generation_examples(logs, np.array([0]), 4, horizon_seconds=4850)
+  np.testing.assert_array_equal(history["history_lengths"], [2])
+  np.testing.assert_array_equal(future, [[13, 14, 15]])
 
 
 def test_evaluation_rows_carry_the_target_outcome():

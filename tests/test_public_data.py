@@ -9,6 +9,7 @@ import pytest
 from experiments.configs import games, ml100k, synthetic
 from unipinrec import checkpoint
 from unipinrec.config import from_mapping
+from unipinrec.evaluation.generation import evaluate_generation
 from unipinrec.experiment import best_params, evaluate_state, setup_experiment
 from unipinrec.train.loop import train
 
@@ -87,3 +88,31 @@ def test_early_stopping_keeps_the_best_and_stays_stopped(synthetic_experiment, t
   params, step = best_params(with_validation, str(tmp_path), again.params)
   assert step == 10
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params), seen[1][1])
+
+
+def test_generation_report_on_the_synthetic_world(synthetic_experiment):
+  experiment = synthetic_experiment
+  run = experiment.run
+  config = dataclasses.replace(run.generation, vectors=(1, 2), budget_k=4, budget_points=3)
+  report = evaluate_generation(
+    experiment.model,
+    experiment.initial_state.params,
+    experiment.data,
+    config,
+    experiment.data.eval_users,
+    run.eval_batch_size,
+  )
+  rows = {(r["method"], r["vectors"]): r for r in report["tokens"]}
+  # One vector: both methods issue the same single "next action" query.
+  for key in ("recall", "hit_rate", "unique_share"):
+    assert rows["multi_token", 1][key] == rows["autoregressive", 1][key]
+  conditioning = report["conditioning"]
+  assert [p["budget"] for p in conditioning["budgets"]] == [
+    {"click": 4, "save": 0},
+    {"click": 2, "save": 2},
+    {"click": 0, "save": 4},
+  ]
+  # The oracle's best list for an outcome has the highest true rate of that outcome.
+  for name in ("click", "save"):
+    best = conditioning["oracle_best"][name][f"true_{name}_rate"]
+    assert best >= max(conditioning[c][f"true_{name}_rate"] for c in ("any", "click", "save"))

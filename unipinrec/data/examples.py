@@ -175,32 +175,36 @@ def evaluation_examples(
 
 
 def generation_examples(
-  logs: UserLogs, users: np.ndarray, max_length: int, horizon: int
+  logs: UserLogs, users: np.ndarray, max_length: int, horizon_seconds: float
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-  """Held-out users cut before their last `horizon` actions, for multi-item generation.
+  """Held-out users cut `horizon_seconds` before their last action, for multi-item generation.
 
-  A user with A >= 3 actions keeps at least 2 as history: the future is the
-  last min(horizon, A - 2) actions.
+  The future is every action in that last window (PinRec judges generated
+  sets against a time window, not the next action); the history is what
+  came before. Users with fewer than 2 actions before the window are skipped.
 
   Returns:
-    (history rows of the `TrainBatch` history fields, [U, horizon] future
-    item ids, 0-padded).
+    (history rows of the `TrainBatch` history fields, [U, F] future item ids,
+    0-padded to the longest future).
   """
   rows, futures = [], []
   for user in users:
-    base = logs.action_offsets[user]
-    num_actions = logs.action_offsets[user + 1] - base
-    if num_actions < 3:
+    begin, end = logs.action_offsets[user], logs.action_offsets[user + 1]
+    times = logs.action_times[begin:end]
+    cut = int(np.searchsorted(times, times[-1] - horizon_seconds, side="left"))
+    if cut < 2:
       continue
-    cut = num_actions - min(horizon, num_actions - 2)
     row = history_row(logs, user, max(0, cut - max_length), cut, max_length)
     row.pop("origin")
     rows.append(row)
-    future = np.zeros(horizon, np.int32)
-    future[: num_actions - cut] = logs.action_items[base + cut : base + num_actions]
-    futures.append(future)
+    futures.append(logs.action_items[begin + cut : end])
+  if not rows:
+    raise ValueError(f"no held-out user has 2 actions before a {horizon_seconds} s window")
   history = {name: np.stack([r[name] for r in rows]) for name in rows[0]}
-  return history, np.stack(futures)
+  future = np.zeros((len(futures), max(len(f) for f in futures)), np.int32)
+  for index, items in enumerate(futures):
+    future[index, : len(items)] = items
+  return history, future
 
 
 def item_log_frequency(logs: UserLogs, users: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ class GenerationConfig:
 
   k: int = 10  # items per generated vector: unordered recall@k
   vectors: tuple[int, ...] = (1, 2, 4)  # query vectors per user compared
-  horizon: int = 10  # future actions (synthetic) a user's lists are judged against
+  horizon_seconds: float = 345_600.0  # synthetic: the last 4 days of a user are the future
   budget_k: int = 20  # list length of the budget sweep
   budget_points: int = 5  # budgets from all-click to all-save
   merge_cosine: float = 0.98  # outcome queries this close share one search
@@ -159,13 +159,13 @@ def evaluate_generation(
   """Every generation figure of a trained model.
 
   Args:
-    eval_users: held-out users whose last `config.horizon` actions are the
-      future (synthetic data); None judges against each evaluation row's one
-      target (public data's leave-last-out).
+    eval_users: held-out users whose actions in the last
+      `config.horizon_seconds` are the future (synthetic data); None judges
+      against each evaluation row's one target (public data's leave-last-out).
   """
   if eval_users is not None:
     history, future = examples_lib.generation_examples(
-      data.logs, eval_users, model.config.max_length, config.horizon
+      data.logs, eval_users, model.config.max_length, config.horizon_seconds
     )
   else:
     history = data.eval_examples.retrieval_history
