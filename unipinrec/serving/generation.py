@@ -120,13 +120,17 @@ def generate(
 def multi_token_generator(model: UniPinRec, num_vectors: int, k: int):
   """Jitted (params, history) -> [B, T, K] items: one pass, a query per offset, condition "any".
 
-  History items are never returned (as in `autoregressive_generator`).
+  The T * K items are distinct: each query takes its K best items that no
+  earlier query took (a set, not T overlapping lists); history items are
+  never returned.
   """
   if num_vectors > model.config.num_offsets:
     raise ValueError(
       f"{num_vectors} vectors per pass needs as many offsets; the model has "
       f"{model.config.num_offsets} ({model.config.offsets_seconds})"
     )
+
+  total = num_vectors * k
 
   @jax.jit
   def run(params, history):
@@ -139,7 +143,8 @@ def multi_token_generator(model: UniPinRec, num_vectors: int, k: int):
       offsets[None],
       method=model.queries,
     )
-    return jax.lax.top_k(_catalogue_scores(model, params, queries, history, True), k)[1]
+    _, ranked = jax.lax.top_k(_catalogue_scores(model, params, queries, history, True), total)
+    return budgets_lib.fill_quotas(ranked, (k,) * num_vectors)[0].reshape(-1, num_vectors, k)
 
   return run
 
@@ -178,8 +183,10 @@ def autoregressive_generator(model: UniPinRec, num_vectors: int, k: int):
 
   Step t's query is the "any" query for the next action; its best item
   becomes the history's newest action before step t + 1. History items (fed
-  back ones included) are never returned.
+  back ones included) are never returned, and, as in `multi_token_generator`,
+  each query's K items are its best not taken by an earlier query.
   """
+  total = num_vectors * k
 
   @jax.jit
   def run(params, history):
@@ -188,10 +195,11 @@ def autoregressive_generator(model: UniPinRec, num_vectors: int, k: int):
       queries = model.apply(
         {"params": params}, state[:, None, :], jnp.zeros((1, 1), jnp.int32), method=model.queries
       )
-      _, listed = jax.lax.top_k(_catalogue_scores(model, params, queries, history, True), k)
-      return _append(history, listed[:, 0, 0]), listed[:, 0]
+      _, ranked = jax.lax.top_k(_catalogue_scores(model, params, queries, history, True), total)
+      return _append(history, ranked[:, 0, 0]), ranked[:, 0]
 
-    _, lists = jax.lax.scan(step, dict(history), None, length=num_vectors)
-    return jnp.swapaxes(lists, 0, 1)
+    _, ranked = jax.lax.scan(step, dict(history), None, length=num_vectors)
+    ranked = jnp.swapaxes(ranked, 0, 1)
+    return budgets_lib.fill_quotas(ranked, (k,) * num_vectors)[0].reshape(-1, num_vectors, k)
 
   return run
