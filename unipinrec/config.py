@@ -9,6 +9,7 @@ from unipinrec.checkpoint import CheckpointConfig
 from unipinrec.data.dataset import DataConfig
 from unipinrec.data.synthetic import SyntheticConfig
 from unipinrec.losses import LossConfig
+from unipinrec.sharding import MeshConfig
 from unipinrec.train.state import OptimizerConfig
 from unipinrec.train.step import StepConfig
 
@@ -27,6 +28,7 @@ class ModelSizes:
   temperature: float = 0.05
   dropout_rate: float = 0.0
   dtype: str = "float32"
+  item_table_multiple: int = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,13 +36,13 @@ class RunConfig:
   """Everything one training run reads."""
 
   seed: int = 0
-  batch_size: int = 64  # global batch, split over processes and the `data` mesh axis
+  batch_size: int = 64  # global batch, split over the `data` and `fsdp` mesh axes
   num_steps: int = 3000
   log_every: int = 100
   eval_every: int = 0  # steps between validations (public data); 0 never validates
   patience: int = 0  # validations without improvement before stopping; 0 never stops
   eval_batch_size: int = 256
-  model_parallelism: int = 1  # devices on the `model` mesh axis
+  mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   model: ModelSizes = dataclasses.field(default_factory=ModelSizes)
   step: StepConfig = dataclasses.field(default_factory=StepConfig)
@@ -62,6 +64,7 @@ def _build(cls, values: Mapping, path: str):
 
 
 _NESTED = {
+  (RunConfig, "mesh"): MeshConfig,
   (RunConfig, "data"): DataConfig,
   (RunConfig, "model"): ModelSizes,
   (RunConfig, "step"): StepConfig,

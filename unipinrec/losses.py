@@ -78,7 +78,7 @@ def sampled_softmax_loss(
 
   Args:
     queries: [B, L, Q, D] unit queries (Q conditions per anchor).
-    item_vectors: [N + 1, D] unit item vectors.
+    item_vectors: [R, D] unit item vectors, R > N (rows past N are never read).
     positive_items: [B, L, W] positive item ids per anchor.
     positive_weights: [B, L, W, Q] weight of each (positive, condition) pair; 0 skips it.
     negative_items: [M] sampled negative ids; 0 marks an unusable sample.

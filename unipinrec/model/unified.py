@@ -25,7 +25,7 @@ class TrainOutputs:
   """What the losses need from one blended forward pass."""
 
   queries: jax.Array  # [B, L, O + 1, D] unit queries for every condition
-  item_vectors: jax.Array  # [N + 1, D] unit item vectors
+  item_vectors: jax.Array  # [R, D] unit item vectors, rows past N unused (item_table_rows)
   history_task_logits: jax.Array  # [B, L, O]
   candidate_task_logits: jax.Array  # [B, S, C, O]
 
@@ -138,7 +138,7 @@ class UniPinRec(nn.Module):
   def task_logits(self, states: jax.Array, items: jax.Array) -> jax.Array:
     """[..., W] states of masked tokens and [...] their items -> [..., O] outcome logits."""
     # Normalise only the gathered rows: the table may hold millions of items.
-    rows = jnp.take(self.tokenizer.item_vectors(), items, axis=0)
+    rows = jnp.take(self.tokenizer.item_vectors(whole_table=True), items, axis=0)
     return self.task_heads(states, l2_normalize(rows))
 
   def __call__(
@@ -177,7 +177,7 @@ class UniPinRec(nn.Module):
     candidate_logits = self.task_logits(candidate_states, batch.slate_items.reshape(b, s * c))
     return TrainOutputs(
       queries=queries,
-      item_vectors=self.item_vectors(),
+      item_vectors=l2_normalize(self.tokenizer.item_vectors(whole_table=True)),
       history_task_logits=self.task_logits(states, batch.items),
       candidate_task_logits=candidate_logits.reshape(b, s, c, -1),
     )
