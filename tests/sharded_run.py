@@ -16,7 +16,7 @@ import sys
 import jax
 import numpy as np
 
-from unipinrec import sharding
+from unipinrec import memory, sharding
 from unipinrec.losses import LossConfig
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
@@ -89,6 +89,7 @@ def train_steps(mesh: jax.sharding.Mesh) -> tuple[dict[str, np.ndarray], dict]:
     "table_spec": repr(table.sharding.spec),
     "table_shard_rows": sorted({s.data.shape[0] for s in table.addressable_shards}),
     "table_devices": len(table.sharding.device_set),
+    "table_device_bytes": memory.device_bytes(table),
     "table_moment_specs": sorted(
       {
         repr(leaf.sharding.spec)

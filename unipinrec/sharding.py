@@ -113,7 +113,7 @@ def logical_shardings(mesh: Mesh, abstract_tree) -> object:
   shardings = jax.tree.map(
     sharding_of, specs, nn.unbox(abstract_tree), is_leaf=lambda x: isinstance(x, PartitionSpec)
   )
-  for logical, shape, fitted in sorted(uneven):
+  for logical, shape, fitted in sorted(uneven, key=str):
     logging.info(
       "%s %s does not divide over the mesh %s: sharded %s", logical, shape, mesh.shape, fitted
     )
