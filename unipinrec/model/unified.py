@@ -25,7 +25,7 @@ class TrainOutputs:
   """What the losses need from one blended forward pass."""
 
   queries: jax.Array  # [B, L, O + 1, D] unit queries for every condition
-  item_vectors: jax.Array  # [R, D] unit item vectors, rows past N unused (item_table_rows)
+  item_table: jax.Array  # [R, D] item embeddings (not normalised), rows past N unused
   history_task_logits: jax.Array  # [B, L, O]
   candidate_task_logits: jax.Array  # [B, S, C, O]
 
@@ -177,7 +177,7 @@ class UniPinRec(nn.Module):
     candidate_logits = self.task_logits(candidate_states, batch.slate_items.reshape(b, s * c))
     return TrainOutputs(
       queries=queries,
-      item_vectors=l2_normalize(self.tokenizer.item_vectors(whole_table=True)),
+      item_table=self.tokenizer.item_vectors(whole_table=True),
       history_task_logits=self.task_logits(states, batch.items),
       candidate_task_logits=candidate_logits.reshape(b, s, c, -1),
     )
