@@ -38,8 +38,8 @@ TIMEOUT_S = 240
 def test_process_parts_form_the_same_global_batches_on_any_process_count():
   examples = {"x": np.arange(37)[:, None] * np.ones((1, 2), int)}
   whole = training_iterator(examples, 8, seed=3)
-  expected = [next(whole)["x"] for _ in range(12)]  # past one epoch (37 examples)
-  for count in (2, 4, 8):
+  expected = [next(whole)["x"] for _ in range(7)]  # past one epoch (37 examples)
+  for count in (2, 4):
     parts = [training_iterator(examples, 8, 3, (index, count)) for index in range(count)]
     for step, want in enumerate(expected[:6]):
       got = np.concatenate([next(part)["x"] for part in parts])
