@@ -16,8 +16,6 @@ from jax.sharding import AbstractMesh, PartitionSpec
 from unipinrec import sharding
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-# Cheaper compiles in the subprocess; the figures are compared with a tolerance anyway.
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +26,7 @@ def runs(tmp_path_factory):
     os.environ,
     JAX_PLATFORMS="cpu",
     PYTHONPATH=str(REPO),
-    XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}",
+    XLA_FLAGS="--xla_force_host_platform_device_count=8",
   )
   process = subprocess.Popen(
     [sys.executable, str(REPO / "tests" / "sharded_run.py"), str(out)],
