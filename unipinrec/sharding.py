@@ -106,7 +106,7 @@ def logical_shardings(mesh: Mesh, abstract_tree) -> object:
       return replicated(mesh)
     wanted = nn.logical_to_mesh_axes(tuple(logical), LOGICAL_RULES)
     fitted = _fit(wanted, leaf.shape, mesh)
-    if fitted != _fit(wanted, (0,) * len(leaf.shape), mesh):
+    if fitted != _fit(wanted, (0,) * len(leaf.shape), mesh):  # (0: every axis divides it)
       uneven.add((tuple(logical), leaf.shape, str(fitted)))
     return NamedSharding(mesh, fitted)
 
@@ -115,7 +115,7 @@ def logical_shardings(mesh: Mesh, abstract_tree) -> object:
   )
   for logical, shape, fitted in sorted(uneven, key=str):
     logging.info(
-      "%s %s does not divide over the mesh %s: sharded %s", logical, shape, mesh.shape, fitted
+      "%s %s does not divide over the mesh %s: sharded %s", logical, shape, dict(mesh.shape), fitted
     )
   return shardings
 
