@@ -2,13 +2,14 @@
 
   python -m experiments.train --config=experiments/configs/synthetic.py --workdir=runs/synthetic
 
-Re-running the same command resumes from the newest checkpoint in WORKDIR.
+Re-running the same command resumes from the newest checkpoint in WORKDIR, on
+any mesh. On SIGTERM it saves at the next step and exits with status 0.
 """
 
 import os
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import launch
@@ -20,6 +21,7 @@ from unipinrec.experiment import (
   write_results,
 )
 from unipinrec.train.loop import train
+from unipinrec.train.preemption import Preempted
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", launch.DEFAULT_CONFIG, "ml_collections config file, optionally `file.py:variant`."
@@ -32,7 +34,11 @@ def main(argv):
   start = time.time()
   run = launch.start(_CONFIG.value, _WORKDIR.value)
   experiment = setup_experiment(run)
-  state = train(experiment, _WORKDIR.value, validation_target(experiment))
+  try:
+    state = train(experiment, _WORKDIR.value, validation_target(experiment))
+  except Preempted as notice:
+    logging.warning("%s", notice)
+    return  # exit status 0: the scheduler restarts the job, which resumes
   params, best_step = best_params(experiment, _WORKDIR.value, state.params)
   figures = evaluate_state(experiment, params)
   figures["best_step"] = best_step

@@ -16,7 +16,7 @@ def test_benchmark_figures_are_consistent():
   experiment = setup_experiment(from_mapping(synthetic.get_config("runlocal").to_dict()))
   run = experiment.run
   host_batch = next(training_iterator(experiment.data.train_examples, run.batch_size, run.seed))
-  batch = TrainBatch(**sharding.global_batch(experiment.mesh, host_batch))
+  batch = TrainBatch(**sharding.global_batch(experiment.mesh, host_batch, run.batch_size))
   # XLA's own figure for the same program, compiled here before the benchmark donates the state.
   analysis = (
     benchmark.jit_train_step(experiment)

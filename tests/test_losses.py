@@ -77,8 +77,10 @@ def test_sampled_softmax_matches_reference():
   # Negative 0 is unusable; some negatives collide with positives and must be dropped.
   neg_items = np.array([0, 3, 5, 7, int(pos_items[0, 0, 0]), 9], np.int32)
   neg_logq = rng.standard_normal(len(neg_items)).astype(np.float32)
+  # The table's rows at any scale: the loss scores them as unit vectors.
+  table = vectors * rng.uniform(0.1, 3.0, (n + 1, 1)).astype(np.float32)
   got = losses.sampled_softmax_loss(
-    queries, vectors, pos_items, pos_weights, neg_items, neg_logq, 0.5
+    queries, table, pos_items, pos_weights, neg_items, neg_logq, 0.5
   )
   want = _reference_sampled_softmax(
     queries, vectors, pos_items, pos_weights, neg_items, neg_logq, 0.5

@@ -1,4 +1,5 @@
-"""The launcher end to end at small scale: config overrides, checkpoints, resume after a kill."""
+"""The launcher end to end at small scale: config overrides, checkpoints, resume after a kill
+or a preemption notice (SIGTERM)."""
 
 import json
 import os
@@ -111,18 +112,28 @@ def _figures(workdir: pathlib.Path) -> dict:
   return {k: document[k] for k in ("retrieval", "retrieval_unfiltered", "ranking", "step")}
 
 
-@pytest.mark.slow
-def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
-  straight, killed = tmp_path / "straight", tmp_path / "killed"
-  _finish(_train(straight))
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> pathlib.Path:
+  """A work directory of SMALL_RUN trained without interruption."""
+  workdir = tmp_path_factory.mktemp("straight")
+  _finish(_train(workdir))
+  return workdir
 
-  process = _train(killed)
+
+def _wait_for_mid_run_checkpoint(process: subprocess.Popen, workdir: pathlib.Path) -> None:
   deadline = time.time() + 240
+  while not any(20 <= s < 160 for s in _saved_steps(workdir)):
+    assert process.poll() is None, "training ended before a mid-run checkpoint appeared"
+    assert time.time() < deadline, "no checkpoint within 240 s"
+    time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(straight_run, tmp_path):
+  killed = tmp_path / "killed"
+  process = _train(killed)
   try:
-    while not any(20 <= s < 160 for s in _saved_steps(killed)):
-      assert process.poll() is None, "training ended before a mid-run checkpoint appeared"
-      assert time.time() < deadline, "no checkpoint within 240 s"
-      time.sleep(0.05)
+    _wait_for_mid_run_checkpoint(process, killed)
   finally:
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -130,5 +141,28 @@ def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
   assert interrupted_at < 160 and not (killed / "results.json").exists()
 
   _finish(_train(killed))
-  assert _figures(killed) == _figures(straight)
+  assert _figures(killed) == _figures(straight_run)
   assert interrupted_at in range(20, 160)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_at_the_next_step_exits_0_and_the_rerun_ends_like_an_uninterrupted_run(
+  straight_run, tmp_path
+):
+  stopped = tmp_path / "stopped"
+  process = _train(stopped)
+  try:
+    _wait_for_mid_run_checkpoint(process, stopped)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+  finally:
+    if process.poll() is None:
+      process.kill()
+      process.wait()
+  assert process.returncode == 0, stderr[-3000:]
+  saved_at = max(_saved_steps(stopped))
+  assert f"preempted: saved step {saved_at}, relaunch to continue" in stderr
+  assert 20 < saved_at < 160 and not (stopped / "results.json").exists()
+
+  _finish(_train(stopped))
+  assert _figures(stopped) == _figures(straight_run)

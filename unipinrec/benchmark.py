@@ -87,7 +87,10 @@ def benchmark_train_step(
   """
   run, mesh = experiment.run, experiment.mesh
   iterator = training_iterator(experiment.data.train_examples, run.batch_size, run.seed)
-  batches = [TrainBatch(**sharding.global_batch(mesh, next(iterator))) for _ in range(_NUM_BATCHES)]
+  batches = [
+    TrainBatch(**sharding.global_batch(mesh, next(iterator), run.batch_size))
+    for _ in range(_NUM_BATCHES)
+  ]
   item_log_frequency = jax.device_put(experiment.data.item_log_frequency, sharding.replicated(mesh))
   state = experiment.initial_state
   logging.info("%s: compiling the train step", name)

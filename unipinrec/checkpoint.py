@@ -2,6 +2,11 @@
 
 Orbax writes each step into a temporary directory and renames it when
 complete, so a kill mid-write leaves the previous checkpoint as the latest.
+Every process calls `save` (each writes its own shards); the restore reads
+them into whatever shardings the target mesh asks for, so a checkpoint
+written on one mesh resumes on another. The iterator's position is the same
+on every process (`pipeline.training_iterator`), so one JSON copy of it,
+written by the primary process, serves any process count.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ def save(
     step,
     args=ocp.args.Composite(
       state=ocp.args.StandardSave(state),
-      data=grain.checkpoint.CheckpointSave(data_iterator),
+      data=ocp.args.JsonSave(data_iterator.get_state()),
     ),
     force=force,
   )
@@ -51,7 +56,7 @@ def save(
 def restore_latest(
   manager: ocp.CheckpointManager, abstract_state, data_iterator: grain.DatasetIterator | None
 ):
-  """Restores the newest checkpoint into `abstract_state`'s shapes and shardings.
+  """Restores the newest checkpoint into `abstract_state`'s shapes and shardings (any mesh).
 
   The data iterator, when given, is moved in place to the saved position.
 
@@ -63,8 +68,10 @@ def restore_latest(
     return None
   items = {"state": ocp.args.StandardRestore(abstract_state)}
   if data_iterator is not None:
-    items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    items["data"] = ocp.args.JsonRestore()
   restored = manager.restore(step, args=ocp.args.Composite(**items))
+  if data_iterator is not None:
+    data_iterator.set_state(restored["data"])
   return restored["state"]
 
 

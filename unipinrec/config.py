@@ -11,6 +11,7 @@ from unipinrec.data.dataset import DataConfig
 from unipinrec.data.synthetic import SyntheticConfig
 from unipinrec.evaluation.generation import GenerationConfig
 from unipinrec.losses import LossConfig
+from unipinrec.sharding import MeshConfig
 from unipinrec.train.state import OptimizerConfig
 from unipinrec.train.step import StepConfig
 
@@ -31,6 +32,7 @@ class ModelSizes:
   dtype: str = "float32"
   offsets_seconds: tuple[float, ...] = (0.0,)  # multi-token generation (see ModelConfig)
   kernel: str = "xla"  # "xla" or "pallas" (kernels/candidate_attention.py)
+  item_table_multiple: int = 1024
 
   def __post_init__(self):
     check_kernel(self.kernel)  # at config time, before any data is prepared
@@ -41,13 +43,13 @@ class RunConfig:
   """Everything one training run reads."""
 
   seed: int = 0
-  batch_size: int = 64  # global batch, split over processes and the `data` mesh axis
+  batch_size: int = 64  # global batch, split over the `data` and `fsdp` mesh axes
   num_steps: int = 3000
   log_every: int = 100
   eval_every: int = 0  # steps between validations (public data); 0 never validates
   patience: int = 0  # validations without improvement before stopping; 0 never stops
   eval_batch_size: int = 256
-  model_parallelism: int = 1  # devices on the `model` mesh axis
+  mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   model: ModelSizes = dataclasses.field(default_factory=ModelSizes)
   step: StepConfig = dataclasses.field(default_factory=StepConfig)
@@ -70,6 +72,7 @@ def _build(cls, values: Mapping, path: str):
 
 
 _NESTED = {
+  (RunConfig, "mesh"): MeshConfig,
   (RunConfig, "data"): DataConfig,
   (RunConfig, "model"): ModelSizes,
   (RunConfig, "step"): StepConfig,

@@ -19,6 +19,7 @@ from unipinrec.data.dataset import PreparedData, prepare_data
 from unipinrec.evaluation import evaluate, report
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
+from unipinrec.train import partition
 from unipinrec.train import state as state_lib
 
 RESULTS_FILE = "results.json"
@@ -50,12 +51,13 @@ def setup_experiment(run: RunConfig) -> Experiment:
       **dataclasses.asdict(run.model),
     )
   )
-  mesh = sharding.make_mesh(run.model_parallelism)
+  mesh = sharding.make_mesh(run.mesh)
+  sharding.process_batch_shard(mesh, run.batch_size)  # fails early on a batch the mesh cannot split
   optimizer = state_lib.make_optimizer(run.optimizer)
   example = state_lib.example_batch(
     model, run.batch_size, run.data.max_slates, logs.slate_items.shape[1]
   )
-  state, shardings = state_lib.create_sharded_state(
+  state, shardings = partition.create_sharded_state(
     model, optimizer, mesh, jax.random.key(run.seed), example
   )
   return Experiment(run, data, model, mesh, optimizer, state, shardings)

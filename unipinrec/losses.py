@@ -10,6 +10,7 @@ import optax
 
 from kernels import check_kernel, sampled_softmax
 from unipinrec.model.embeddings import SESSION_GAP_SECONDS
+from unipinrec.model.heads import l2_normalize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +101,7 @@ def offset_targets(
 
 def sampled_softmax_loss(
   queries: jax.Array,
-  item_vectors: jax.Array,
+  item_table: jax.Array,
   positive_items: jax.Array,
   positive_weights: jax.Array,
   negative_items: jax.Array,
@@ -110,9 +111,14 @@ def sampled_softmax_loss(
 ) -> jax.Array:
   """Mean -log softmax of each positive against the shared sampled negatives.
 
+  Only the rows read are normalised: the table may hold millions of items,
+  and normalising all of them every step would cost several table-sized
+  temporaries (the normalised copy, its gradient).
+
   Args:
     queries: [B, L, Q, D] unit queries (Q conditions per anchor).
-    item_vectors: [N + 1, D] unit item vectors.
+    item_table: [R, D] item embeddings, R > N (rows past N are never read); scored
+      as unit vectors.
     positive_items: [B, L, W] positive item ids per anchor.
     positive_weights: [B, L, W, Q] weight of each (positive, condition) pair; 0 skips it.
     negative_items: [M] sampled negative ids; 0 marks an unusable sample.
@@ -125,10 +131,8 @@ def sampled_softmax_loss(
   Returns:
     The weighted mean loss (0 when no pair has weight).
   """
-  positive_logits = (
-    jnp.einsum("blqd,blwd->blwq", queries, jnp.take(item_vectors, positive_items, axis=0))
-    / temperature
-  )
+  positive_vectors = l2_normalize(jnp.take(item_table, positive_items, axis=0))
+  positive_logits = jnp.einsum("blqd,blwd->blwq", queries, positive_vectors) / temperature
   # A sampled negative that is one of the anchor's positives is no negative.
   counted = positive_weights.sum(-1) > 0  # [B, L, W]
   excluded = jnp.where(counted, positive_items, -1)
@@ -140,7 +144,7 @@ def sampled_softmax_loss(
   b, length, num_conditions, dim = queries.shape
   negative_lse = negative_logsumexp(
     queries.reshape(b * length, num_conditions, dim),
-    jnp.take(item_vectors, negative_items, axis=0),
+    l2_normalize(jnp.take(item_table, negative_items, axis=0)),
     negative_log_q,
     negative_items,
     excluded.reshape(b * length, -1),

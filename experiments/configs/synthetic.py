@@ -24,7 +24,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.eval_every = 0  # validation (public data only): steps between checks, 0 = never
   config.patience = 0  # validations without improvement before stopping, 0 = never
   config.eval_batch_size = 256
-  config.model_parallelism = 1  # devices on the `model` mesh axis; the rest are `data`
+
+  # Devices per mesh axis (unipinrec/sharding.py); -1 takes all the devices the others leave.
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = 1  # replicas: batch split, parameters copied
+  config.mesh.fsdp = -1  # batch, parameters and optimizer state split
+  config.mesh.model = 1  # attention heads, MLP hidden units and the item vocabulary split
 
   config.data = ml_collections.ConfigDict()
   config.data.holdout_fraction = 0.2  # users never trained on, evaluated instead
@@ -52,6 +57,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.model.offsets_seconds = (0.0, 120.0, 3600.0, 172800.0)
   # Attention: "xla" (pure JAX) or "pallas" (Triton kernels on GPU, interpret mode elsewhere).
   config.model.kernel = "xla"
+  config.model.item_table_multiple = 1024  # item table rows padded to a multiple (even split)
 
   config.step = ml_collections.ConfigDict()
   config.step.mask_prob = 0.2  # MAM: share of past actions replaced by [MASK]

@@ -15,11 +15,13 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
 
 from unipinrec.data.examples import EvalExamples
 from unipinrec.data.synthetic import history_interests
 from unipinrec.evaluation import metrics
 from unipinrec.model.unified import UniPinRec
+from unipinrec.sharding import replicated
 
 RANK_CHUNK = 2048  # users scored against the whole catalogue at once
 HISTORY_FIELDS = ("items", "outcomes", "times", "surfaces", "history_lengths")
@@ -138,15 +140,19 @@ def batched(fn: Callable, arrays: dict[str, np.ndarray], batch_size: int) -> tup
 
 
 @functools.cache
-def model_scorers(model: UniPinRec) -> tuple[Callable, Callable]:
+def model_scorers(model: UniPinRec, mesh: Mesh | None = None) -> tuple[Callable, Callable]:
   """Jitted (retrieval scorer, ranking scorer) of a model, parameters as their first argument.
 
-  Cached per model (modules compare by their config), and the parameters are
-  an argument rather than a closed-over constant: repeated evaluations, such
-  as validation during training, reuse one compilation.
-  """
+  Cached per model and mesh (modules compare by their config), and the
+  parameters are an argument rather than a closed-over constant: repeated
+  evaluations, such as validation during training, reuse one compilation.
 
-  @jax.jit
+  With the parameters' `mesh`, the scores come back replicated: every process
+  holds all of them, however the parameters are split across processes.
+  """
+  jit = jax.jit if mesh is None else functools.partial(jax.jit, out_shardings=replicated(mesh))
+
+  @jit
   def score_catalogue(params, items, outcomes, times, surfaces, history_lengths, conditions):
     states, _ = model.apply(
       {"params": params}, items, outcomes, times, surfaces, history_lengths, method=model.encode
@@ -156,7 +162,7 @@ def model_scorers(model: UniPinRec) -> tuple[Callable, Callable]:
     item_vectors = model.apply({"params": params}, method=model.item_vectors)
     return (query @ item_vectors.T / model.config.temperature,)
 
-  @jax.jit
+  @jit
   def score_slates(
     params,
     items,
@@ -196,6 +202,12 @@ def model_scorers(model: UniPinRec) -> tuple[Callable, Callable]:
   return score_catalogue, score_slates
 
 
+def _mesh_of(params) -> Mesh | None:
+  """The mesh the parameters live on, when they are split or copied by a NamedSharding."""
+  placement = getattr(jax.tree.leaves(params)[0], "sharding", None)
+  return placement.mesh if isinstance(placement, NamedSharding) else None
+
+
 def evaluate_model(
   model: UniPinRec,
   params,
@@ -206,10 +218,11 @@ def evaluate_model(
 ) -> dict[str, dict]:
   """The model's retrieval metrics, its ranking head's, and its retrieval head's as a ranker.
 
-  Ranking is reported only when `examples` hold ranking slates.
+  Ranking is reported only when `examples` hold ranking slates. Every process
+  scores every example: the figures are the same whatever the process count.
   """
   score_catalogue, score_slates = (
-    functools.partial(scorer, params) for scorer in model_scorers(model)
+    functools.partial(scorer, params) for scorer in model_scorers(model, _mesh_of(params))
   )
 
   def scorer(condition: int, subset: EvalExamples) -> Callable[[slice], np.ndarray]:

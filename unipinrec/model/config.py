@@ -24,6 +24,7 @@ class ModelConfig:
   temperature: float = 0.05  # retrieval logits are cosine / temperature
   dropout_rate: float = 0.0  # on tokens and residual branches, in training only
   dtype: str = "float32"  # compute dtype; parameters stay float32
+  item_table_multiple: int = 1024  # table rows padded to a multiple: splits evenly on the mesh
   # Multi-token generation: the retrieval head is also conditioned on a time
   # offset; offset 0 asks for the next action, offset t > 0 for the first action
   # at least t seconds after the anchor. One offset means no offset embedding.
@@ -48,6 +49,15 @@ class ModelConfig:
   def width(self) -> int:
     """Transformer width: a token is [item embedding, action features], concatenated."""
     return self.embed_dim + self.action_dim
+
+  @property
+  def item_table_rows(self) -> int:
+    """Rows of the item table: padding row 0, the N items, then unused rows up to the multiple.
+
+    A fixed multiple rather than the device count keeps the table's shape, and
+    so its checkpoints, the same on every mesh.
+    """
+    return -(-(self.num_items + 1) // self.item_table_multiple) * self.item_table_multiple
 
   @property
   def head_dim(self) -> int:

@@ -31,6 +31,19 @@ def time_features(gap_seconds: jax.Array, has_previous: jax.Array) -> jax.Array:
   )
 
 
+def _padded_rows(rows: int) -> nn.initializers.Initializer:
+  """normal(0.1) on the first `rows` rows, zeros on the unused rows after them.
+
+  The used rows draw exactly what an unpadded table of `rows` rows would.
+  """
+
+  def init(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32) -> jax.Array:
+    used = nn.initializers.normal(stddev=0.1)(key, (rows, shape[1]), dtype)
+    return jnp.pad(used, ((0, shape[0] - rows), (0, 0)))
+
+  return init
+
+
 class ActionTokenizer(nn.Module):
   """[..., W] tokens (W = D + action_dim) from items, actions, time gaps, surfaces, positions."""
 
@@ -40,8 +53,8 @@ class ActionTokenizer(nn.Module):
     cfg = self.config
     self.item_embedding = self.param(
       "item_embedding",
-      nn.with_logical_partitioning(nn.initializers.normal(stddev=0.1), ("vocab", "embed")),
-      (cfg.num_items + 1, cfg.embed_dim),
+      nn.with_logical_partitioning(_padded_rows(cfg.num_items + 1), ("vocab", "embed")),
+      (cfg.item_table_rows, cfg.embed_dim),
     )
     self.surface_embedding = nn.Embed(
       cfg.num_surfaces,
@@ -60,9 +73,16 @@ class ActionTokenizer(nn.Module):
       (cfg.max_length + 1, cfg.width),
     )
 
-  def item_vectors(self) -> jax.Array:
-    """[N + 1, D] the item embedding table (row 0 is padding)."""
-    return self.item_embedding
+  def item_vectors(self, whole_table: bool = False) -> jax.Array:
+    """[N + 1, D] the item embedding table (row 0 is padding).
+
+    With `whole_table`, all [R, D] rows, the unused ones past N included:
+    gathers by item id read them as they are, without a slice that would
+    move the vocabulary-split table between devices.
+    """
+    if whole_table:
+      return self.item_embedding
+    return self.item_embedding[: self.config.num_items + 1]
 
   def __call__(
     self,

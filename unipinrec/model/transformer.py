@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from kernels import candidate_attention as pallas_attention
+from unipinrec import sharding
 from unipinrec.model import attention
 from unipinrec.model.config import ModelConfig
 from unipinrec.types import KVCache
@@ -21,6 +22,15 @@ from unipinrec.types import KVCache
 
 def _partitioned(init, names):
   return nn.with_logical_partitioning(init, names)
+
+
+def _batch_sharded(x: jax.Array) -> jax.Array:
+  """[B, T, W] activations split over the batch, whole along T and W.
+
+  Keeps the residual stream data-parallel even where an input (the
+  vocabulary-split item table) pulls another way.
+  """
+  return sharding.constrain(x, ("batch", None, None))
 
 
 class Block(nn.Module):
@@ -80,12 +90,12 @@ class Transformer(nn.Module):
   ) -> tuple[jax.Array, KVCache]:
     """[B, L, W] history tokens -> ([B, L, W] states, the user KV cache)."""
     keys, values = [], []
-    x = self.token_dropout(tokens, deterministic=deterministic)
+    x = self.token_dropout(_batch_sharded(tokens), deterministic=deterministic)
     for block in self.blocks:
       q, k, v = block.project(x)
       keys.append(k)
       values.append(v)
-      x = block.finish(x, self.causal_attention(q, k, v, lengths), deterministic)
+      x = _batch_sharded(block.finish(x, self.causal_attention(q, k, v, lengths), deterministic))
     cache = KVCache(keys=jnp.stack(keys), values=jnp.stack(values), lengths=lengths)
     return self.final_norm(x), cache
 
@@ -101,9 +111,9 @@ class Transformer(nn.Module):
         lengths at serving; the slate's request point in training).
       deterministic: no dropout (everywhere but training).
     """
-    x = self.token_dropout(tokens, deterministic=deterministic)
+    x = self.token_dropout(_batch_sharded(tokens), deterministic=deterministic)
     for layer, block in enumerate(self.blocks):
       q, k, v = block.project(x)
       attended = self.candidate_attention(q, k, v, cache.keys[layer], cache.values[layer], prefix)
-      x = block.finish(x, attended, deterministic)
+      x = _batch_sharded(block.finish(x, attended, deterministic))
     return self.final_norm(x)

@@ -26,7 +26,7 @@ class TrainOutputs:
 
   queries: jax.Array  # [B, L, O + 1, D] unit queries for every condition
   offset_queries: jax.Array | None  # [B, L, T - 1, D] "any" queries at offsets 1.. (T > 1)
-  item_vectors: jax.Array  # [N + 1, D] unit item vectors
+  item_table: jax.Array  # [R, D] item embeddings (not normalised), rows past N unused
   history_task_logits: jax.Array  # [B, L, O]
   candidate_task_logits: jax.Array  # [B, S, C, O]
 
@@ -145,7 +145,7 @@ class UniPinRec(nn.Module):
   def task_logits(self, states: jax.Array, items: jax.Array) -> jax.Array:
     """[..., W] states of masked tokens and [...] their items -> [..., O] outcome logits."""
     # Normalise only the gathered rows: the table may hold millions of items.
-    rows = jnp.take(self.tokenizer.item_vectors(), items, axis=0)
+    rows = jnp.take(self.tokenizer.item_vectors(whole_table=True), items, axis=0)
     return self.task_heads(states, l2_normalize(rows))
 
   def __call__(
@@ -189,7 +189,7 @@ class UniPinRec(nn.Module):
     return TrainOutputs(
       queries=queries,
       offset_queries=offset_queries,
-      item_vectors=self.item_vectors(),
+      item_table=self.tokenizer.item_vectors(whole_table=True),
       history_task_logits=self.task_logits(states, batch.items),
       candidate_task_logits=candidate_logits.reshape(b, s, c, -1),
     )

@@ -16,7 +16,8 @@ from absl import logging
 from unipinrec import checkpoint, sharding
 from unipinrec.data.pipeline import training_iterator
 from unipinrec.experiment import Experiment, abstract_state
-from unipinrec.train.step import make_train_step
+from unipinrec.train import partition
+from unipinrec.train.preemption import Preempted, PreemptionNotice
 from unipinrec.types import TrainBatch
 
 
@@ -37,17 +38,15 @@ class _Progress:
 
 
 def jit_train_step(experiment: Experiment) -> jax.stages.Wrapped:
-  """The train step, jitted once with the state's and the batch's shardings, state donated."""
-  run, mesh = experiment.run, experiment.mesh
-  return jax.jit(
-    make_train_step(experiment.model, experiment.optimizer, run.step, jax.random.key(run.seed + 1)),
-    in_shardings=(
-      experiment.state_shardings,
-      sharding.batch_sharding(mesh),
-      sharding.replicated(mesh),
-    ),
-    out_shardings=(experiment.state_shardings, sharding.replicated(mesh)),
-    donate_argnums=0,
+  """The experiment's train step, jitted once over its mesh (`partition.jit_train_step`)."""
+  run = experiment.run
+  return partition.jit_train_step(
+    experiment.model,
+    experiment.optimizer,
+    run.step,
+    run.seed + 1,
+    experiment.mesh,
+    experiment.state_shardings,
   )
 
 
@@ -55,7 +54,11 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
   """Trains to `run.num_steps`, resuming from the newest checkpoint in `workdir`.
 
   The data order and every random draw are functions of the seed and the
-  step, so a resumed run retraces the uninterrupted one exactly.
+  step, so a resumed run retraces the uninterrupted one exactly, on the same
+  mesh or another.
+
+  On SIGTERM (a preemption notice) it saves at the next step and raises
+  `Preempted`; the next launch continues from there.
 
   With `validate` (parameters -> a figure to maximise) and `run.eval_every`,
   the best parameters so far are kept in `workdir/best`, and training stops
@@ -63,10 +66,18 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
 
   Returns:
     The final train state.
+
+  Raises:
+    Preempted: after saving, on a preemption notice.
   """
   run = experiment.run
   mesh = experiment.mesh
-  data_iterator = training_iterator(experiment.data.train_examples, run.batch_size, run.seed)
+  data_iterator = training_iterator(
+    experiment.data.train_examples,
+    run.batch_size,
+    run.seed,
+    sharding.process_batch_shard(mesh, run.batch_size),
+  )
   manager = checkpoint.make_manager(workdir, run.checkpoint)
   state = checkpoint.restore_latest(manager, abstract_state(experiment), data_iterator)
   if state is None:
@@ -95,34 +106,41 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
   if validating and patience_spent(first_step):
     logging.info("stopped early before (best validation %.4f at step %d)", best[1], best[0])
     return state
-  for step in range(first_step + 1, run.num_steps + 1):
-    batch = TrainBatch(**sharding.global_batch(mesh, next(data_iterator)))
-    state, metrics = step_fn(state, batch, item_log_frequency)
-    if step % run.log_every == 0 or step == run.num_steps:
-      values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      bad = [k for k, v in values.items() if not np.isfinite(v)]
-      if bad:
-        raise FloatingPointError(f"non-finite {', '.join(bad)} at step {step}: {values}")
-      logging.info(progress.line(step, values))
-      if writer is not None:
-        for name, value in values.items():
-          writer.add_scalar(f"train/{name}", value, step)
-    stop = False
-    if validating and step % run.eval_every == 0:
-      value = validate(state.params)
-      if best is None or value > best[1]:
-        best = (step, value)
-        checkpoint.save_best(best_manager, step, state.params, value)
-      logging.info("step %d  validation %.4f  (best %.4f at step %d)", step, value, *best[::-1])
-      if writer is not None:
-        writer.add_scalar("validation/target", value, step)
-      stop = patience_spent(step)
-      if stop:
-        logging.info("early stop at step %d: no better validation since step %d", step, best[0])
-    checkpoint.save(manager, step, state, data_iterator, force=stop or step == run.num_steps)
-    if stop:
-      break
+  preempted = False
+  with PreemptionNotice() as notice:
+    for step in range(first_step + 1, run.num_steps + 1):
+      batch = TrainBatch(**sharding.global_batch(mesh, next(data_iterator), run.batch_size))
+      state, metrics = step_fn(state, batch, item_log_frequency)
+      if step % run.log_every == 0 or step == run.num_steps:
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        bad = [k for k, v in values.items() if not np.isfinite(v)]
+        if bad:
+          raise FloatingPointError(f"non-finite {', '.join(bad)} at step {step}: {values}")
+        logging.info(progress.line(step, values))
+        if writer is not None:
+          for name, value in values.items():
+            writer.add_scalar(f"train/{name}", value, step)
+      stop = False
+      if validating and step % run.eval_every == 0:
+        value = validate(state.params)
+        if best is None or value > best[1]:
+          best = (step, value)
+          checkpoint.save_best(best_manager, step, state.params, value)
+        logging.info("step %d  validation %.4f  (best %.4f at step %d)", step, value, *best[::-1])
+        if writer is not None:
+          writer.add_scalar("validation/target", value, step)
+        stop = patience_spent(step)
+        if stop:
+          logging.info("early stop at step %d: no better validation since step %d", step, best[0])
+      preempted = notice.reached(step)
+      checkpoint.save(
+        manager, step, state, data_iterator, force=stop or preempted or step == run.num_steps
+      )
+      if stop or preempted:
+        break
   manager.wait_until_finished()
   if writer is not None:
     writer.close()
+  if preempted:
+    raise Preempted(step)
   return state

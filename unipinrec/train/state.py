@@ -1,18 +1,14 @@
-"""The train state, its optimizer, and its sharded creation."""
+"""The train state, its optimizer, and the example batch that shapes it."""
 
 from __future__ import annotations
 
 import dataclasses
 
-import flax.linen as nn
 import flax.struct
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh
 
-from unipinrec import sharding
 from unipinrec.model.unified import UniPinRec
 from unipinrec.types import TrainBatch
 
@@ -95,31 +91,3 @@ def example_batch(
     slate_items=np.zeros((batch_size, max_slates, slate_size), np.int32),
     slate_outcomes=np.zeros((batch_size, max_slates, slate_size, outcomes), bool),
   )
-
-
-def create_sharded_state(
-  model: UniPinRec,
-  optimizer: optax.GradientTransformation,
-  mesh: Mesh,
-  rng: jax.Array,
-  batch: TrainBatch,
-) -> tuple[TrainState, TrainState]:
-  """Initialises the state directly in its shardings (never whole on one device).
-
-  Returns:
-    (the state, the tree of its NamedShardings).
-  """
-
-  def init(rng):
-    action_masked = jnp.zeros(batch.items.shape, dtype=bool)
-    params = model.init(rng, batch, action_masked)["params"]
-    return TrainState(
-      step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params)
-    )
-
-  boxed = jax.eval_shape(init, rng)
-  shardings = sharding.logical_shardings(mesh, boxed)
-  state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(rng)
-  # Read back from the arrays: the same tree structure as the state, whatever empty
-  # nodes the optimizer keeps (optax.multi_transform masks).
-  return state, jax.tree.map(lambda x: x.sharding, state)

@@ -91,7 +91,7 @@ def blended_loss(
   )
   retrieval = losses.sampled_softmax_loss(
     queries,
-    outputs.item_vectors,
+    outputs.item_table,
     positive_items,
     positive_weights,
     negatives,

@@ -1,0 +1,49 @@
+"""The memory plan: per-device bytes from the shardings agree with XLA's count of the step."""
+
+from types import SimpleNamespace
+
+import jax
+import pytest
+
+from experiments.configs import synthetic
+from unipinrec import memory
+from unipinrec.config import from_mapping
+from unipinrec.train.state import example_batch
+
+
+@pytest.fixture(scope="module")
+def plan():
+  config = synthetic.get_config("runlocal")
+  config.model.num_layers = 1
+  return memory.plan_memory(
+    from_mapping(config.to_dict()), num_items=600, num_outcomes=2, num_surfaces=3, slate_size=10
+  )
+
+
+def test_state_bytes_follow_from_the_shapes(plan):
+  # 601 rows padded to 1024, 16 wide, float32, all on the one device.
+  assert plan.item_table_bytes == 1024 * 16 * 4
+  assert plan.params_bytes > plan.item_table_bytes
+  # Adam's two moments per parameter, plus a few int32 step counters.
+  assert 2 * plan.params_bytes <= plan.optimizer_bytes <= 2 * plan.params_bytes + 64
+  model = SimpleNamespace(config=SimpleNamespace(max_length=16, num_outcomes=2))
+  batch_bytes = sum(x.nbytes for x in jax.tree.leaves(example_batch(model, 8, 4, 10)))
+  assert plan.inputs_bytes == batch_bytes + 601 * 4  # and the item log-frequencies
+
+
+def test_compiled_step_counts_the_same_state_and_reuses_it(plan):
+  state = plan.params_bytes + plan.optimizer_bytes + 4  # and the int32 step
+  assert plan.compiled_argument_bytes == state + plan.inputs_bytes
+  # The donated state is written in place: every state byte of the output is aliased.
+  assert plan.compiled_alias_bytes == state
+  assert 0 < plan.compiled_output_bytes - plan.compiled_alias_bytes < 4096  # the metrics
+  assert plan.compiled_temp_bytes > 0
+  assert plan.peak_bytes == (
+    plan.compiled_argument_bytes + plan.compiled_output_bytes - state + plan.compiled_temp_bytes
+  )
+
+
+def test_format_says_whether_it_fits(plan):
+  assert "fits in 1.0 GiB" in memory.format_plan(plan, memory.GIB)
+  assert "does NOT fit in 0.0 GiB" in memory.format_plan(plan, 1024)
+  assert "fit" not in memory.format_plan(plan)
