@@ -133,6 +133,23 @@ def _reference(serving: ServingModel, requests, k: int, num_results: int):
   return top, np.take_along_axis(probabilities, order[..., None], 1), cosines
 
 
+def test_serving_encode_equals_encode_at_the_last_action(serving):
+  model, params = serving.model, serving.params
+  rng = np.random.default_rng(0)
+  items = rng.integers(1, NUM_ITEMS + 1, (3, MAX_LENGTH)).astype(np.int32)
+  outcomes = rng.random((3, MAX_LENGTH, NUM_OUTCOMES)) < 0.5
+  times = np.cumsum(rng.integers(1, 900, (3, MAX_LENGTH)), axis=1).astype(np.float32)
+  surfaces = rng.integers(0, 2, (3, MAX_LENGTH)).astype(np.int32)
+  lengths = np.array([5, MAX_LENGTH, 0], np.int32)  # short, full and empty histories
+  args = ({"params": params}, items, outcomes, times, surfaces, lengths)
+  states, cache = model.apply(*args, method=model.encode)
+  last, serving_cache = model.apply(*args, method=model.encode_last)
+  np.testing.assert_allclose(last, states[np.arange(3), [4, MAX_LENGTH - 1, 0]], atol=1e-5)
+  np.testing.assert_allclose(serving_cache.keys, cache.keys, atol=1e-6)
+  np.testing.assert_allclose(serving_cache.values, cache.values, atol=1e-6)
+  assert np.isfinite(last).all()
+
+
 def test_recommendations_equal_exact_search_then_full_forward(serving, recommender):
   requests = [
     _request("a", [3, 17, 250, 9, 42], 0),

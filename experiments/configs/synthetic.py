@@ -91,6 +91,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.generation.budget_points = 5  # budgets from all-click to all-save
   config.generation.merge_cosine = 0.98  # outcome queries this close share one search
   config.generation.timing_repeats = 5  # timed passes; the median is reported
+
   # Serving (experiments.recommend, experiments.bench_serving): the usearch index of the items.
   config.index = ml_collections.ConfigDict()
   config.index.dtype = "f16"  # vector storage in the graph: f32, f16 or i8

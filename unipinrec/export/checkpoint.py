@@ -8,7 +8,13 @@ import os
 
 from unipinrec import checkpoint
 from unipinrec.config import RunConfig, from_mapping, to_dict
-from unipinrec.experiment import CONFIG_FILE, abstract_state, best_params, setup_experiment
+from unipinrec.experiment import (
+  CONFIG_FILE,
+  Experiment,
+  abstract_state,
+  best_params,
+  setup_experiment,
+)
 from unipinrec.export.model import ServingModel
 
 # Serving settings do not change what the parameters compute, so they stay out of the hash.
@@ -30,14 +36,9 @@ def read_run_config(workdir: str) -> RunConfig:
     return from_mapping(json.load(f))
 
 
-def load_serving_model(workdir: str, run: RunConfig | None = None) -> ServingModel:
-  """Restores the parameters training would evaluate: the best validated step, else the newest.
-
-  The data are prepared as in training (`setup_experiment`) since the model's
-  catalogue size and outcome names come from them.
-  """
-  run = run or read_run_config(workdir)
-  experiment = setup_experiment(run)
+def restore_serving_model(experiment: Experiment, workdir: str) -> ServingModel:
+  """The parameters training would evaluate: the best validated step, else the newest."""
+  run = experiment.run
   manager = checkpoint.make_manager(workdir, run.checkpoint)
   state = checkpoint.restore_latest(manager, abstract_state(experiment), data_iterator=None)
   if state is None:
@@ -50,3 +51,12 @@ def load_serving_model(workdir: str, run: RunConfig | None = None) -> ServingMod
     config_hash=config_hash(run),
     outcome_names=tuple(experiment.data.logs.outcome_names),
   )
+
+
+def load_serving_model(workdir: str, run: RunConfig | None = None) -> ServingModel:
+  """`restore_serving_model` of `workdir`'s run.
+
+  The data are prepared as in training (`setup_experiment`) since the model's
+  catalogue size and outcome names come from them.
+  """
+  return restore_serving_model(setup_experiment(run or read_run_config(workdir)), workdir)

@@ -44,15 +44,22 @@ def _encode(model: UniPinRec, params, histories: Histories) -> tuple[jax.Array, 
 def retrieve(model: UniPinRec, keep_cache: bool = True) -> Callable:
   """fn(params, histories, [B] conditions) -> [B, D] unit queries (and the KV cache if kept).
 
-  The query is read from the last history state; for an empty history it is
-  read from position 0 of the all-padding history, whose attention masks
-  every key (uniform weights, finite): the same query for every new user.
+  The query is read from the last history state (`encode_last`: the final
+  layer runs for that position only); for an empty history it is read from
+  position 0 of the all-padding history, whose attention masks every key
+  (uniform weights, finite): the same query for every new user.
   """
 
   def fn(params, histories: Histories, conditions: jax.Array):
-    states, cache = _encode(model, params, histories)
-    last = jnp.maximum(histories.lengths - 1, 0)[:, None, None]
-    last_states = jnp.take_along_axis(states, last, axis=1)[:, 0]
+    last_states, cache = model.apply(
+      {"params": params},
+      histories.items,
+      histories.outcomes,
+      histories.times,
+      histories.surfaces,
+      histories.lengths,
+      method=model.encode_last,
+    )
     queries = model.apply({"params": params}, last_states, conditions, method=model.queries)
     return (queries, cache) if keep_cache else queries
 
