@@ -85,8 +85,8 @@ def _request(user, items, seed, **kwargs) -> UserRequest:
   )
 
 
-def _reference(serving: ServingModel, requests, k: int, num_results: int):
-  """Exact dot-product top-K over item_vectors(), then the blended training forward."""
+def _forward(serving: ServingModel, requests, slate_items: np.ndarray):
+  """The blended training forward of the requests' histories with one slate of candidates."""
   model, params = serving.model, serving.params
   b = len(requests)
   items = np.zeros((b, MAX_LENGTH), np.int32)
@@ -102,30 +102,34 @@ def _reference(serving: ServingModel, requests, k: int, num_results: int):
   request_times = np.array(
     [(r.times[-1] - r.times[0]) if len(r.items) else 0.0 for r in requests], np.float32
   )
+  batch = TrainBatch(
+    items=items,
+    outcomes=outcomes,
+    times=times,
+    surfaces=surfaces,
+    history_lengths=lengths,
+    slate_prefix=lengths[:, None],
+    slate_times=request_times[:, None],
+    slate_surfaces=np.zeros((b, 1), np.int32),
+    slate_items=slate_items[:, None, :],
+    slate_outcomes=np.zeros((b, 1, slate_items.shape[1], NUM_OUTCOMES), bool),
+  )
+  forward = jax.jit(lambda p, x: model.apply({"params": p}, x, jnp.zeros(items.shape, bool)))
+  outputs = forward(params, batch)
+  # [B, O + 1, D] each history's queries at its last action (position 0 when empty).
+  queries = np.asarray(outputs.queries)[np.arange(b), np.maximum(lengths - 1, 0)]
+  return outputs, queries
 
-  @jax.jit
-  def forward(slate_items):
-    batch = TrainBatch(
-      items=items,
-      outcomes=outcomes,
-      times=times,
-      surfaces=surfaces,
-      history_lengths=lengths,
-      slate_prefix=lengths[:, None],
-      slate_times=request_times[:, None],
-      slate_surfaces=np.zeros((b, 1), np.int32),
-      slate_items=slate_items[:, None, :],
-      slate_outcomes=np.zeros((b, 1, slate_items.shape[1], NUM_OUTCOMES), bool),
-    )
-    masked = jnp.zeros(items.shape, bool)
-    return model.apply({"params": params}, batch, masked, deterministic=True)
 
-  first = forward(np.ones((b, k), np.int32))
-  conditions = np.array([r.condition for r in requests])
-  queries = np.asarray(first.queries)[np.arange(b), np.maximum(lengths - 1, 0), conditions]
+def _reference(serving: ServingModel, requests, k: int, num_results: int):
+  """Exact dot-product top-K over item_vectors(), then the blended training forward."""
+  b = len(requests)
+  first, all_queries = _forward(serving, requests, np.ones((b, k), np.int32))
+  queries = all_queries[np.arange(b), [r.condition for r in requests]]
   item_vectors = np.asarray(first.item_vectors)
   candidates = np.argsort(-(queries @ item_vectors[1:].T), axis=1)[:, :k] + 1
-  probabilities = np.asarray(jax.nn.sigmoid(forward(candidates).candidate_task_logits[:, 0]))
+  logits = _forward(serving, requests, candidates)[0].candidate_task_logits[:, 0]
+  probabilities = np.asarray(jax.nn.sigmoid(logits))
   gain = probabilities @ np.arange(1, NUM_OUTCOMES + 1)
   order = np.argsort(-gain, axis=1, kind="stable")[:, :num_results]
   top = np.take_along_axis(candidates, order, 1)
@@ -141,9 +145,16 @@ def test_serving_encode_equals_encode_at_the_last_action(serving):
   times = np.cumsum(rng.integers(1, 900, (3, MAX_LENGTH)), axis=1).astype(np.float32)
   surfaces = rng.integers(0, 2, (3, MAX_LENGTH)).astype(np.int32)
   lengths = np.array([5, MAX_LENGTH, 0], np.int32)  # short, full and empty histories
-  args = ({"params": params}, items, outcomes, times, surfaces, lengths)
-  states, cache = model.apply(*args, method=model.encode)
-  last, serving_cache = model.apply(*args, method=model.encode_last)
+  args = (items, outcomes, times, surfaces, lengths)
+
+  @jax.jit
+  def both(params, *args):
+    return (
+      model.apply({"params": params}, *args, method=model.encode),
+      model.apply({"params": params}, *args, method=model.encode_last),
+    )
+
+  (states, cache), (last, serving_cache) = both(params, *args)
   np.testing.assert_allclose(last, states[np.arange(3), [4, MAX_LENGTH - 1, 0]], atol=1e-5)
   np.testing.assert_allclose(serving_cache.keys, cache.keys, atol=1e-6)
   np.testing.assert_allclose(serving_cache.values, cache.values, atol=1e-6)
@@ -168,6 +179,32 @@ def test_recommendations_equal_exact_search_then_full_forward(serving, recommend
     np.testing.assert_allclose(result.scores, probabilities[row] @ [1, 2], atol=5e-5)
     assert np.all(np.diff(result.scores) <= 0)
   assert [r.cold_start for r in results] == [False, False, True, False, False]
+
+
+def test_budgets_split_the_candidates_without_duplicates(serving, recommender):
+  k = CONFIG.num_candidates
+  everything = Recommender(
+    serving, recommender.index, dataclasses.replace(CONFIG, num_results=k, merge_cosine=1.1)
+  )
+  request = _request("a", [3, 17, 250, 9, 42], 0, budgets={"save": 3, "click": 1})
+  (result,) = everything.recommend([request])
+  # By hand: exact top-K of each outcome's query; "save" takes its best 18, then "click"
+  # its best 6 of what is left (quotas 3:1 of K = 24; merging is off at cosine 1.1).
+  _, queries = _forward(serving, [request], np.ones((1, k), np.int32))
+  vectors = serving.item_vectors()
+  ranked = {c: list(np.argsort(-(vectors[1:] @ queries[0, c]))[:k] + 1) for c in (1, 2)}
+  saves = ranked[2][:18]
+  clicks = [i for i in ranked[1] if i not in saves][:6]
+  assert len(set(result.items)) == k
+  assert set(result.items[result.retrieved_for == 2]) == set(saves)
+  assert set(result.items[result.retrieved_for == 1]) == set(clicks)
+  np.testing.assert_allclose(
+    result.retrieval_scores,
+    np.sum(vectors[result.items] * queries[0, result.retrieved_for], -1),
+    atol=2e-5,
+  )
+  plain = everything.recommend([dataclasses.replace(request, budgets=None)])[0]
+  assert set(plain.retrieved_for) == {0}
 
 
 def test_cold_start_users_get_one_finite_list(recommender):

@@ -103,6 +103,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.serving.num_candidates = 256  # K: retrieved and ranked per user
   config.serving.num_results = 20  # ranked items returned per user
   config.serving.batch_size = 32  # users per compiled call
+  config.serving.merge_cosine = 0.98  # budgets: outcome queries this close share one search
   config.serving.view = True  # memory-map the index rather than read it into memory
 
   if variant == "runlocal":

@@ -3,15 +3,17 @@
 One input line per user:
   {"user": "u1", "items": [12, 7, 3], "outcomes": ["click", ["click", "save"], "click"],
    "times": [1700000000, 1700000060, 1700000400], "surfaces": [0, 1, 0],
-   "request_time": 1700000500, "surface": 0, "condition": "any"}
+   "request_time": 1700000500, "surface": 0, "condition": "any", "budgets": {"save": 3, "click": 1}}
 Only "user" and "items" are required. An action's outcome is a name or a list
 of names (default: the first, least valuable outcome); times default to one
 minute apart, surfaces to 0, the request time to the last action's, the
-condition to "any" (else an outcome name: retrieve for that outcome).
+condition to "any" (else an outcome name: retrieve for that outcome); "budgets"
+(outcome name -> weight) splits the candidates across outcomes instead.
 
 One output line per user, in input order:
   {"user": "u1", "items": [...], "scores": [...], "retrieval_scores": [...],
-   "probabilities": {"click": [...], "save": [...]}, "cold_start": false, "unknown_items": []}
+   "probabilities": {"click": [...], "save": [...]}, "retrieved_for": ["any", ...],
+   "cold_start": false, "unknown_items": []}
 """
 
 from __future__ import annotations
@@ -66,6 +68,13 @@ def parse_request(record: dict, outcome_names: Sequence[str]) -> UserRequest:
   if condition not in conditions:
     raise ValueError(f"user {user!r}: unknown condition {condition!r}; expected {conditions}")
   request_time = record.get("request_time")
+  budgets = record.get("budgets")
+  if budgets is not None:
+    unknown = sorted(set(budgets) - set(outcome_names))
+    if unknown or any(not isinstance(w, int) or w < 0 for w in budgets.values()):
+      raise ValueError(
+        f"user {user!r}: budgets need non-negative integer weights of {outcome_names}: {budgets!r}"
+      )
   return UserRequest(
     user=user,
     items=items,
@@ -75,6 +84,7 @@ def parse_request(record: dict, outcome_names: Sequence[str]) -> UserRequest:
     request_time=None if request_time is None else float(request_time),
     request_surface=int(record.get("surface", 0)),
     condition=conditions.index(condition),
+    budgets=budgets,
   )
 
 
@@ -87,6 +97,7 @@ def format_recommendation(recommendation: Recommendation, outcome_names: Sequenc
     "scores": recommendation.scores.tolist(),
     "retrieval_scores": recommendation.retrieval_scores.tolist(),
     "probabilities": {name: probabilities[:, o].tolist() for o, name in enumerate(outcome_names)},
+    "retrieved_for": [(["any", *outcome_names])[c] for c in recommendation.retrieved_for],
     "cold_start": recommendation.cold_start,
     "unknown_items": list(recommendation.unknown_items),
   }

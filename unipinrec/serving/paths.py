@@ -42,7 +42,7 @@ def _encode(model: UniPinRec, params, histories: Histories) -> tuple[jax.Array, 
 
 
 def retrieve(model: UniPinRec, keep_cache: bool = True) -> Callable:
-  """fn(params, histories, [B] conditions) -> [B, D] unit queries (and the KV cache if kept).
+  """fn(params, histories, [B] or [B, G] conditions) -> [B(, G), D] unit queries (and the cache).
 
   The query is read from the last history state (`encode_last`: the final
   layer runs for that position only); for an empty history it is read from
@@ -60,6 +60,8 @@ def retrieve(model: UniPinRec, keep_cache: bool = True) -> Callable:
       histories.lengths,
       method=model.encode_last,
     )
+    if conditions.ndim == 2:  # several conditions per user, one state
+      last_states = last_states[:, None, :]
     queries = model.apply({"params": params}, last_states, conditions, method=model.queries)
     return (queries, cache) if keep_cache else queries
 

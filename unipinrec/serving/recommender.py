@@ -9,6 +9,12 @@ gathers their rows of the model's item table inside the jitted call, and the
 retrieval score is the query's dot product with their rows of the exported
 `item_vectors.npy` (memory-mapped beside the index).
 
+Budgets (the generation issue's lever): a request may ask for a mix, e.g.
+{"save": 3, "click": 1}; the K candidates are then split into per-outcome
+quotas (`budgets.split_quota`), each outcome's query searches the index
+(near-identical queries share one search, `budgets.merge_queries`), and the
+quotas are filled without duplicates (`budgets.fill_quotas`) before ranking.
+
 Defined behaviours:
   Cold start: a user with an empty history (or whose every item is unknown)
     gets the query of the all-padding history at position 0, the same for
@@ -24,7 +30,7 @@ Defined behaviours:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -35,6 +41,7 @@ from absl import logging
 from unipinrec.export.model import ServingModel
 from unipinrec.index.manifest import check
 from unipinrec.index.store import ItemIndex
+from unipinrec.serving import budgets as budgets_lib
 from unipinrec.serving import paths
 from unipinrec.serving.config import ServingConfig
 
@@ -51,6 +58,7 @@ class UserRequest:
   request_time: float | None = None  # seconds; None = the last action's time
   request_surface: int = 0
   condition: int = 0  # retrieval condition: 0 any engagement, o + 1 outcome o
+  budgets: Mapping[str, int] | None = None  # outcome name -> weight; overrides `condition`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +70,7 @@ class Recommendation:
   scores: np.ndarray  # [R] expected gain sum_o (o + 1) p_o, the sort key
   outcome_probabilities: np.ndarray  # [R, O]
   retrieval_scores: np.ndarray  # [R] cosine of the query and the item
+  retrieved_for: np.ndarray  # [R] condition whose query found the item (0 any, o + 1 outcome o)
   cold_start: bool  # no known item in the history
   unknown_items: tuple[int, ...]  # history ids outside 1..N, dropped
 
@@ -94,7 +103,7 @@ class Recommender:
     return results
 
   def _histories(self, requests: Sequence[UserRequest]):
-    """Padded [batch_size, L] histories, request times and surfaces, conditions, unknown ids."""
+    """Padded [batch_size, L] histories, request times and surfaces, and the unknown ids."""
     cfg = self.serving.model.config
     size, length = self.config.batch_size, cfg.max_length
     items = np.zeros((size, length), np.int32)
@@ -104,7 +113,6 @@ class Recommender:
     lengths = np.zeros(size, np.int32)
     request_times = np.zeros(size, np.float32)
     request_surfaces = np.zeros(size, np.int32)
-    conditions = np.zeros(size, np.int32)
     unknown = []
     for row, request in enumerate(requests):
       known = _known_actions(request, cfg.num_items)
@@ -128,18 +136,57 @@ class Recommender:
       lengths[row] = n
       request_times[row] = request_time - origin
       request_surfaces[row] = request.request_surface
-      conditions[row] = request.condition
     histories = paths.Histories(
       items=items, outcomes=outcomes, times=times, surfaces=surfaces, lengths=lengths
     )
-    return histories, request_times, request_surfaces, conditions, unknown
+    return histories, request_times, request_surfaces, unknown
+
+  def _candidates(
+    self, queries: np.ndarray, requests: Sequence[UserRequest]
+  ) -> tuple[np.ndarray, np.ndarray]:
+    """[B, O + 1, D] queries of every condition -> [B, K] candidates and the condition of each.
+
+    Rows without budgets (padding rows included) share one batched search.
+    """
+    rows = np.arange(len(queries))
+    conditions = np.zeros(len(queries), np.int64)
+    conditions[: len(requests)] = [r.condition for r in requests]
+    plain = np.array([i >= len(requests) or not requests[i].budgets for i in rows])
+    candidates = np.zeros((len(queries), self.num_candidates), np.int64)
+    sources = np.broadcast_to(conditions[:, None], candidates.shape).copy()
+    candidates[plain] = self.index.search(
+      queries[rows[plain], conditions[plain]], self.num_candidates
+    )
+    for row in rows[~plain]:
+      candidates[row], sources[row] = self._budget_candidates(queries[row], requests[row].budgets)
+    return candidates, sources
+
+  def _budget_candidates(
+    self, queries: np.ndarray, budgets: Mapping[str, int]
+  ) -> tuple[np.ndarray, np.ndarray]:
+    """One user's [O + 1, D] queries -> K distinct candidates split by `budgets`, and sources."""
+    k = self.num_candidates
+    conditions, quotas = budgets_lib.split_quota(budgets, self.serving.outcome_names, k)
+    group_queries = queries[list(conditions)]  # [G, D]
+    served_by = np.asarray(
+      budgets_lib.merge_queries(jnp.asarray(group_queries)[None], self.config.merge_cosine)
+    )[0]
+    searched = sorted(set(served_by.tolist()))
+    found = self.index.search(group_queries[searched], k)  # [distinct queries, K]
+    ranked = found[[searched.index(g) for g in served_by]]  # [G, K]
+    items, groups = budgets_lib.fill_quotas(jnp.asarray(ranked)[None], quotas)
+    return np.asarray(items[0]), np.asarray(conditions)[np.asarray(groups[0])]
 
   def _recommend_batch(self, requests: Sequence[UserRequest]) -> list[Recommendation]:
     params = self.serving.params
-    histories, request_times, request_surfaces, conditions, unknown = self._histories(requests)
-    queries, cache = self._retrieve(params, histories, conditions)
-    queries = np.asarray(queries)
-    candidates = self.index.search(queries, self.num_candidates)  # [B, K]
+    histories, request_times, request_surfaces, unknown = self._histories(requests)
+    every_condition = np.broadcast_to(
+      np.arange(self.serving.model.config.num_conditions, dtype=np.int32),
+      (self.config.batch_size, self.serving.model.config.num_conditions),
+    )
+    queries, cache = self._retrieve(params, histories, every_condition)
+    queries = np.asarray(queries)  # [B, O + 1, D]: the query heads cost little next to encoding
+    candidates, sources = self._candidates(queries, requests)
     probabilities = np.asarray(
       self._rank(
         params,
@@ -156,13 +203,16 @@ class Recommender:
     results = []
     for row, request in enumerate(requests):
       top = candidates[row, order[row]]
+      retrieved_for = sources[row, order[row]]
+      query_of_each = queries[row, retrieved_for]  # [R, D]
       results.append(
         Recommendation(
           user=request.user,
           items=top,
           scores=gain[row, order[row]],
           outcome_probabilities=probabilities[row, order[row]],
-          retrieval_scores=np.asarray(self.index.item_vectors[top]) @ queries[row],
+          retrieval_scores=np.sum(np.asarray(self.index.item_vectors[top]) * query_of_each, -1),
+          retrieved_for=retrieved_for,
           cold_start=bool(histories.lengths[row] == 0),
           unknown_items=unknown[row],
         )
