@@ -10,7 +10,9 @@ from unipinrec.checkpoint import CheckpointConfig
 from unipinrec.data.dataset import DataConfig
 from unipinrec.data.synthetic import SyntheticConfig
 from unipinrec.evaluation.generation import GenerationConfig
+from unipinrec.index.manifest import IndexConfig
 from unipinrec.losses import LossConfig
+from unipinrec.serving.config import ServingConfig
 from unipinrec.sharding import MeshConfig
 from unipinrec.train.state import OptimizerConfig
 from unipinrec.train.step import StepConfig
@@ -56,6 +58,8 @@ class RunConfig:
   optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
   checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
   generation: GenerationConfig = dataclasses.field(default_factory=GenerationConfig)
+  index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
+  serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
 
 
 def _build(cls, values: Mapping, path: str):
@@ -79,6 +83,8 @@ _NESTED = {
   (RunConfig, "optimizer"): OptimizerConfig,
   (RunConfig, "checkpoint"): CheckpointConfig,
   (RunConfig, "generation"): GenerationConfig,
+  (RunConfig, "index"): IndexConfig,
+  (RunConfig, "serving"): ServingConfig,
   (DataConfig, "synthetic"): SyntheticConfig,
   (StepConfig, "loss"): LossConfig,
 }

@@ -98,6 +98,20 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.generation.merge_cosine = 0.98  # outcome queries this close share one search
   config.generation.timing_repeats = 5  # timed passes; the median is reported
 
+  # Serving (experiments.recommend, experiments.bench_serving): the usearch index of the items.
+  config.index = ml_collections.ConfigDict()
+  config.index.dtype = "f16"  # vector storage in the graph: f32, f16 or i8
+  config.index.connectivity = 16  # HNSW M: edges per node and layer
+  config.index.expansion_add = 128  # efConstruction: search depth while inserting
+  config.index.expansion_search = 256  # ef: search depth per query
+  config.index.exact = False  # brute-force search instead of the graph (exact, slow)
+  config.serving = ml_collections.ConfigDict()
+  config.serving.num_candidates = 256  # K: retrieved and ranked per user
+  config.serving.num_results = 20  # ranked items returned per user
+  config.serving.batch_size = 32  # users per compiled call
+  config.serving.merge_cosine = 0.98  # budgets: outcome queries this close share one search
+  config.serving.view = True  # memory-map the index rather than read it into memory
+
   if variant == "runlocal":
     config.num_steps = 40
     config.log_every = 10
@@ -118,6 +132,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.step.loss.num_random_negatives = 32
     config.step.loss.num_inbatch_negatives = 32
     config.generation.timing_repeats = 1
+    config.serving.num_candidates = 64
+    config.serving.batch_size = 8
   elif variant:
     raise ValueError(f"unknown variant {variant!r}; expected '' or 'runlocal'")
   return config

@@ -11,21 +11,30 @@ import jax
 import jax.numpy as jnp
 
 
-def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, lengths: jax.Array) -> jax.Array:
+def causal_attention(
+  q: jax.Array,
+  k: jax.Array,
+  v: jax.Array,
+  lengths: jax.Array,
+  query_positions: jax.Array | None = None,
+) -> jax.Array:
   """Causal self-attention over right-padded histories.
 
   Args:
-    q, k, v: [B, L, H, Dh].
+    q: [B, T, H, Dh] queries; T = L unless `query_positions` picks some.
+    k, v: [B, L, H, Dh].
     lengths: [B] valid positions; keys at or past it are masked.
+    query_positions: [B, T] history position of each query; 0..L - 1 if omitted.
 
   Returns:
-    [B, L, H, Dh]; rows past `lengths` are finite but meaningless.
+    [B, T, H, Dh]; rows past `lengths` are finite but meaningless.
   """
-  seq_len = q.shape[1]
-  positions = jnp.arange(seq_len)
-  allowed = (positions[None, :] <= positions[:, None])[None] & (
-    positions[None, None, :] < lengths[:, None, None]
-  )  # [B, L, L]
+  key_positions = jnp.arange(k.shape[1])
+  if query_positions is None:
+    query_positions = jnp.broadcast_to(jnp.arange(q.shape[1]), q.shape[:2])
+  allowed = (key_positions[None, None, :] <= query_positions[:, :, None]) & (
+    key_positions[None, None, :] < lengths[:, None, None]
+  )  # [B, T, L]
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
   logits = jnp.where(allowed[:, None], logits, jnp.finfo(logits.dtype).min)
   weights = jax.nn.softmax(logits, axis=-1)
@@ -55,8 +64,13 @@ def candidate_attention(
   visible = jnp.arange(history_keys.shape[1])[None, None, :] < prefix[:, :, None]  # [B, C, L]
   history_logits = jnp.where(visible[:, None], history_logits, jnp.finfo(q.dtype).min)
   self_logits = jnp.einsum("bchd,bchd->bhc", q, k) / scale
-  logits = jnp.concatenate([history_logits, self_logits[..., None]], axis=-1)
-  weights = jax.nn.softmax(logits, axis=-1)
-  from_history = jnp.einsum("bhcl,blhd->bchd", weights[..., :-1], history_values)
-  from_self = jnp.transpose(weights[..., -1], (0, 2, 1))[..., None] * v
-  return from_history + from_self
+  # The softmax over [history, self] by hand: concatenating the self logit to the
+  # [B, H, C, L] history logits (and slicing it off again) copies them twice, which
+  # made ranking on the cache memory-bound.
+  peak = jnp.maximum(jnp.max(history_logits, axis=-1), self_logits)  # [B, H, C]
+  history_weights = jnp.exp(history_logits - peak[..., None])
+  self_weights = jnp.exp(self_logits - peak)
+  total = jnp.transpose(jnp.sum(history_weights, axis=-1) + self_weights, (0, 2, 1))  # [B, C, H]
+  from_history = jnp.einsum("bhcl,blhd->bchd", history_weights, history_values)
+  from_self = jnp.transpose(self_weights, (0, 2, 1))[..., None] * v
+  return (from_history + from_self) / total[..., None]

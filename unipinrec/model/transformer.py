@@ -99,6 +99,30 @@ class Transformer(nn.Module):
     cache = KVCache(keys=jnp.stack(keys), values=jnp.stack(values), lengths=lengths)
     return self.final_norm(x), cache
 
+  def encode_last(self, tokens: jax.Array, lengths: jax.Array) -> tuple[jax.Array, KVCache]:
+    """[B, L, W] history tokens -> ([B, W] state of each last action, the user KV cache).
+
+    What serving needs: every layer's keys/values, but only the last state (the
+    query is read there). The last layer attends and runs its MLP for that one
+    position, not all L. Equals `encode` at position max(lengths - 1, 0).
+    """
+    keys, values = [], []
+    last = jnp.maximum(lengths - 1, 0)[:, None]  # [B, 1]
+    x = tokens
+    for layer, block in enumerate(self.blocks):
+      q, k, v = block.project(x)
+      keys.append(k)
+      values.append(v)
+      if layer < len(self.blocks) - 1:
+        x = block.finish(x, self.causal_attention(q, k, v, lengths))
+      else:
+        # One query per history: the pure-JAX attention, whatever the kernel setting.
+        q = jnp.take_along_axis(q, last[:, :, None, None], axis=1)  # [B, 1, H, Dh]
+        x = jnp.take_along_axis(x, last[:, :, None], axis=1)  # [B, 1, W]
+        x = block.finish(x, attention.causal_attention(q, k, v, lengths, last))
+    cache = KVCache(keys=jnp.stack(keys), values=jnp.stack(values), lengths=lengths)
+    return self.final_norm(x)[:, 0], cache
+
   def attend_candidates(
     self, tokens: jax.Array, cache: KVCache, prefix: jax.Array, deterministic: bool = True
   ) -> jax.Array:

@@ -1,0 +1,296 @@
+"""The Recommender against exact search + the blended forward; cold start, unknown ids, refusal."""
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import synthetic
+from unipinrec import checkpoint
+from unipinrec.config import from_mapping
+from unipinrec.data.pipeline import training_iterator
+from unipinrec.experiment import CONFIG_FILE, setup_experiment
+from unipinrec.export.checkpoint import config_hash
+from unipinrec.export.model import ServingModel
+from unipinrec.index import store
+from unipinrec.index.manifest import IndexConfig, IndexMismatchError
+from unipinrec.model.config import ModelConfig
+from unipinrec.model.unified import UniPinRec
+from unipinrec.serving import batch as batch_lib
+from unipinrec.serving.config import ServingConfig
+from unipinrec.serving.recommender import Recommender, UserRequest
+from unipinrec.train.state import example_batch
+from unipinrec.types import TrainBatch
+
+NUM_ITEMS, NUM_OUTCOMES, MAX_LENGTH = 300, 2, 12
+EXACT = IndexConfig(dtype="f32", exact=True)
+CONFIG = ServingConfig(num_candidates=24, num_results=10, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def serving() -> ServingModel:
+  """A small model whose parameters are all perturbed away from initialisation.
+
+  Zero-initialised residual branches would make the transformer an identity;
+  noise on every parameter makes each history position and layer matter.
+  """
+  model = UniPinRec(
+    ModelConfig(
+      num_items=NUM_ITEMS,
+      num_outcomes=NUM_OUTCOMES,
+      num_surfaces=2,
+      max_length=MAX_LENGTH,
+      embed_dim=16,
+      action_dim=8,
+      mlp_dim=32,
+      head_hidden_dim=16,
+    )
+  )
+  example = example_batch(model, 2, 1, 3)
+
+  @jax.jit
+  def init():
+    params = model.init(jax.random.key(0), example, jnp.zeros(example.items.shape, bool))["params"]
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    noisy = [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+    return jax.tree.unflatten(tree, noisy)
+
+  return ServingModel(model, init(), 5, "hash", ("click", "save"))
+
+
+@pytest.fixture(scope="module")
+def recommender(serving, tmp_path_factory) -> Recommender:
+  directory = str(tmp_path_factory.mktemp("index"))
+  store.write(directory, serving.manifest(EXACT), serving.item_vectors())
+  return Recommender(serving, store.load(directory, expected=serving.manifest(EXACT)), CONFIG)
+
+
+def _request(user, items, seed, **kwargs) -> UserRequest:
+  rng = np.random.default_rng(seed)
+  n = len(items)
+  outcomes = rng.random((n, NUM_OUTCOMES)) < 0.5
+  outcomes[:, 0] = True
+  return UserRequest(
+    user=user,
+    items=np.asarray(items, np.int64),
+    outcomes=outcomes,
+    times=np.cumsum(rng.integers(10, 5000, n)).astype(np.float64),
+    surfaces=rng.integers(0, 2, n),
+    **kwargs,
+  )
+
+
+def _forward(serving: ServingModel, requests, slate_items: np.ndarray):
+  """The blended training forward of the requests' histories with one slate of candidates."""
+  model, params = serving.model, serving.params
+  b = len(requests)
+  items = np.zeros((b, MAX_LENGTH), np.int32)
+  outcomes = np.zeros((b, MAX_LENGTH, NUM_OUTCOMES), bool)
+  times = np.zeros((b, MAX_LENGTH), np.float32)
+  surfaces = np.zeros((b, MAX_LENGTH), np.int32)
+  lengths = np.array([len(r.items) for r in requests], np.int32)
+  for row, r in enumerate(requests):
+    n = len(r.items)
+    origin = r.times[0] if n else 0.0
+    items[row, :n], outcomes[row, :n], surfaces[row, :n] = r.items, r.outcomes, r.surfaces
+    times[row, :n] = r.times - origin
+  request_times = np.array(
+    [(r.times[-1] - r.times[0]) if len(r.items) else 0.0 for r in requests], np.float32
+  )
+  batch = TrainBatch(
+    items=items,
+    outcomes=outcomes,
+    times=times,
+    surfaces=surfaces,
+    history_lengths=lengths,
+    slate_prefix=lengths[:, None],
+    slate_times=request_times[:, None],
+    slate_surfaces=np.zeros((b, 1), np.int32),
+    slate_items=slate_items[:, None, :],
+    slate_outcomes=np.zeros((b, 1, slate_items.shape[1], NUM_OUTCOMES), bool),
+  )
+  forward = jax.jit(lambda p, x: model.apply({"params": p}, x, jnp.zeros(items.shape, bool)))
+  outputs = forward(params, batch)
+  # [B, O + 1, D] each history's queries at its last action (position 0 when empty).
+  queries = np.asarray(outputs.queries)[np.arange(b), np.maximum(lengths - 1, 0)]
+  return outputs, queries
+
+
+def _reference(serving: ServingModel, requests, k: int, num_results: int):
+  """Exact dot-product top-K over item_vectors(), then the blended training forward."""
+  b = len(requests)
+  first, all_queries = _forward(serving, requests, np.ones((b, k), np.int32))
+  queries = all_queries[np.arange(b), [r.condition for r in requests]]
+  item_vectors = np.asarray(first.item_vectors)
+  candidates = np.argsort(-(queries @ item_vectors[1:].T), axis=1)[:, :k] + 1
+  logits = _forward(serving, requests, candidates)[0].candidate_task_logits[:, 0]
+  probabilities = np.asarray(jax.nn.sigmoid(logits))
+  gain = probabilities @ np.arange(1, NUM_OUTCOMES + 1)
+  order = np.argsort(-gain, axis=1, kind="stable")[:, :num_results]
+  top = np.take_along_axis(candidates, order, 1)
+  cosines = np.einsum("bkd,bd->bk", item_vectors[top], queries)
+  return top, np.take_along_axis(probabilities, order[..., None], 1), cosines
+
+
+def test_serving_encode_equals_encode_at_the_last_action(serving):
+  model, params = serving.model, serving.params
+  rng = np.random.default_rng(0)
+  items = rng.integers(1, NUM_ITEMS + 1, (3, MAX_LENGTH)).astype(np.int32)
+  outcomes = rng.random((3, MAX_LENGTH, NUM_OUTCOMES)) < 0.5
+  times = np.cumsum(rng.integers(1, 900, (3, MAX_LENGTH)), axis=1).astype(np.float32)
+  surfaces = rng.integers(0, 2, (3, MAX_LENGTH)).astype(np.int32)
+  lengths = np.array([5, MAX_LENGTH, 0], np.int32)  # short, full and empty histories
+  args = (items, outcomes, times, surfaces, lengths)
+
+  @jax.jit
+  def both(params, *args):
+    return (
+      model.apply({"params": params}, *args, method=model.encode),
+      model.apply({"params": params}, *args, method=model.encode_last),
+    )
+
+  (states, cache), (last, serving_cache) = both(params, *args)
+  np.testing.assert_allclose(last, states[np.arange(3), [4, MAX_LENGTH - 1, 0]], atol=1e-5)
+  np.testing.assert_allclose(serving_cache.keys, cache.keys, atol=1e-6)
+  np.testing.assert_allclose(serving_cache.values, cache.values, atol=1e-6)
+  assert np.isfinite(last).all()
+
+
+def test_recommendations_equal_exact_search_then_full_forward(serving, recommender):
+  requests = [
+    _request("a", [3, 17, 250, 9, 42], 0),
+    _request("b", list(range(1, MAX_LENGTH + 1)), 1, condition=2),
+    _request("c", [], 2),  # cold start
+    _request("d", [299, 300, 1], 3, condition=1),
+    _request("e", [120, 7], 4),  # a second batch, padded
+  ]
+  results = recommender.recommend(requests)
+  top, probabilities, cosines = _reference(serving, requests, CONFIG.num_candidates, 10)
+  assert [r.user for r in results] == ["a", "b", "c", "d", "e"]
+  for row, result in enumerate(results):
+    np.testing.assert_array_equal(result.items, top[row])
+    np.testing.assert_allclose(result.outcome_probabilities, probabilities[row], atol=2e-5)
+    np.testing.assert_allclose(result.retrieval_scores, cosines[row], atol=2e-5)
+    np.testing.assert_allclose(result.scores, probabilities[row] @ [1, 2], atol=5e-5)
+    assert np.all(np.diff(result.scores) <= 0)
+  assert [r.cold_start for r in results] == [False, False, True, False, False]
+
+
+def test_budgets_split_the_candidates_without_duplicates(serving, recommender):
+  k = CONFIG.num_candidates
+  everything = Recommender(
+    serving, recommender.index, dataclasses.replace(CONFIG, num_results=k, merge_cosine=1.1)
+  )
+  request = _request("a", [3, 17, 250, 9, 42], 0, budgets={"save": 3, "click": 1})
+  (result,) = everything.recommend([request])
+  # By hand: exact top-K of each outcome's query; "save" takes its best 18, then "click"
+  # its best 6 of what is left (quotas 3:1 of K = 24; merging is off at cosine 1.1).
+  _, queries = _forward(serving, [request], np.ones((1, k), np.int32))
+  vectors = serving.item_vectors()
+  ranked = {c: list(np.argsort(-(vectors[1:] @ queries[0, c]))[:k] + 1) for c in (1, 2)}
+  saves = ranked[2][:18]
+  clicks = [i for i in ranked[1] if i not in saves][:6]
+  assert len(set(result.items)) == k
+  assert set(result.items[result.retrieved_for == 2]) == set(saves)
+  assert set(result.items[result.retrieved_for == 1]) == set(clicks)
+  np.testing.assert_allclose(
+    result.retrieval_scores,
+    np.sum(vectors[result.items] * queries[0, result.retrieved_for], -1),
+    atol=2e-5,
+  )
+  plain = everything.recommend([dataclasses.replace(request, budgets=None)])[0]
+  assert set(plain.retrieved_for) == {0}
+
+
+def test_cold_start_users_get_one_finite_list(recommender):
+  results = recommender.recommend(
+    [_request("x", [], 0), _request("y", [], 1), _request("z", [0, NUM_ITEMS + 1], 2)]
+  )
+  for result in results:
+    assert result.cold_start and len(result.items) == CONFIG.num_results
+    assert np.isfinite(result.outcome_probabilities).all() and np.isfinite(result.scores).all()
+    np.testing.assert_array_equal(result.items, results[0].items)
+    np.testing.assert_allclose(result.outcome_probabilities, results[0].outcome_probabilities)
+  assert results[2].unknown_items == (0, NUM_ITEMS + 1)
+
+
+def test_unknown_ids_are_dropped_from_the_history(recommender):
+  clean = _request("u", [5, 60, 7, 81], 0)
+  # Unknown ids inserted before, between and after the known actions.
+  items = np.insert(clean.items, [0, 2, 4], [NUM_ITEMS + 5, -3, 10**9])
+  noisy = dataclasses.replace(
+    clean,
+    items=items,
+    outcomes=np.insert(clean.outcomes, [0, 2, 4], True, axis=0),
+    times=np.insert(clean.times, [0, 2, 4], [1.0, clean.times[1], clean.times[3] + 1]),
+    surfaces=np.insert(clean.surfaces, [0, 2, 4], 1),
+  )
+  np.testing.assert_array_equal(np.delete(noisy.items, [0, 3, 6]), clean.items)
+  expected, found = recommender.recommend([clean, noisy])
+  np.testing.assert_array_equal(found.items, expected.items)
+  np.testing.assert_allclose(found.outcome_probabilities, expected.outcome_probabilities, atol=1e-6)
+  assert found.unknown_items == (NUM_ITEMS + 5, -3, 10**9) and expected.unknown_items == ()
+  assert not found.cold_start
+
+
+def test_an_index_of_another_model_is_refused(serving, recommender):
+  later = dataclasses.replace(serving, step=serving.step + 1)
+  with pytest.raises(IndexMismatchError, match="step: index has 5, model has 6"):
+    Recommender(later, recommender.index, CONFIG)
+
+
+def test_request_lines_parse_and_reject_bad_fields():
+  names = ("click", "save")
+  request = batch_lib.parse_request(
+    {"user": 3, "items": [4, 5], "outcomes": ["save", ["click", "save"]], "condition": "save"},
+    names,
+  )
+  np.testing.assert_array_equal(request.outcomes, [[False, True], [True, True]])
+  np.testing.assert_array_equal(request.times, [0.0, 60.0])
+  assert request.condition == 2 and request.request_time is None
+  default = batch_lib.parse_request({"user": "u", "items": [4]}, names)
+  np.testing.assert_array_equal(default.outcomes, [[True, False]])
+  with pytest.raises(ValueError, match="unknown outcome 'like'"):
+    batch_lib.parse_request({"user": 1, "items": [4], "outcomes": ["like"]}, names)
+  with pytest.raises(ValueError, match="1 times for 2 items"):
+    batch_lib.parse_request({"user": 1, "items": [4, 5], "times": [0]}, names)
+  with pytest.raises(ValueError, match="unknown condition"):
+    batch_lib.parse_request({"user": 1, "items": [], "condition": "buy"}, names)
+
+
+def test_recommend_file_serves_json_lines_from_a_checkpoint(tmp_path):
+  """The CLI's library function on a runlocal checkpoint: builds the index, then reuses it."""
+  run = from_mapping(synthetic.get_config("runlocal").to_dict())
+  run = dataclasses.replace(run, serving=ServingConfig(num_candidates=16, num_results=5))
+  experiment = setup_experiment(run)
+  workdir = str(tmp_path / "run")
+  manager = checkpoint.make_manager(workdir, run.checkpoint)
+  iterator = training_iterator(experiment.data.train_examples, run.batch_size, run.seed)
+  checkpoint.save(manager, 0, experiment.initial_state, iterator, force=True)
+  manager.wait_until_finished()
+  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+    json.dump(dataclasses.asdict(run), f)
+  users = tmp_path / "users.jsonl"
+  users.write_text(
+    json.dumps({"user": "a", "items": [1, 2, 3], "outcomes": ["click", "save", "click"]})
+    + "\n\n"
+    + json.dumps({"user": "b", "items": [99999]})
+    + "\n"
+  )
+  out = tmp_path / "recs.jsonl"
+  assert batch_lib.recommend_file(workdir, str(users), str(out)) == 2
+  lines = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [line["user"] for line in lines] == ["a", "b"]
+  assert lines[1]["cold_start"] and lines[1]["unknown_items"] == [99999]
+  for line in lines:
+    assert len(line["items"]) == 5 and len(set(line["items"])) == 5
+    assert set(line["probabilities"]) == set(experiment.data.logs.outcome_names)
+    assert line["scores"] == sorted(line["scores"], reverse=True)
+  manifest = store.load(os.path.join(workdir, batch_lib.INDEX_DIR)).manifest
+  assert manifest.step == 0 and manifest.config_hash == config_hash(run)
+  assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]

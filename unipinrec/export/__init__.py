@@ -1,0 +1,1 @@
+"""export stage of UniPinRec: a checkpoint -> the serving model and its item vectors."""

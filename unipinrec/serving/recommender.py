@@ -1,0 +1,220 @@
+"""The `Recommender`: encode each history once, retrieve from the index, rank on the cache.
+
+For a batch of users: one jitted call encodes the histories, keeps the user
+KV cache and builds each user's outcome-conditioned query; the index returns
+the top K item ids; a second jitted call ranks all K candidates of every user
+at once, each attending to the cached keys/values of its user's history
+(never re-encoding it). Candidates' embeddings are not recomputed: ranking
+gathers their rows of the model's item table inside the jitted call, and the
+retrieval score is the query's dot product with their rows of the exported
+`item_vectors.npy` (memory-mapped beside the index).
+
+Budgets (the generation issue's lever): a request may ask for a mix, e.g.
+{"save": 3, "click": 1}; the K candidates are then split into per-outcome
+quotas (`budgets.split_quota`), each outcome's query searches the index
+(near-identical queries share one search, `budgets.merge_queries`), and the
+quotas are filled without duplicates (`budgets.fill_quotas`) before ranking.
+
+Defined behaviours:
+  Cold start: a user with an empty history (or whose every item is unknown)
+    gets the query of the all-padding history at position 0, the same for
+    every such user and condition, and candidates ranked attending only to
+    themselves (prefix 0). `Recommendation.cold_start` says so.
+  Unknown items: history actions whose item id is not in 1..N are dropped
+    (with a logged warning) before truncation to the model's length; the
+    ids are returned in `Recommendation.unknown_items`.
+  Mismatched index: the index's manifest must name this model's step,
+    configuration hash, catalogue size and width, else `IndexMismatchError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from unipinrec.export.model import ServingModel
+from unipinrec.index.manifest import check
+from unipinrec.index.store import ItemIndex
+from unipinrec.serving import budgets as budgets_lib
+from unipinrec.serving import paths
+from unipinrec.serving.config import ServingConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class UserRequest:
+  """One user's history and the request to serve; A actions, oldest first."""
+
+  user: Any  # an id echoed back in the recommendation
+  items: np.ndarray  # [A] int64 item ids; ids outside 1..N are dropped
+  outcomes: np.ndarray  # [A, O] bool multi-hot outcome of each action
+  times: np.ndarray  # [A] float64 seconds
+  surfaces: np.ndarray  # [A] int surface of each action
+  request_time: float | None = None  # seconds; None = the last action's time
+  request_surface: int = 0
+  condition: int = 0  # retrieval condition: 0 any engagement, o + 1 outcome o
+  budgets: Mapping[str, int] | None = None  # outcome name -> weight; overrides `condition`
+
+
+@dataclasses.dataclass(frozen=True)
+class Recommendation:
+  """The ranked items of one user, best first (R = num_results)."""
+
+  user: Any
+  items: np.ndarray  # [R] item ids
+  scores: np.ndarray  # [R] expected gain sum_o (o + 1) p_o, the sort key
+  outcome_probabilities: np.ndarray  # [R, O]
+  retrieval_scores: np.ndarray  # [R] cosine of the query and the item
+  retrieved_for: np.ndarray  # [R] condition whose query found the item (0 any, o + 1 outcome o)
+  cold_start: bool  # no known item in the history
+  unknown_items: tuple[int, ...]  # history ids outside 1..N, dropped
+
+
+def _known_actions(request: UserRequest, num_items: int) -> np.ndarray:
+  """Indices of the actions whose item is in the catalogue."""
+  items = np.asarray(request.items)
+  return np.flatnonzero((items >= 1) & (items <= num_items))
+
+
+class Recommender:
+  """Serves a `ServingModel` from an `ItemIndex` built from it."""
+
+  def __init__(self, serving: ServingModel, index: ItemIndex, config: ServingConfig):
+    """Refuses (`IndexMismatchError`) an index whose manifest does not name this model."""
+    check(index.manifest, serving.manifest(index.manifest.index), index.path)
+    self.serving = serving
+    self.index = index
+    self.config = config
+    self.num_candidates = min(config.num_candidates, serving.model.config.num_items)
+    self._retrieve = jax.jit(paths.retrieve(serving.model))
+    self._rank = jax.jit(paths.rank_on_cache(serving.model))
+
+  def recommend(self, requests: Sequence[UserRequest]) -> list[Recommendation]:
+    """Recommendations for every request, in order, `config.batch_size` users per call."""
+    size = self.config.batch_size
+    results = []
+    for start in range(0, len(requests), size):
+      results.extend(self._recommend_batch(requests[start : start + size]))
+    return results
+
+  def _histories(self, requests: Sequence[UserRequest]):
+    """Padded [batch_size, L] histories, request times and surfaces, and the unknown ids."""
+    cfg = self.serving.model.config
+    size, length = self.config.batch_size, cfg.max_length
+    items = np.zeros((size, length), np.int32)
+    outcomes = np.zeros((size, length, cfg.num_outcomes), bool)
+    times = np.zeros((size, length), np.float32)
+    surfaces = np.zeros((size, length), np.int32)
+    lengths = np.zeros(size, np.int32)
+    request_times = np.zeros(size, np.float32)
+    request_surfaces = np.zeros(size, np.int32)
+    unknown = []
+    for row, request in enumerate(requests):
+      known = _known_actions(request, cfg.num_items)
+      dropped = np.delete(np.asarray(request.items), known)
+      unknown.append(tuple(int(i) for i in dropped))
+      if len(dropped):
+        logging.warning(
+          "user %s: %d unknown item id(s) dropped from the history", request.user, len(dropped)
+        )
+      kept = known[-length:]
+      n = len(kept)
+      request_time = request.request_time
+      if request_time is None:
+        request_time = float(request.times[kept[-1]]) if n else 0.0
+      # Times are rebased to the first kept action: float32 keeps seconds over years only then.
+      origin = float(request.times[kept[0]]) if n else request_time
+      items[row, :n] = np.asarray(request.items)[kept]
+      outcomes[row, :n] = np.asarray(request.outcomes)[kept]
+      times[row, :n] = np.asarray(request.times, np.float64)[kept] - origin
+      surfaces[row, :n] = np.asarray(request.surfaces)[kept]
+      lengths[row] = n
+      request_times[row] = request_time - origin
+      request_surfaces[row] = request.request_surface
+    histories = paths.Histories(
+      items=items, outcomes=outcomes, times=times, surfaces=surfaces, lengths=lengths
+    )
+    return histories, request_times, request_surfaces, unknown
+
+  def _candidates(
+    self, queries: np.ndarray, requests: Sequence[UserRequest]
+  ) -> tuple[np.ndarray, np.ndarray]:
+    """[B, O + 1, D] queries of every condition -> [B, K] candidates and the condition of each.
+
+    Rows without budgets (padding rows included) share one batched search.
+    """
+    rows = np.arange(len(queries))
+    conditions = np.zeros(len(queries), np.int64)
+    conditions[: len(requests)] = [r.condition for r in requests]
+    plain = np.array([i >= len(requests) or not requests[i].budgets for i in rows])
+    candidates = np.zeros((len(queries), self.num_candidates), np.int64)
+    sources = np.broadcast_to(conditions[:, None], candidates.shape).copy()
+    candidates[plain] = self.index.search(
+      queries[rows[plain], conditions[plain]], self.num_candidates
+    )
+    for row in rows[~plain]:
+      candidates[row], sources[row] = self._budget_candidates(queries[row], requests[row].budgets)
+    return candidates, sources
+
+  def _budget_candidates(
+    self, queries: np.ndarray, budgets: Mapping[str, int]
+  ) -> tuple[np.ndarray, np.ndarray]:
+    """One user's [O + 1, D] queries -> K distinct candidates split by `budgets`, and sources."""
+    k = self.num_candidates
+    conditions, quotas = budgets_lib.split_quota(budgets, self.serving.outcome_names, k)
+    group_queries = queries[list(conditions)]  # [G, D]
+    served_by = np.asarray(
+      budgets_lib.merge_queries(jnp.asarray(group_queries)[None], self.config.merge_cosine)
+    )[0]
+    searched = sorted(set(served_by.tolist()))
+    found = self.index.search(group_queries[searched], k)  # [distinct queries, K]
+    ranked = found[[searched.index(g) for g in served_by]]  # [G, K]
+    items, groups = budgets_lib.fill_quotas(jnp.asarray(ranked)[None], quotas)
+    return np.asarray(items[0]), np.asarray(conditions)[np.asarray(groups[0])]
+
+  def _recommend_batch(self, requests: Sequence[UserRequest]) -> list[Recommendation]:
+    params = self.serving.params
+    histories, request_times, request_surfaces, unknown = self._histories(requests)
+    every_condition = np.broadcast_to(
+      np.arange(self.serving.model.config.num_conditions, dtype=np.int32),
+      (self.config.batch_size, self.serving.model.config.num_conditions),
+    )
+    queries, cache = self._retrieve(params, histories, every_condition)
+    queries = np.asarray(queries)  # [B, O + 1, D]: the query heads cost little next to encoding
+    candidates, sources = self._candidates(queries, requests)
+    probabilities = np.asarray(
+      self._rank(
+        params,
+        cache,
+        histories.times,
+        jnp.asarray(candidates, jnp.int32),
+        request_times,
+        request_surfaces,
+      )
+    )  # [B, K, O]
+    gain = probabilities @ np.arange(1, probabilities.shape[-1] + 1, dtype=np.float32)  # [B, K]
+    # Stable sort: equal gains keep the index's order.
+    order = np.argsort(-gain, axis=1, kind="stable")[:, : self.config.num_results]
+    results = []
+    for row, request in enumerate(requests):
+      top = candidates[row, order[row]]
+      retrieved_for = sources[row, order[row]]
+      query_of_each = queries[row, retrieved_for]  # [R, D]
+      results.append(
+        Recommendation(
+          user=request.user,
+          items=top,
+          scores=gain[row, order[row]],
+          outcome_probabilities=probabilities[row, order[row]],
+          retrieval_scores=np.sum(np.asarray(self.index.item_vectors[top]) * query_of_each, -1),
+          retrieved_for=retrieved_for,
+          cold_start=bool(histories.lengths[row] == 0),
+          unknown_items=unknown[row],
+        )
+      )
+    return results
