@@ -2,7 +2,9 @@
 
 import dataclasses
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from unipinrec.config import from_mapping
 from unipinrec.evaluation.generation import evaluate_generation
 from unipinrec.experiment import best_params, evaluate_state, setup_experiment
 from unipinrec.train.loop import train
+from unipinrec.train.state import example_batch
 
 
 def _run_config(config, tfds_dir, **overrides):
@@ -92,11 +95,14 @@ def test_early_stopping_keeps_the_best_and_stays_stopped(synthetic_experiment, t
 
 def test_generation_report_on_the_synthetic_world(synthetic_experiment):
   experiment = synthetic_experiment
-  run = experiment.run
+  run, model = experiment.run, experiment.model
   config = dataclasses.replace(run.generation, vectors=(1, 2), budget_k=4, budget_points=3)
+  # Fresh parameters: training in this module donates the experiment's initial state.
+  batch = example_batch(model, 2, 2, 3)
+  params = nn.unbox(model.init(jax.random.key(0), batch, jnp.zeros(batch.items.shape, bool)))
   report = evaluate_generation(
-    experiment.model,
-    experiment.initial_state.params,
+    model,
+    params["params"],
     experiment.data,
     config,
     experiment.data.eval_users,
