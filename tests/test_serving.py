@@ -126,7 +126,9 @@ def _reference(serving: ServingModel, requests, k: int, num_results: int):
   b = len(requests)
   first, all_queries = _forward(serving, requests, np.ones((b, k), np.int32))
   queries = all_queries[np.arange(b), [r.condition for r in requests]]
-  item_vectors = np.asarray(first.item_vectors)
+  # The training pass returns the raw (padded) table; it is scored as unit vectors.
+  table = np.asarray(first.item_table)[: NUM_ITEMS + 1]
+  item_vectors = table / np.linalg.norm(table, axis=-1, keepdims=True)
   candidates = np.argsort(-(queries @ item_vectors[1:].T), axis=1)[:, :k] + 1
   logits = _forward(serving, requests, candidates)[0].candidate_task_logits[:, 0]
   probabilities = np.asarray(jax.nn.sigmoid(logits))
