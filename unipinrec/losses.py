@@ -27,6 +27,7 @@ class LossConfig:
   num_inbatch_negatives: int = 256  # drawn from the batch's own actions (popularity-distributed)
   logq_correction: bool = True  # subtract log of each negative's expected count in the sample
   full_softmax: bool = False  # every catalogue item is a negative (small catalogues): no sampling
+  offset_anchor_stride: int = 4  # multi-token offsets are learned at every n-th anchor
   kernel: str = "xla"  # negatives' log-sum-exp: "xla" or "pallas" (kernels/sampled_softmax.py)
 
   def __post_init__(self):

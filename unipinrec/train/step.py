@@ -57,29 +57,6 @@ def blended_loss(
   positive_weights = jnp.concatenate(
     [positive_valid[..., None], positive_outcomes & positive_valid[..., None]], axis=-1
   ).astype(jnp.float32)
-  queries = outputs.queries
-  if outputs.offset_queries is not None:
-    # Multi-token generation: the "any" query at offset t learns the first
-    # action t seconds ahead; its target joins the positives with its own column.
-    offset_positions, offset_valid = losses.offset_targets(
-      batch.times, batch.history_lengths, model.config.offsets_seconds[1:]
-    )
-    offset_items = jnp.take_along_axis(
-      batch.items, offset_positions.reshape(b, -1), axis=1
-    ).reshape(offset_positions.shape)
-    num_offsets = offset_positions.shape[-1]
-    positive_items = jnp.concatenate([positive_items, offset_items], axis=2)
-    positive_weights = jnp.concatenate(
-      [
-        jnp.pad(positive_weights, ((0, 0), (0, 0), (0, 0), (0, num_offsets))),
-        jnp.pad(
-          offset_valid[..., None] * jnp.eye(num_offsets, dtype=jnp.float32),
-          ((0, 0), (0, 0), (0, 0), (queries.shape[2], 0)),
-        ),
-      ],
-      axis=2,
-    )
-    queries = jnp.concatenate([queries, outputs.offset_queries], axis=2)
   negatives, log_q = losses.sample_negatives(
     negative_rng,
     batch.items,
@@ -90,7 +67,7 @@ def blended_loss(
     loss_cfg.full_softmax,
   )
   retrieval = losses.sampled_softmax_loss(
-    queries,
+    outputs.queries,
     outputs.item_table,
     positive_items,
     positive_weights,
@@ -99,11 +76,38 @@ def blended_loss(
     model.config.temperature,
     loss_cfg.kernel,
   )
+  metrics = {}
+  if outputs.offset_queries is not None:
+    # Multi-token generation: the "any" query at offset t learns the first
+    # action t seconds ahead, at every `offset_anchor_stride`-th anchor only
+    # (each offset costs as much as a condition per anchor it is learned at).
+    stride = loss_cfg.offset_anchor_stride
+    offset_positions, offset_valid = losses.offset_targets(
+      batch.times, batch.history_lengths, model.config.offsets_seconds[1:]
+    )
+    offset_positions, offset_valid = offset_positions[:, ::stride], offset_valid[:, ::stride]
+    offset_items = jnp.take_along_axis(
+      batch.items, offset_positions.reshape(b, -1), axis=1
+    ).reshape(offset_positions.shape)
+    num_offsets = offset_positions.shape[-1]
+    metrics["offset_loss"] = losses.sampled_softmax_loss(
+      outputs.offset_queries[:, ::stride],
+      outputs.item_table,
+      offset_items,
+      offset_valid[..., None] * jnp.eye(num_offsets, dtype=jnp.float32),
+      negatives,
+      log_q,
+      model.config.temperature,
+      loss_cfg.kernel,
+    )
+    retrieval_terms = retrieval + metrics["offset_loss"]
+  else:
+    retrieval_terms = retrieval
   mam = losses.masked_bce(outputs.history_task_logits, batch.outcomes, action_masked)
   candidate_valid = (batch.slate_items > 0) & (batch.slate_prefix > 0)[..., None]
   ranking = losses.masked_bce(outputs.candidate_task_logits, batch.slate_outcomes, candidate_valid)
   total = (
-    loss_cfg.retrieval_weight * retrieval
+    loss_cfg.retrieval_weight * retrieval_terms
     + loss_cfg.mam_weight * mam
     + loss_cfg.ranking_weight * ranking
   )
@@ -112,6 +116,7 @@ def blended_loss(
     "retrieval_loss": retrieval,
     "mam_loss": mam,
     "ranking_loss": ranking,
+    **metrics,
   }
 
 
