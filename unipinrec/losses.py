@@ -20,6 +20,7 @@ class LossConfig:
   retrieval_weight: float = 1.0
   mam_weight: float = 1.0
   ranking_weight: float = 1.0
+  offset_weight: float = 0.2  # multi-token offset targets: a side task, kept light
   future_window_seconds: float = 86400.0  # positives: later actions within this of the anchor
   max_future_positives: int = 8  # W, later actions considered per anchor (the next always is one)
   intra_session: bool = False  # also count every later action of the anchor's session

@@ -100,14 +100,15 @@ def blended_loss(
       model.config.temperature,
       loss_cfg.kernel,
     )
-    retrieval_terms = retrieval + metrics["offset_loss"]
+    offset_term = loss_cfg.offset_weight * metrics["offset_loss"]
   else:
-    retrieval_terms = retrieval
+    offset_term = 0.0
   mam = losses.masked_bce(outputs.history_task_logits, batch.outcomes, action_masked)
   candidate_valid = (batch.slate_items > 0) & (batch.slate_prefix > 0)[..., None]
   ranking = losses.masked_bce(outputs.candidate_task_logits, batch.slate_outcomes, candidate_valid)
   total = (
-    loss_cfg.retrieval_weight * retrieval_terms
+    loss_cfg.retrieval_weight * retrieval
+    + offset_term
     + loss_cfg.mam_weight * mam
     + loss_cfg.ranking_weight * ranking
   )
