@@ -6,9 +6,11 @@ Variants: `--config=experiments/configs/synthetic.py:runlocal` shrinks everythin
 for tests and CI (seconds, not minutes). Override any field with
 `--config.a.b=value`, e.g. `--config.num_steps=500`.
 
-Expected on 2 CPU cores (RESULTS.md has the recorded runs): about 12 minutes;
-retrieval HR@10 about 0.5-0.7 of the oracle's and over 3x popularity's;
-ranking AUC (engaged vs none) about 0.06 below the oracle's.
+Expected on 2 CPU cores (RESULTS.md has the recorded runs): about 14 minutes;
+retrieval HR@10 about 0.6 of the oracle's and about 4x popularity's;
+ranking AUC (engaged vs none) about 0.08 below the oracle's. Then
+`python -m experiments.evaluate_generation --workdir=...` for budgets and
+multi-token generation.
 """
 
 import ml_collections
