@@ -31,12 +31,12 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from kernels import default_interpret
+from kernels.tiling import MIN_BLOCK, block, pad_to
 from unipinrec.model import attention
 
 # Tiles of candidates (queries) and of history positions (keys); Triton's dot needs >= 16.
 BLOCK_CANDIDATES = 64
 BLOCK_HISTORY = 64
-_MIN_BLOCK = 16
 
 
 def _forward_kernel(
@@ -70,37 +70,26 @@ def _forward_kernel(
   out_ref[...] = (acc / running_sum[:, None]).astype(out_ref.dtype)
 
 
-def _pad_to(x: jax.Array, axis: int, size: int, value=0) -> jax.Array:
-  widths = [(0, 0)] * x.ndim
-  widths[axis] = (0, size - x.shape[axis])
-  return jnp.pad(x, widths, constant_values=value)
-
-
-def _block(requested: int, extent: int) -> int:
-  """A power-of-2 tile of at least 16, no larger than the padded extent needs."""
-  return max(_MIN_BLOCK, min(requested, pl.next_power_of_2(extent)))
-
-
 def _forward(
   q, k, v, history_keys, history_values, prefix, block_candidates, block_history, interp
 ):
   """Pads to whole tiles (and Dh to a power of 2 >= 16), runs the kernel, slices back."""
   batch, num_candidates, num_heads, head_dim = q.shape
   history_length = history_keys.shape[1]
-  bc = _block(block_candidates, num_candidates)
-  bl = _block(block_history, history_length)
+  bc = block(block_candidates, num_candidates)
+  bl = block(block_history, history_length)
   padded_c = pl.cdiv(num_candidates, bc) * bc
   padded_l = pl.cdiv(history_length, bl) * bl
-  padded_d = max(_MIN_BLOCK, pl.next_power_of_2(head_dim))
+  padded_d = max(MIN_BLOCK, pl.next_power_of_2(head_dim))
 
   def pad(x, length):
-    return _pad_to(_pad_to(x, 1, length), 3, padded_d)
+    return pad_to(pad_to(x, 1, length), 3, padded_d)
 
   # Zero-padded head dims change no dot product; padded candidates see nothing but themselves.
   q = pad(q / jnp.sqrt(head_dim).astype(q.dtype), padded_c)
   k, v = pad(k, padded_c), pad(v, padded_c)
   history_keys, history_values = pad(history_keys, padded_l), pad(history_values, padded_l)
-  prefix = _pad_to(jnp.clip(prefix, 0, history_length).astype(jnp.int32), 1, padded_c)
+  prefix = pad_to(jnp.clip(prefix, 0, history_length).astype(jnp.int32), 1, padded_c)
 
   candidate_spec = pl.BlockSpec((None, bc, None, padded_d), lambda b, h, i: (b, i, h, 0))
   history_spec = pl.BlockSpec((None, padded_l, None, padded_d), lambda b, h, i: (b, 0, h, 0))
@@ -130,7 +119,7 @@ def _tiled_reference_vjp(residuals, cotangent, tile):
   padded_c = pl.cdiv(num_candidates, tile) * tile
 
   def tiles(x):  # [B, C, ...] -> [C / tile, B, tile, ...]
-    x = _pad_to(x, 1, padded_c)
+    x = pad_to(x, 1, padded_c)
     return jnp.moveaxis(x.reshape((batch, padded_c // tile, tile) + x.shape[2:]), 1, 0)
 
   def one_tile(history_grads, xs):

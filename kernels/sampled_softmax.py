@@ -24,11 +24,11 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from kernels import default_interpret
+from kernels.tiling import MIN_BLOCK, block, pad_to
 
 # Tiles of query rows and of negatives; Triton's dot needs >= 16.
 BLOCK_ROWS = 64
 BLOCK_NEGATIVES = 64
-_MIN_BLOCK = 16
 # Row chunks of the negatives' gradient: programs that run in parallel, summed after.
 _ROW_SPLITS = 16
 
@@ -266,17 +266,6 @@ def _tiled_lse_bwd(inv_temperature, br, bm, interp, residuals, cotangent):
 _tiled_lse.defvjp(_tiled_lse_fwd, _tiled_lse_bwd)
 
 
-def _pad_to(x: jax.Array, axis: int, size: int, value=0) -> jax.Array:
-  widths = [(0, 0)] * x.ndim
-  widths[axis] = (0, size - x.shape[axis])
-  return jnp.pad(x, widths, constant_values=value)
-
-
-def _block(requested: int, extent: int) -> int:
-  """A power-of-2 tile of at least 16, no larger than the padded extent needs."""
-  return max(_MIN_BLOCK, min(requested, pl.next_power_of_2(extent)))
-
-
 def negative_logsumexp(
   queries: jax.Array,
   negative_vectors: jax.Array,
@@ -302,21 +291,21 @@ def negative_logsumexp(
   interp = default_interpret() if interpret is None else interpret
   anchors, conditions, dim = queries.shape
   num_negatives, rows = negative_items.shape[0], anchors * conditions
-  br = _block(block_rows, rows)
-  bm = _block(block_negatives, num_negatives)
+  br = block(block_rows, rows)
+  bm = block(block_negatives, num_negatives)
   splits = max(1, min(_ROW_SPLITS, pl.cdiv(rows, br)))
   padded_rows = pl.cdiv(rows, br * splits) * br * splits
   padded_m = pl.cdiv(num_negatives, bm) * bm
-  padded_d = max(_MIN_BLOCK, pl.next_power_of_2(dim))
+  padded_d = max(MIN_BLOCK, pl.next_power_of_2(dim))
   width = pl.next_power_of_2(excluded_items.shape[1])
 
   # Padded rows are zero queries that nothing reads; padded negatives have item 0 (unusable).
-  flat_queries = _pad_to(_pad_to(queries.reshape(rows, dim), 0, padded_rows), 1, padded_d)
-  vectors = _pad_to(_pad_to(negative_vectors, 0, padded_m), 1, padded_d)
-  log_q = _pad_to(negative_log_q.astype(jnp.float32), 0, padded_m)
-  items = _pad_to(negative_items.astype(jnp.int32), 0, padded_m)
+  flat_queries = pad_to(pad_to(queries.reshape(rows, dim), 0, padded_rows), 1, padded_d)
+  vectors = pad_to(pad_to(negative_vectors, 0, padded_m), 1, padded_d)
+  log_q = pad_to(negative_log_q.astype(jnp.float32), 0, padded_m)
+  items = pad_to(negative_items.astype(jnp.int32), 0, padded_m)
   # [W, rows]: each row of the kernel's tile reads its anchor's excluded ids as one vector per w.
   excluded = jnp.repeat(excluded_items.astype(jnp.int32), conditions, axis=0)
-  excluded = _pad_to(_pad_to(excluded, 1, width, -1), 0, padded_rows, -1).T
+  excluded = pad_to(pad_to(excluded, 1, width, -1), 0, padded_rows, -1).T
   lse = _tiled_lse(flat_queries, vectors, log_q, items, excluded, 1.0 / temperature, br, bm, interp)
   return lse[:rows].reshape(anchors, conditions)

@@ -38,11 +38,10 @@ class Generated:
 
 def _last_states(model: UniPinRec, params, history: Mapping[str, jax.Array]) -> jax.Array:
   """[B, W] state at each history's last action (position 0 for an empty history)."""
-  states, _ = model.apply(
-    {"params": params}, *(history[name] for name in HISTORY_FIELDS), method=model.encode
+  last, _ = model.apply(
+    {"params": params}, *(history[name] for name in HISTORY_FIELDS), method=model.encode_last
   )
-  last = jnp.maximum(history["history_lengths"] - 1, 0)
-  return jnp.take_along_axis(states, last[:, None, None], axis=1)[:, 0]
+  return last
 
 
 def _catalogue_scores(

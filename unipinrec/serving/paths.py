@@ -29,16 +29,19 @@ class Histories:
   lengths: jax.Array  # [B] int32, 0 for a user without history
 
 
-def _encode(model: UniPinRec, params, histories: Histories) -> tuple[jax.Array, KVCache]:
-  return model.apply(
-    {"params": params},
+def _fields(histories: Histories) -> tuple[jax.Array, ...]:
+  """The histories as the positional arguments of `encode` and `encode_last`."""
+  return (
     histories.items,
     histories.outcomes,
     histories.times,
     histories.surfaces,
     histories.lengths,
-    method=model.encode,
   )
+
+
+def _encode(model: UniPinRec, params, histories: Histories) -> tuple[jax.Array, KVCache]:
+  return model.apply({"params": params}, *_fields(histories), method=model.encode)
 
 
 def retrieve(model: UniPinRec, keep_cache: bool = True) -> Callable:
@@ -52,13 +55,7 @@ def retrieve(model: UniPinRec, keep_cache: bool = True) -> Callable:
 
   def fn(params, histories: Histories, conditions: jax.Array):
     last_states, cache = model.apply(
-      {"params": params},
-      histories.items,
-      histories.outcomes,
-      histories.times,
-      histories.surfaces,
-      histories.lengths,
-      method=model.encode_last,
+      {"params": params}, *_fields(histories), method=model.encode_last
     )
     if conditions.ndim == 2:  # several conditions per user, one state
       last_states = last_states[:, None, :]
