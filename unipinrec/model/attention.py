@@ -30,12 +30,14 @@ def causal_attention(
     [B, T, H, Dh]; rows past `lengths` are finite but meaningless.
   """
   key_positions = jnp.arange(k.shape[1])
+  # Scaling q, not the [B, H, T, L] logits: XLA CPU does not fuse that division.
+  q = q / jnp.sqrt(q.shape[-1]).astype(q.dtype)
   if query_positions is None:
     query_positions = jnp.broadcast_to(jnp.arange(q.shape[1]), q.shape[:2])
   allowed = (key_positions[None, None, :] <= query_positions[:, :, None]) & (
     key_positions[None, None, :] < lengths[:, None, None]
   )  # [B, T, L]
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
   logits = jnp.where(allowed[:, None], logits, jnp.finfo(logits.dtype).min)
   weights = jax.nn.softmax(logits, axis=-1)
   return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
@@ -59,18 +61,23 @@ def candidate_attention(
   Returns:
     [B, C, H, Dh].
   """
-  scale = jnp.sqrt(q.shape[-1]).astype(q.dtype)
-  history_logits = jnp.einsum("bchd,blhd->bhcl", q, history_keys) / scale
-  visible = jnp.arange(history_keys.shape[1])[None, None, :] < prefix[:, :, None]  # [B, C, L]
+  # Scaling q, not the [B, H, C, L] logits, and contracting in heads-major
+  # layouts: on CPU both halved the time of ranking on a 1,000-key cache.
+  q = jnp.transpose(q, (0, 2, 1, 3)) / jnp.sqrt(q.shape[-1]).astype(q.dtype)  # [B, H, C, Dh]
+  history_keys, history_values = (
+    jnp.transpose(x, (0, 2, 1, 3)) for x in (history_keys, history_values)
+  )
+  history_logits = jnp.einsum("bhcd,bhld->bhcl", q, history_keys)
+  visible = jnp.arange(history_keys.shape[2])[None, None, :] < prefix[:, :, None]  # [B, C, L]
   history_logits = jnp.where(visible[:, None], history_logits, jnp.finfo(q.dtype).min)
-  self_logits = jnp.einsum("bchd,bchd->bhc", q, k) / scale
+  self_logits = jnp.einsum("bhcd,bchd->bhc", q, k)
   # The softmax over [history, self] by hand: concatenating the self logit to the
   # [B, H, C, L] history logits (and slicing it off again) copies them twice, which
   # made ranking on the cache memory-bound.
   peak = jnp.maximum(jnp.max(history_logits, axis=-1), self_logits)  # [B, H, C]
   history_weights = jnp.exp(history_logits - peak[..., None])
   self_weights = jnp.exp(self_logits - peak)
-  total = jnp.transpose(jnp.sum(history_weights, axis=-1) + self_weights, (0, 2, 1))  # [B, C, H]
-  from_history = jnp.einsum("bhcl,blhd->bchd", history_weights, history_values)
-  from_self = jnp.transpose(self_weights, (0, 2, 1))[..., None] * v
-  return (from_history + from_self) / total[..., None]
+  total = jnp.sum(history_weights, axis=-1) + self_weights  # [B, H, C]
+  from_history = jnp.einsum("bhcl,bhld->bhcd", history_weights, history_values)
+  from_self = self_weights[..., None] * jnp.transpose(v, (0, 2, 1, 3))
+  return jnp.transpose((from_history + from_self) / total[..., None], (0, 2, 1, 3))
