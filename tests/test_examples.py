@@ -50,6 +50,21 @@ def test_training_windows_and_slate_prefixes():
   np.testing.assert_array_equal(examples["slate_prefix"][2], [0, 0])
 
 
+def test_overlapping_windows_show_a_slate_with_each_history_prefix():
+  examples = examples_lib.training_examples(
+    _logs(), np.array([0]), max_length=3, max_slates=2, seed=0, window_stride=1
+  )
+  # Window ends 5, 4, 3 and 2, one action apart.
+  np.testing.assert_array_equal(
+    examples["items"], [[13, 14, 15], [12, 13, 14], [11, 12, 13], [11, 12, 0]]
+  )
+  # Slates after 2 and after 4 actions, by window: the one after 4 is seen with 2 and with 3
+  # window actions before it, the one after 2 with 1, 2 and 2.
+  np.testing.assert_array_equal(examples["slate_prefix"], [[2, 0], [1, 3], [2, 0], [2, 0]])
+  np.testing.assert_array_equal(examples["slate_items"][:, 0, 0], [14, 13, 13, 13])
+  np.testing.assert_array_equal(examples["slate_items"][1, 1], [14, 15, 0])
+
+
 def test_evaluation_rows_are_leave_last_out():
   logs = _logs()
   held_out = examples_lib.evaluation_examples(

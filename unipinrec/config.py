@@ -14,6 +14,7 @@ from unipinrec.index.manifest import IndexConfig
 from unipinrec.losses import LossConfig
 from unipinrec.serving.config import ServingConfig
 from unipinrec.sharding import MeshConfig
+from unipinrec.train.item_init import ItemInitConfig
 from unipinrec.train.state import OptimizerConfig
 from unipinrec.train.step import StepConfig
 
@@ -56,6 +57,7 @@ class RunConfig:
   model: ModelSizes = dataclasses.field(default_factory=ModelSizes)
   step: StepConfig = dataclasses.field(default_factory=StepConfig)
   optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+  item_init: ItemInitConfig = dataclasses.field(default_factory=ItemInitConfig)
   checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
   generation: GenerationConfig = dataclasses.field(default_factory=GenerationConfig)
   index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
@@ -81,6 +83,7 @@ _NESTED = {
   (RunConfig, "model"): ModelSizes,
   (RunConfig, "step"): StepConfig,
   (RunConfig, "optimizer"): OptimizerConfig,
+  (RunConfig, "item_init"): ItemInitConfig,
   (RunConfig, "checkpoint"): CheckpointConfig,
   (RunConfig, "generation"): GenerationConfig,
   (RunConfig, "index"): IndexConfig,

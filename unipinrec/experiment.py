@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 import optax
+from absl import logging
 from jax.sharding import Mesh
 
 from unipinrec import checkpoint, sharding
@@ -19,7 +20,7 @@ from unipinrec.data.dataset import PreparedData, prepare_data
 from unipinrec.evaluation import evaluate, report
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
-from unipinrec.train import partition
+from unipinrec.train import item_init, partition
 from unipinrec.train import state as state_lib
 
 RESULTS_FILE = "results.json"
@@ -61,6 +62,25 @@ def setup_experiment(run: RunConfig) -> Experiment:
     model, optimizer, mesh, jax.random.key(run.seed), example
   )
   return Experiment(run, data, model, mesh, optimizer, state, shardings)
+
+
+def fresh_state(experiment: Experiment) -> state_lib.TrainState:
+  """The state a run starts from when it has no checkpoint.
+
+  The initial state, with the item table warm-started when the config asks
+  for it (`item_init`), from the training users' logs only.
+  """
+  config = experiment.run.item_init
+  if config.method == "random":
+    return experiment.initial_state
+  data = experiment.data
+  users = np.arange(data.logs.num_users)
+  if data.eval_users is not None:
+    users = np.setdiff1d(users, data.eval_users)
+  shape = experiment.initial_state.params["tokenizer"]["item_embedding"].shape
+  table = item_init.initial_table(data.logs, users, shape[0], shape[1], config)
+  logging.info("item table: %s warm start from %d training users", config.method, len(users))
+  return item_init.warm_start(experiment.initial_state, table)
 
 
 def abstract_state(experiment: Experiment):

@@ -36,6 +36,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.holdout_fraction = 0.2  # users never trained on, evaluated instead
   config.data.max_slates = 16  # impression slates per blended example
+  # Training windows' ends 16 actions apart (0: max_length, no overlap): each slate is seen
+  # with several history prefixes, and slates one window's choice drops are kept by another.
+  config.data.window_stride = 16
   config.data.eval_slates_per_user = 5  # last slates of each held-out user that are ranked
   config.data.synthetic = ml_collections.ConfigDict()
   config.data.synthetic.num_users = 2500
@@ -52,7 +55,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.model.mlp_dim = 256
   config.model.head_hidden_dim = 128  # retrieval MLP and each task head
   config.model.temperature = 0.05  # retrieval logits = cosine / temperature
-  config.model.dropout_rate = 0.0  # on tokens and residual branches, training only
+  # On tokens and residual branches, training only: without it the model ranks the
+  # training users' slates above the history oracle and the held-out users' far below.
+  config.model.dropout_rate = 0.1
   config.model.dtype = "float32"
   # Multi-token generation: one query per offset from one pass ("next action",
   # +2 min later in the visit, +1 h = the next visit, +2 days); (0.0,) turns it off.
@@ -90,6 +95,15 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.optimizer.weight_decay = 1e-4
   config.optimizer.clip_norm = 1.0
 
+  # The item table's start (unipinrec/train/item_init.py): "random", or "cooccurrence"
+  # (rows from the training logs' item co-occurrence, which skips the plateau
+  # a random table spends its first ~800 steps on).
+  config.item_init = ml_collections.ConfigDict()
+  config.item_init.method = "cooccurrence"
+  config.item_init.window = 20  # actions apart that still co-occur: a few sessions
+  config.item_init.stddev = 0.1  # row scale, as the random draw's
+  config.item_init.seed = 0
+
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = 500
   config.checkpoint.keep = 3
@@ -126,6 +140,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.optimizer.warmup_steps = 5
     config.checkpoint.every_steps = 10
     config.data.max_slates = 4
+    config.data.window_stride = 8
     config.data.synthetic.num_users = 120
     config.data.synthetic.num_items = 600
     config.data.synthetic.num_topics = 5

@@ -31,6 +31,7 @@ class DataConfig:
   synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
   holdout_fraction: float = 0.2  # synthetic: users kept out of training, for evaluation
   max_slates: int = 16  # slates per blended example
+  window_stride: int = 0  # actions between training windows' ends; 0 = max_length, no overlap
   eval_slates_per_user: int = 5  # synthetic: a held-out user's last slates ranked
   sampled_slates_per_user: int = 16  # public logs: training slates built per user
   sampled_slate_size: int = 10  # public logs: one real action among never-seen items
@@ -59,7 +60,7 @@ def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData
   logs = world.logs
   train_users, eval_users = examples_lib.split_users(logs.num_users, config.holdout_fraction, seed)
   train_examples = examples_lib.training_examples(
-    logs, train_users, max_length, config.max_slates, seed
+    logs, train_users, max_length, config.max_slates, seed, config.window_stride
   )
   eval_examples = examples_lib.evaluation_examples(
     logs, eval_users, max_length, config.eval_slates_per_user
@@ -118,7 +119,7 @@ def _prepare_public(config: DataConfig, max_length: int, seed: int) -> PreparedD
     logs=train_logs,
     world=None,
     train_examples=examples_lib.training_examples(
-      train_logs, users, max_length, config.max_slates, seed
+      train_logs, users, max_length, config.max_slates, seed, config.window_stride
     ),
     eval_examples=test.examples,
     item_log_frequency=examples_lib.item_log_frequency(train_logs, users),

@@ -52,15 +52,23 @@ def history_row(logs: UserLogs, user: int, start: int, end: int, max_length: int
 
 
 def training_examples(
-  logs: UserLogs, users: np.ndarray, max_length: int, max_slates: int, seed: int
+  logs: UserLogs,
+  users: np.ndarray,
+  max_length: int,
+  max_slates: int,
+  seed: int,
+  window_stride: int = 0,
 ) -> dict[str, np.ndarray]:
   """Blended examples of the given users, as stacked fixed-shape arrays.
 
   Each user's actions are cut into windows of `max_length` from the most
-  recent backwards; a window keeps up to `max_slates` of the slates requested
-  inside it (a seeded random choice when there are more). A slate needs at
-  least one window action before it: cold-start requests have no history to
-  attend to.
+  recent backwards, their ends `window_stride` actions apart (0: `max_length`,
+  windows that do not overlap); a window keeps up to `max_slates` of the
+  slates requested inside it (a seeded random choice when there are more). A
+  slate needs at least one window action before it: cold-start requests have
+  no history to attend to. Overlapping windows show each action and slate
+  with several history prefixes and keep slates that one window's choice
+  drops, without a larger step.
 
   Returns:
     Arrays keyed by the `TrainBatch` field names, leading dimension = examples.
@@ -72,7 +80,7 @@ def training_examples(
     num_actions = logs.action_offsets[user + 1] - logs.action_offsets[user]
     first_slate, last_slate = logs.slate_offsets[user], logs.slate_offsets[user + 1]
     prefixes = logs.slate_prefix[first_slate:last_slate]
-    for end in range(num_actions, 1, -max_length):
+    for end in range(num_actions, 1, -(window_stride or max_length)):
       start = max(0, end - max_length)
       example = history_row(logs, user, start, end, max_length)
       origin = example.pop("origin")

@@ -15,7 +15,7 @@ from absl import logging
 
 from unipinrec import checkpoint, sharding
 from unipinrec.data.pipeline import training_iterator
-from unipinrec.experiment import Experiment, abstract_state
+from unipinrec.experiment import Experiment, abstract_state, fresh_state
 from unipinrec.train import partition
 from unipinrec.train.preemption import Preempted, PreemptionNotice
 from unipinrec.types import TrainBatch
@@ -81,7 +81,7 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
   manager = checkpoint.make_manager(workdir, run.checkpoint)
   state = checkpoint.restore_latest(manager, abstract_state(experiment), data_iterator)
   if state is None:
-    state = experiment.initial_state
+    state = fresh_state(experiment)
   else:
     logging.info("resumed from step %d in %s", int(state.step), workdir)
 
