@@ -7,8 +7,8 @@ for tests and CI (seconds, not minutes). Override any field with
 `--config.a.b=value`, e.g. `--config.num_steps=500`.
 
 Expected on 2 CPU cores (RESULTS.md has the recorded runs): about 14 minutes;
-retrieval HR@10 about 0.6 of the oracle's and about 4x popularity's;
-ranking AUC (engaged vs none) about 0.08 below the oracle's. Then
+retrieval HR@10 about 0.65 of the oracle's (its standard error is 0.11 of it) and
+about 4x popularity's; ranking AUC (engaged vs none) about 0.05 below the oracle's. Then
 `python -m experiments.evaluate_generation --workdir=...` for budgets and
 multi-token generation.
 """
