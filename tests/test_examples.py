@@ -1,6 +1,7 @@
 """Blended training examples and leave-last-out evaluation rows on a hand-made log."""
 
 import numpy as np
+import pytest
 
 from unipinrec.data import examples as examples_lib
 from unipinrec.types import UserLogs
@@ -63,6 +64,8 @@ def test_overlapping_windows_show_a_slate_with_each_history_prefix():
   np.testing.assert_array_equal(examples["slate_prefix"], [[2, 0], [1, 3], [2, 0], [2, 0]])
   np.testing.assert_array_equal(examples["slate_items"][:, 0, 0], [14, 13, 13, 13])
   np.testing.assert_array_equal(examples["slate_items"][1, 1], [14, 15, 0])
+  with pytest.raises(ValueError, match="data.window_stride=-1"):
+    examples_lib.training_examples(_logs(), np.array([0]), 3, 2, 0, window_stride=-1)
 
 
 def test_evaluation_rows_are_leave_last_out():

@@ -72,7 +72,12 @@ def training_examples(
 
   Returns:
     Arrays keyed by the `TrainBatch` field names, leading dimension = examples.
+
+  Raises:
+    ValueError: on a negative `window_stride`, or when no user has a window.
   """
+  if window_stride < 0:
+    raise ValueError(f"data.window_stride={window_stride}; expected 0 (no overlap) or more")
   rng = np.random.default_rng([seed, 2])
   slate_size = logs.slate_items.shape[1]
   examples = []
