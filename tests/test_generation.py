@@ -84,7 +84,8 @@ def test_split_quota_rejects_unknown_and_empty():
 def test_fill_quotas_by_hand():
   ranked = jnp.array([[[5, 6, 7, 8, 9], [6, 5, 1, 2, 3]]])
   items, groups = budgets.fill_quotas(ranked, (2, 3))
-  np.testing.assert_array_equal(items, [[5, 6, 1, 2, 3]])
+  # Turns 0, 1, 0, 1, 1: 5; 6; 7 (6 is taken); 1 (5 is taken); 2.
+  np.testing.assert_array_equal(items, [[5, 7, 6, 1, 2]])
   np.testing.assert_array_equal(groups, [[0, 0, 1, 1, 1]])
 
 
@@ -139,6 +140,26 @@ def test_offset_targets_on_a_hand_made_sequence():
   assert not bool(valid[0, 5].any())  # padding is never an anchor's target
 
 
+def test_windowed_offset_positives_on_a_hand_made_sequence():
+  times = jnp.array([[0.0, 10.0, 50.0, 200.0, 260.0, 1500.0, 0.0]])
+  positions, valid = losses.offset_positives(times, jnp.array([6]), (100.0, 1000.0), 200.0, 3)
+  # anchor 0, +100 s: the target (position 3, 200 s) and 260 s <= 100 + 200; not 1500 s.
+  np.testing.assert_array_equal(positions[0, 0, 0, :2], [3, 4])
+  np.testing.assert_array_equal(valid[0, 0, 0], [1, 1, 0])
+  # anchor 0, +1000 s: position 5 (1500 s) counts although past 1000 + 200: the target always does.
+  np.testing.assert_array_equal(valid[0, 0, 1], [1, 0, 0])
+  assert int(positions[0, 0, 1, 0]) == 5
+  # anchor 3 (200 s), +100 s: 260 s is 60 s ahead, so the target is 1500 s, alone.
+  assert int(positions[0, 3, 0, 0]) == 5
+  np.testing.assert_array_equal(valid[0, 3, 0], [1, 0, 0])
+  assert not bool(valid[0, 5].any()) and not bool(valid[0, 6].any())
+  # Without a window, the first position is `offset_targets`' target.
+  first, has = losses.offset_targets(times, jnp.array([6]), (100.0, 1000.0))
+  alone, alone_valid = losses.offset_positives(times, jnp.array([6]), (100.0, 1000.0), 0.0, 1)
+  np.testing.assert_array_equal(alone[..., 0], first)
+  np.testing.assert_array_equal(alone_valid[..., 0], has)
+
+
 def test_offset_queries_are_trained(model_and_params):
   model, params = model_and_params
   batch = example_batch(model, B, 2, 3)
@@ -163,10 +184,19 @@ def test_offset_queries_are_trained(model_and_params):
 
 def test_multi_token_and_autoregressive_agree_on_the_first_vector(model_and_params, histories):
   model, params = model_and_params
+  # One vector: both are the next-action query's top 5.
+  np.testing.assert_array_equal(
+    generation.multi_token_generator(model, 1, 5)(params, histories),
+    generation.autoregressive_generator(model, 1, 5)(params, histories),
+  )
   multi = generation.multi_token_generator(model, 3, 5)(params, histories)
   auto = generation.autoregressive_generator(model, 3, 5)(params, histories)
   assert multi.shape == auto.shape == (B, 3, 5)
-  np.testing.assert_array_equal(multi[:, 0], auto[:, 0])
+  # The first vector picks first: its best item is the same for both.
+  np.testing.assert_array_equal(multi[:, 0, 0], auto[:, 0, 0])
+  for lists in (multi, auto):
+    flat = np.asarray(lists).reshape(B, -1)
+    assert all(len(set(row.tolist())) == flat.shape[1] for row in flat)
   # The best item of step 0 is fed back, so later lists no longer hold it.
   assert not np.any(np.asarray(auto[:, 1:]) == np.asarray(auto[:, :1, :1]))
   with pytest.raises(ValueError, match="offsets"):

@@ -190,13 +190,18 @@ def test_budgets_split_the_candidates_without_duplicates(serving, recommender):
   )
   request = _request("a", [3, 17, 250, 9, 42], 0, budgets={"save": 3, "click": 1})
   (result,) = everything.recommend([request])
-  # By hand: exact top-K of each outcome's query; "save" takes its best 18, then "click"
-  # its best 6 of what is left (quotas 3:1 of K = 24; merging is off at cosine 1.1).
+  # By hand: exact top-K of each outcome's query; "save" (quota 18) and "click" (6) take
+  # turns picking their best item not yet picked (3:1 of K = 24; merging off at cosine 1.1).
   _, queries = _forward(serving, [request], np.ones((1, k), np.int32))
   vectors = serving.item_vectors()
   ranked = {c: list(np.argsort(-(vectors[1:] @ queries[0, c]))[:k] + 1) for c in (1, 2)}
-  saves = ranked[2][:18]
-  clicks = [i for i in ranked[1] if i not in saves][:6]
+  picked = {1: [], 2: []}
+  for turn in range(18):
+    for condition, quota in ((2, 18), (1, 6)):
+      if turn < quota:
+        taken = picked[1] + picked[2]
+        picked[condition].append(next(i for i in ranked[condition] if i not in taken))
+  saves, clicks = picked[2], picked[1]
   assert len(set(result.items)) == k
   assert set(result.items[result.retrieved_for == 2]) == set(saves)
   assert set(result.items[result.retrieved_for == 1]) == set(clicks)

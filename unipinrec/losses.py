@@ -21,6 +21,10 @@ class LossConfig:
   mam_weight: float = 1.0
   ranking_weight: float = 1.0
   offset_weight: float = 0.2  # multi-token offset targets: a side task, kept light
+  # Offset t's positives: the first action t or more seconds ahead, and (PinRec's windowed
+  # multi-token loss) the later ones up to t + this, at most `max_future_positives`.
+  # 0 keeps the first action alone.
+  offset_window_seconds: float = 0.0
   future_window_seconds: float = 86400.0  # positives: later actions within this of the anchor
   max_future_positives: int = 8  # W, later actions considered per anchor (the next always is one)
   intra_session: bool = False  # also count every later action of the anchor's session
@@ -99,6 +103,46 @@ def offset_targets(
   reached = later[..., None] & (elapsed[..., None] >= offsets)  # [B, L, L, T]
   first = jnp.argmax(reached, axis=2)  # the first true candidate (0 when none)
   return first.astype(jnp.int32), jnp.any(reached, axis=2)
+
+
+def offset_positives(
+  times: jax.Array,
+  lengths: jax.Array,
+  offsets_seconds: tuple[float, ...],
+  window_seconds: float,
+  max_positives: int,
+) -> tuple[jax.Array, jax.Array]:
+  """Each anchor's positives at each positive time offset (windowed multi-token targets).
+
+  Offset t's positives are its `offset_targets` target and the actions right
+  after it, those at most `t + window_seconds` after the anchor: the offset's
+  own window of the future, as the next-action query has the window after
+  the anchor (`future_positives`). The target itself always counts.
+
+  Args:
+    times: [B, L] seconds, non-decreasing over the valid positions.
+    lengths: [B] valid positions.
+    offsets_seconds: T positive offsets.
+    window_seconds: how far past its offset an action still counts.
+    max_positives: W, positions considered per offset, the target's included.
+
+  Returns:
+    ([B, L, T, W] positions, [B, L, T, W] bool validity).
+  """
+  seq_len = times.shape[1]
+  first, has_target = offset_targets(times, lengths, offsets_seconds)
+  steps = jnp.arange(max_positives)
+  positions = first[..., None] + steps  # [B, L, T, W]
+  clipped = jnp.minimum(positions, seq_len - 1)
+  rows = jnp.arange(times.shape[0])[:, None, None, None]
+  elapsed = times[rows, clipped] - times[:, :, None, None]
+  limit = jnp.asarray(offsets_seconds, times.dtype)[:, None] + window_seconds
+  valid = (
+    has_target[..., None]
+    & (positions < lengths[:, None, None, None])
+    & ((steps == 0) | (elapsed <= limit))
+  )
+  return clipped, valid
 
 
 def sampled_softmax_loss(

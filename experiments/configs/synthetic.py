@@ -77,6 +77,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # Multi-token offset targets: at weight 1 they doubled the gradient norm (clipped at 1),
   # and ranking AUC fell 0.03; 0.2 keeps them a side task.
   config.step.loss.offset_weight = 0.2
+  # Offset t learns the first action t seconds ahead and those up to a day past t.
+  config.step.loss.offset_window_seconds = 86400.0
   config.step.loss.future_window_seconds = 86400.0  # positives: actions within a day after
   config.step.loss.max_future_positives = 8
   config.step.loss.intra_session = False  # PinRec's relaxation: whole session is positive

@@ -2,9 +2,9 @@
 
 PinRec's budget lever: a request asks for, say, 3 saves and 1 click; each
 requested outcome gets its own conditioned query and a share of the quota,
-queries that point the same way are merged (one search serves both), and an
-item found for two outcomes is kept once, the later outcome taking its next
-best item, so every outcome gets exactly its quota.
+queries that point the same way are merged (one search serves both), and the
+outcomes take turns picking their best item not yet picked, so an item found
+for two outcomes is kept once and every outcome gets exactly its quota.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def split_quota(
@@ -68,34 +69,39 @@ def merge_queries(queries: jax.Array, threshold: float) -> jax.Array:
 
 
 def fill_quotas(ranked: jax.Array, quotas: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
-  """Greedy, duplicate-free fill: each group takes its quota of its best unused items.
+  """Round-robin, duplicate-free fill: groups take turns, each picking its best unused item.
+
+  Taking turns (rather than one group's whole quota after another's) keeps
+  every group near the top of its own list: with look-alike lists, a group
+  filled last would otherwise reach deep into its list, where items are
+  generic rather than its own.
 
   Args:
     ranked: [B, G, K] each group's items, best first, K >= sum(quotas);
       every row holds K distinct items.
-    quotas: G static quotas.
+    quotas: G static quotas; a group whose quota is full sits out.
 
   Returns:
-    ([B, sum(quotas)] items, [B, sum(quotas)] group of each item), group 0's
-    items first.
+    ([B, sum(quotas)] items, [B, sum(quotas)] group of each item): group 0's
+    items first, each group's in the order it picked them.
   """
   total = sum(quotas)
   width = ranked.shape[2]
   if width < total:
     raise ValueError(f"each group needs {total} ranked items, got {width}")
+  turns = [g for turn in range(max(quotas)) for g, quota in enumerate(quotas) if turn < quota]
+  turn_groups = jnp.asarray(turns)
   # Without the barrier XLA (CPU) fuses the top-k that produced `ranked` into
-  # every gather below and recomputes it: 7x slower at 4 groups of 40.
+  # the loop's gathers and recomputes it every turn.
   ranked = jax.lax.optimization_barrier(ranked)
-  picks = []
-  for group, quota in enumerate(quotas):
-    candidates = ranked[:, group]
-    if picks:
-      taken = jnp.concatenate(picks, axis=1)
-      used = jnp.any(candidates[:, :, None] == taken[:, None, :], axis=-1)
-    else:
-      used = jnp.zeros(candidates.shape, bool)
-    # Unused items keep their rank, used ones move behind: the first `quota` are the picks.
-    order = jnp.argsort(jnp.where(used, width, 0) + jnp.arange(width), axis=1)[:, :quota]
-    picks.append(jnp.take_along_axis(candidates, order, axis=1))
-  group_of = jnp.repeat(jnp.arange(len(quotas)), jnp.asarray(quotas), total_repeat_length=total)
-  return jnp.concatenate(picks, axis=1), jnp.broadcast_to(group_of, (ranked.shape[0], total))
+
+  def pick(turn, taken):
+    candidates = jnp.take(ranked, turn_groups[turn], axis=1)  # [B, K]
+    used = jnp.any(candidates[:, :, None] == taken[:, None, :], axis=-1)
+    best = jnp.argmax(~used, axis=1)  # fewer than K items are taken, so one is unused
+    return taken.at[:, turn].set(jnp.take_along_axis(candidates, best[:, None], axis=1)[:, 0])
+
+  taken = jax.lax.fori_loop(0, total, pick, jnp.full((ranked.shape[0], total), -1, ranked.dtype))
+  order = np.argsort(turns, kind="stable")
+  group_of = jnp.asarray(np.asarray(turns)[order])
+  return taken[:, order], jnp.broadcast_to(group_of, (ranked.shape[0], total))

@@ -119,9 +119,9 @@ def generate(
 def multi_token_generator(model: UniPinRec, num_vectors: int, k: int):
   """Jitted (params, history) -> [B, T, K] items: one pass, a query per offset, condition "any".
 
-  The T * K items are distinct: each query takes its K best items that no
-  earlier query took (a set, not T overlapping lists); history items are
-  never returned.
+  The T * K items are distinct: the queries take turns picking their best item
+  not yet picked (`budgets.fill_quotas`), K each (a set, not T overlapping
+  lists); history items are never returned.
   """
   if num_vectors > model.config.num_offsets:
     raise ValueError(
@@ -183,7 +183,7 @@ def autoregressive_generator(model: UniPinRec, num_vectors: int, k: int):
   Step t's query is the "any" query for the next action; its best item
   becomes the history's newest action before step t + 1. History items (fed
   back ones included) are never returned, and, as in `multi_token_generator`,
-  each query's K items are its best not taken by an earlier query.
+  the queries' K items each are picked in turns without duplicates.
   """
   total = num_vectors * k
 

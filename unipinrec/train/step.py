@@ -78,23 +78,32 @@ def blended_loss(
   )
   metrics = {}
   if outputs.offset_queries is not None:
-    # Multi-token generation: the "any" query at offset t learns the first
-    # action t seconds ahead, at every `offset_anchor_stride`-th anchor only
-    # (each offset costs as much as a condition per anchor it is learned at).
+    # Multi-token generation: the "any" query at offset t learns the actions
+    # t seconds ahead (`losses.offset_positives`), at every
+    # `offset_anchor_stride`-th anchor only (each offset costs as much as a
+    # condition per anchor it is learned at).
     stride = loss_cfg.offset_anchor_stride
-    offset_positions, offset_valid = losses.offset_targets(
-      batch.times, batch.history_lengths, model.config.offsets_seconds[1:]
+    offset_positions, offset_valid = losses.offset_positives(
+      batch.times,
+      batch.history_lengths,
+      model.config.offsets_seconds[1:],
+      loss_cfg.offset_window_seconds,
+      loss_cfg.max_future_positives if loss_cfg.offset_window_seconds > 0 else 1,
     )
     offset_positions, offset_valid = offset_positions[:, ::stride], offset_valid[:, ::stride]
+    anchors, num_offsets, width = offset_positions.shape[1:]
     offset_items = jnp.take_along_axis(
       batch.items, offset_positions.reshape(b, -1), axis=1
-    ).reshape(offset_positions.shape)
-    num_offsets = offset_positions.shape[-1]
+    ).reshape(b, anchors, num_offsets * width)
+    # Offset t's positives weigh on query t only: [B, L', T * W, T].
+    offset_weights = (
+      offset_valid[..., None] * jnp.eye(num_offsets, dtype=jnp.float32)[:, None, :]
+    ).reshape(b, anchors, num_offsets * width, num_offsets)
     metrics["offset_loss"] = losses.sampled_softmax_loss(
       outputs.offset_queries[:, ::stride],
       outputs.item_table,
       offset_items,
-      offset_valid[..., None] * jnp.eye(num_offsets, dtype=jnp.float32),
+      offset_weights,
       negatives,
       log_q,
       model.config.temperature,
