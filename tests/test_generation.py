@@ -203,6 +203,17 @@ def test_multi_token_and_autoregressive_agree_on_the_first_vector(model_and_para
     generation.multi_token_generator(model, len(OFFSETS) + 1, 5)
 
 
+def test_merged_offset_queries_share_the_first_query_list(model_and_params, histories):
+  model, params = model_and_params
+  # Cosine -1 merges every offset query into the first: the lists are its top 15.
+  merged = generation.multi_token_generator(model, 3, 5, -1.0)(params, histories)
+  single = generation.multi_token_generator(model, 1, 15)(params, histories)
+  for row, best in zip(np.asarray(merged), np.asarray(single), strict=True):
+    assert set(row.ravel().tolist()) == set(best.ravel().tolist())
+  # Turns: the first query's picks are ranks 1, 4, 7, ... of the shared list.
+  np.testing.assert_array_equal(merged[:, 0], single[:, 0, ::3])
+
+
 def test_unordered_recall_by_hand():
   lists = np.array([[[1, 2], [3, 4]], [[5, 6], [7, 8]], [[9, 9], [9, 9]]])
   future = np.array([[4, 10, 0], [11, 0, 0], [0, 0, 0]])  # the third user has no future

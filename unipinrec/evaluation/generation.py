@@ -33,7 +33,7 @@ class GenerationConfig:
   horizon_seconds: float = 345_600.0  # synthetic: the last 4 days of a user are the future
   budget_k: int = 20  # list length of the budget sweep
   budget_points: int = 5  # budgets from all-click to all-save
-  merge_cosine: float = 0.98  # outcome queries this close share one search
+  merge_cosine: float = 0.98  # outcome (and offset) queries this close share one search
   timing_repeats: int = 5  # timed passes over the users; the median is reported
 
 
@@ -64,17 +64,20 @@ def compare_tokens(
   item_vectors = np.asarray(model.apply({"params": params}, method=model.item_vectors))
   users = len(future)
   rows = []
+  merge = float(config.merge_cosine)
+  # "multi_token" searches with every offset query; "multi_token_merged" lets look-alike
+  # offset queries share one search, as serving merges outcome queries (`merge_cosine`).
+  makers = (
+    ("multi_token", lambda t: generation.multi_token_generator(model, t, config.k)),
+    ("multi_token_merged", lambda t: generation.multi_token_generator(model, t, config.k, merge)),
+    ("autoregressive", lambda t: generation.autoregressive_generator(model, t, config.k)),
+  )
   for num_vectors in config.vectors:
-    for method, make in (
-      ("multi_token", generation.multi_token_generator),
-      ("autoregressive", generation.autoregressive_generator),
-    ):
-      if method == "multi_token" and num_vectors > model.config.num_offsets:
+    for method, make in makers:
+      if method.startswith("multi_token") and num_vectors > model.config.num_offsets:
         logging.warning("skipping %d vectors per pass: the model has fewer offsets", num_vectors)
         continue
-      lists, seconds = _timed(
-        make(model, num_vectors, config.k), params, history, batch_size, config.timing_repeats
-      )
+      lists, seconds = _timed(make(num_vectors), params, history, batch_size, config.timing_repeats)
       row = {
         "method": method,
         "vectors": num_vectors,

@@ -51,7 +51,11 @@ def plot_tokens(rows: list[dict], path: str) -> str:
     ("vectors_per_second", "generated vectors / s"),
   )
   figure, axes = plt.subplots(1, len(panels), figsize=(13, 3.6))
-  for method, style in (("multi_token", "o-"), ("autoregressive", "s--")):
+  for method, style in (
+    ("multi_token", "o-"),
+    ("multi_token_merged", "^:"),
+    ("autoregressive", "s--"),
+  ):
     points = sorted((r for r in rows if r["method"] == method), key=lambda r: r["vectors"])
     for axis, (key, label) in zip(axes, panels, strict=True):
       axis.plot([r["vectors"] for r in points], [r[key] for r in points], style, label=method)

@@ -9,6 +9,7 @@ for two outcomes is kept once and every outcome gets exactly its quota.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -68,6 +69,8 @@ def merge_queries(queries: jax.Array, threshold: float) -> jax.Array:
   return jnp.argmax(close | jnp.eye(groups, dtype=bool)[None], axis=-1)
 
 
+# Compiled once per quotas and shape: the recommender calls it per request, outside any jit.
+@functools.partial(jax.jit, static_argnums=1)
 def fill_quotas(ranked: jax.Array, quotas: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
   """Round-robin, duplicate-free fill: groups take turns, each picking its best unused item.
 

@@ -116,12 +116,17 @@ def generate(
 
 
 @functools.cache
-def multi_token_generator(model: UniPinRec, num_vectors: int, k: int):
+def multi_token_generator(
+  model: UniPinRec, num_vectors: int, k: int, merge_cosine: float | None = None
+):
   """Jitted (params, history) -> [B, T, K] items: one pass, a query per offset, condition "any".
 
   The T * K items are distinct: the queries take turns picking their best item
   not yet picked (`budgets.fill_quotas`), K each (a set, not T overlapping
-  lists); history items are never returned.
+  lists); history items are never returned. With `merge_cosine`, an offset
+  query that close to an earlier one shares its ranked list, as outcome
+  queries do in `generate` (PinRec's merge): the two then take turns down one
+  list instead of reaching into the look-alike's.
   """
   if num_vectors > model.config.num_offsets:
     raise ValueError(
@@ -142,6 +147,9 @@ def multi_token_generator(model: UniPinRec, num_vectors: int, k: int):
       offsets[None],
       method=model.queries,
     )
+    if merge_cosine is not None:
+      served_by = budgets_lib.merge_queries(queries, merge_cosine)
+      queries = jnp.take_along_axis(queries, served_by[..., None], axis=1)
     _, ranked = jax.lax.top_k(_catalogue_scores(model, params, queries, history, True), total)
     return budgets_lib.fill_quotas(ranked, (k,) * num_vectors)[0].reshape(-1, num_vectors, k)
 
