@@ -103,3 +103,26 @@ def test_history_interests_weight_the_current_session():
   estimate = history_interests(fake, history, np.array([10_100.0]), 0.5, 1.0)
   # Item 1 is one session back (weight 0.5), item 2 in the request's session (weight 1).
   np.testing.assert_allclose(estimate, [[0.5, 1.0, 0.0]] / np.sqrt(1.25))
+
+
+def _interest_to_previous_action(world) -> float:
+  """Mean cosine of a request's true interest with the user's action just before it."""
+  logs = world.logs
+  cosines = []
+  for request, prefix in enumerate(logs.slate_prefix):
+    user = world.request_users[request]
+    if prefix == 0 or request == logs.slate_offsets[user]:
+      continue
+    previous = logs.action_offsets[user] + prefix - 1
+    if logs.slate_times[request] - logs.action_times[previous] > 3600:  # another session
+      continue
+    item = logs.action_items[previous]
+    cosines.append(world.request_interests[request] @ world.item_vectors[item])
+  return float(np.mean(cosines))
+
+
+def test_session_momentum_pulls_requests_towards_the_last_action(world):
+  leaning = generate_world(dataclasses.replace(SMALL, session_momentum=1.0))
+  # Before any engagement the world is the same: momentum only acts inside sessions.
+  np.testing.assert_array_equal(leaning.request_interests[0], world.request_interests[0])
+  assert _interest_to_previous_action(leaning) > _interest_to_previous_action(world) + 0.1

@@ -47,6 +47,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.data.synthetic.num_items = 5000
   config.data.synthetic.num_topics = 20
   config.data.synthetic.seed = 0  # the world's own seed, independent of training's
+  config.data.synthetic.session_momentum = 0.0  # short-term intent inside a visit (0: none)
 
   config.model = ml_collections.ConfigDict()
   config.model.max_length = 64  # L: longest history the transformer sees

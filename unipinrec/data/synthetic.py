@@ -44,6 +44,9 @@ class SyntheticConfig:
   drift: float = 0.15  # per-session random-walk step of the interest
   jump_prob: float = 0.1  # per-session chance of jumping to a new topic
   jump_strength: float = 0.7  # weight of the new topic centre in a jump
+  # Short-term intent: inside a session, a request's interest leans towards the
+  # session's last engaged item by this weight (0: one interest per session).
+  session_momentum: float = 0.0
   policy_noise: float = 0.3  # scale of the policy's persistent per-user error
   policy_temperature: float = 8.0  # policy logit per unit estimated affinity
   policy_popularity: float = 0.5  # policy logit per unit log popularity
@@ -360,6 +363,7 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
   pool = np.zeros((num_u, cfg.policy_pool), dtype=np.int64)
   pool_logits = np.zeros((num_u, cfg.policy_pool))
   policy_interests = np.zeros((num_r, num_u, dim))
+  last_engaged = np.zeros(num_u, dtype=np.int64)  # this session's latest action, 0 = none
   for t in range(num_r):
     # Sessions: drift and jumps happen between sessions only.
     new_session = rng.random(num_u) < 1.0 / cfg.mean_session_length
@@ -376,11 +380,16 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
       session_surface = np.where(
         new_session, rng.integers(0, cfg.num_surfaces, num_u), session_surface
       )
+      last_engaged = np.where(new_session, 0, last_engaged)
+    request_interest = interest
+    if cfg.session_momentum:
+      # Item 0's vector is zero: before the session's first action the interest is the session's.
+      request_interest = _normalize(interest + cfg.session_momentum * vectors[last_engaged])
     # A request mostly stays on its session's surface.
     surface = np.where(
       rng.random(num_u) < 0.8, session_surface, rng.integers(0, cfg.num_surfaces, num_u)
     )
-    policy_interest = _normalize(interest + policy_error)
+    policy_interest = _normalize(request_interest + policy_error)
 
     # Logging policy: popular slots, then relevant slots from the session's
     # candidate pool, ordered by the policy's score.
@@ -401,7 +410,7 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
     slate = np.take_along_axis(slate, order, axis=1).astype(np.int32)
 
     # Users: examine by position, engage, then save or click.
-    engage_p, save_p = _outcome_model(cfg, item_truth, interest, slate, surface)
+    engage_p, save_p = _outcome_model(cfg, item_truth, request_interest, slate, surface)
     engaged = (rng.random((num_u, num_c)) < exam * engage_p) & (slate > 0)
     # Guarantee min_actions: the last requests engage position 0 if needed.
     force = (cfg.min_actions - counts >= num_r - t) & ~engaged.any(axis=1)
@@ -410,7 +419,10 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
 
     slates[t], times[t], surfaces[t], prefixes[t] = slate, now, surface, counts
     outcomes[t, ..., 0], outcomes[t, ..., 1] = engaged & ~saved, saved
-    interests[t], policy_interests[t] = interest, policy_interest
+    interests[t], policy_interests[t] = request_interest, policy_interest
+    # The latest action of this request is its engaged item lowest on the slate.
+    latest = num_c - 1 - np.argmax(engaged[:, ::-1], axis=1)
+    last_engaged = np.where(engaged.any(axis=1), slate[users, latest], last_engaged)
     engaged_before[users[:, None], np.where(engaged, slate, 0)] = True
     counts = counts + engaged.sum(axis=1)
 
