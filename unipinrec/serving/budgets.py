@@ -69,6 +69,12 @@ def merge_queries(queries: jax.Array, threshold: float) -> jax.Array:
   return jnp.argmax(close | jnp.eye(groups, dtype=bool)[None], axis=-1)
 
 
+def share_searches(queries: jax.Array, threshold: float) -> jax.Array:
+  """[B, G, D] queries -> the same, each replaced by the query that serves it (`merge_queries`)."""
+  served_by = merge_queries(queries, threshold)
+  return jnp.take_along_axis(queries, served_by[..., None], axis=1)
+
+
 # Compiled once per quotas and shape: the recommender calls it per request, outside any jit.
 @functools.partial(jax.jit, static_argnums=1)
 def fill_quotas(ranked: jax.Array, quotas: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:

@@ -72,8 +72,7 @@ def _budget_generator(
     queries = model.apply(
       {"params": params}, state[:, None, :], jnp.asarray(conditions)[None, :], method=model.queries
     )
-    served_by = budgets_lib.merge_queries(queries, merge_cosine)
-    queries = jnp.take_along_axis(queries, served_by[..., None], axis=1)
+    queries = budgets_lib.share_searches(queries, merge_cosine)
     scores = _catalogue_scores(model, params, queries, history, exclude_seen)
     _, ranked = jax.lax.top_k(scores, sum(quotas))
     return budgets_lib.fill_quotas(ranked, quotas)
@@ -148,8 +147,7 @@ def multi_token_generator(
       method=model.queries,
     )
     if merge_cosine is not None:
-      served_by = budgets_lib.merge_queries(queries, merge_cosine)
-      queries = jnp.take_along_axis(queries, served_by[..., None], axis=1)
+      queries = budgets_lib.share_searches(queries, merge_cosine)
     _, ranked = jax.lax.top_k(_catalogue_scores(model, params, queries, history, True), total)
     return budgets_lib.fill_quotas(ranked, (k,) * num_vectors)[0].reshape(-1, num_vectors, k)
 
