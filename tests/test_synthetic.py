@@ -126,3 +126,16 @@ def test_session_momentum_pulls_requests_towards_the_last_action(world):
   # Before any engagement the world is the same: momentum only acts inside sessions.
   np.testing.assert_array_equal(leaning.request_interests[0], world.request_interests[0])
   assert _interest_to_previous_action(leaning) > _interest_to_previous_action(world) + 0.1
+
+
+def test_multi_interest_sessions_resume_one_of_the_users_interests():
+  # Without drift or jumps a user's interests are fixed: one per topic of the mix.
+  still = dataclasses.replace(SMALL, drift=0.0, jump_prob=0.0)
+  distinct = {}
+  for multi in (False, True):
+    w = generate_world(dataclasses.replace(still, multi_interest=multi))
+    per_user = w.request_interests.reshape(SMALL.num_users, SMALL.requests_per_user, -1)
+    distinct[multi] = np.array([len(np.unique(u.round(9), axis=0)) for u in per_user])
+  assert np.all(distinct[False] == 1)
+  assert distinct[True].max() <= SMALL.max_user_topics
+  assert np.mean(distinct[True] > 1) > 0.4  # two thirds of users have 2-3 topics

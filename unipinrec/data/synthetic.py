@@ -47,6 +47,9 @@ class SyntheticConfig:
   # Short-term intent: inside a session, a request's interest leans towards the
   # session's last engaged item by this weight (0: one interest per session).
   session_momentum: float = 0.0
+  # Several interests: each topic of a user's mix is an interest of its own, and each
+  # session resumes one of them, drawn by the mix weights (False: one blended interest).
+  multi_interest: bool = False
   policy_noise: float = 0.3  # scale of the policy's persistent per-user error
   policy_temperature: float = 8.0  # policy logit per unit estimated affinity
   policy_popularity: float = 0.5  # policy logit per unit log popularity
@@ -307,6 +310,12 @@ def _sample_popular(
   return picks
 
 
+def _draw_slots(rng: np.random.Generator, mix: np.ndarray) -> np.ndarray:
+  """[U, K] mix weights (rows sum to 1) -> [U] one slot per user, drawn by the weights."""
+  below = np.cumsum(mix, axis=1) <= rng.random(mix.shape[0])[:, None]
+  return np.minimum(below.sum(axis=1), np.count_nonzero(mix, axis=1) - 1)
+
+
 def generate_world(config: SyntheticConfig) -> SyntheticWorld:
   """Simulates the logging policy and users; deterministic in `config.seed`."""
   cfg = config
@@ -342,6 +351,14 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
   interest = _normalize(
     interest + cfg.user_offset * rng.standard_normal((num_u, dim)) / np.sqrt(dim)
   )
+  if cfg.multi_interest:
+    # Drawn only here, so the single-interest world keeps its random stream.
+    slots = _normalize(
+      centres[user_topics]
+      + cfg.user_offset * rng.standard_normal((num_u, cfg.max_user_topics, dim)) / np.sqrt(dim)
+    )
+    active = _draw_slots(rng, mix)
+    interest = slots[np.arange(num_u), active]
   policy_error = cfg.policy_noise * rng.standard_normal((num_u, dim)) / np.sqrt(dim)
 
   item_truth = (vectors, log_pop, quality)
@@ -371,6 +388,11 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
       gap_between = MIN_SESSION_GAP_S + rng.exponential(cfg.between_session_gap_s, num_u)
       gap_within = min_gap + rng.exponential(cfg.within_session_gap_s, num_u)
       now = now + np.where(new_session, gap_between, gap_within).astype(np.int64)
+      if cfg.multi_interest:
+        # The ending session keeps its interest's state; the next resumes one of the user's.
+        slots[users, active] = interest
+        active = np.where(new_session, _draw_slots(rng, mix), active)
+        interest = slots[users, active]
       step = cfg.drift * rng.standard_normal((num_u, dim)) / np.sqrt(dim)
       drifted = _normalize(interest + step)
       jump_to = centres[rng.integers(0, cfg.num_topics, num_u)]
