@@ -182,6 +182,35 @@ def test_offset_queries_are_trained(model_and_params):
   assert float(optax.tree.norm(offset_grad)) > 0.0
 
 
+def test_offset_loss_without_log_q_ignores_popularity(model_and_params):
+  model, params = model_and_params
+  batch = example_batch(model, B, 2, 3)
+  batch = batch.replace(
+    items=jnp.tile(jnp.arange(1, L + 1, dtype=jnp.int32), (B, 1)),
+    times=jnp.cumsum(jnp.full((B, L), 400.0), axis=1),
+    history_lengths=jnp.full((B,), L, jnp.int32),
+  )
+  flat = jnp.log(jnp.full((N + 1,), 1.0 / N))
+  skewed = jnp.log(jax.nn.softmax(jnp.linspace(0.0, 5.0, N + 1)))
+
+  def metrics(offset_logq: bool, log_frequency: jax.Array) -> dict:
+    config = step_lib.StepConfig(
+      loss=losses.LossConfig(
+        num_random_negatives=8, num_inbatch_negatives=8, offset_logq_correction=offset_logq
+      )
+    )
+    return step_lib.blended_loss(params, model, config, batch, log_frequency, jax.random.key(0))[1]
+
+  on_flat, on_skewed = metrics(True, flat), metrics(True, skewed)
+  off_flat, off_skewed = metrics(False, flat), metrics(False, skewed)
+  # The next-action queries keep their correction whatever the offsets do.
+  assert float(off_skewed["retrieval_loss"]) == float(on_skewed["retrieval_loss"])
+  assert abs(float(on_skewed["retrieval_loss"]) - float(on_flat["retrieval_loss"])) > 1e-3
+  assert abs(float(on_skewed["offset_loss"]) - float(on_flat["offset_loss"])) > 1e-3
+  # Uncorrected, the offset loss no longer reads the items' popularity.
+  np.testing.assert_allclose(float(off_skewed["offset_loss"]), float(off_flat["offset_loss"]))
+
+
 def test_multi_token_and_autoregressive_agree_on_the_first_vector(model_and_params, histories):
   model, params = model_and_params
   # One vector: both are the next-action query's top 5.

@@ -31,6 +31,9 @@ class LossConfig:
   num_random_negatives: int = 256  # drawn uniformly from the catalogue
   num_inbatch_negatives: int = 256  # drawn from the batch's own actions (popularity-distributed)
   logq_correction: bool = True  # subtract log of each negative's expected count in the sample
+  # The same for the offset queries' loss. Without it, popular negatives drawn in-batch weigh
+  # more, so the far-future queries, whose target is uncertain, stop hedging with popular items.
+  offset_logq_correction: bool = True
   full_softmax: bool = False  # every catalogue item is a negative (small catalogues): no sampling
   offset_anchor_stride: int = 4  # multi-token offsets are learned at every n-th anchor
   kernel: str = "xla"  # negatives' log-sum-exp: "xla" or "pallas" (kernels/sampled_softmax.py)
