@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from unipinrec import losses
 
@@ -138,46 +137,3 @@ def test_masked_bce_matches_numpy():
   got = losses.masked_bce(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(mask))
   np.testing.assert_allclose(float(got), want, rtol=1e-5)
   assert float(losses.masked_bce(logits, labels, np.zeros_like(mask))) == 0.0
-
-
-def test_examined_bce_matches_numpy():
-  rng = np.random.default_rng(2)
-  logits = rng.standard_normal((3, 4, 2)).astype(np.float32)  # [S, C, O]
-  examination = rng.standard_normal(4).astype(np.float32)  # [C]
-  labels = rng.random((3, 4, 2)) < 0.4
-  mask = rng.random((3, 4)) < 0.6
-  mask[0, 0] = True
-  seen = 1.0 / (1.0 + np.exp(-examination.astype(np.float64)))
-  p = seen[:, None] / (1.0 + np.exp(-logits.astype(np.float64)))
-  bce = -(labels * np.log(p) + (~labels) * np.log(1.0 - p))
-  want = bce[mask].sum() / (mask.sum() * 2)
-  got = losses.examined_bce(*map(jnp.asarray, (logits, examination, labels, mask)))
-  np.testing.assert_allclose(float(got), want, rtol=1e-5)
-
-
-def test_examined_bce_recovers_a_known_position_bias():
-  # Items of known appeal shown at random positions, seen with the synthetic world's
-  # examination curve: fitting P(outcome | examined) per item and P(examined) per
-  # position must find the curve (up to the scale the two factors share).
-  rng = np.random.default_rng(3)
-  num_items, num_slates, slate = 50, 4000, 5
-  appeal = rng.uniform(0.1, 0.9, num_items)
-  seen = (1.0 + np.arange(slate)) ** -0.5
-  shown = np.stack([rng.permutation(num_items)[:slate] for _ in range(num_slates)])
-  labels = rng.random(shown.shape) < seen * appeal[shown]
-
-  def loss(params):
-    logits = params["item"][shown][..., None]
-    return losses.examined_bce(
-      logits, params["position"], labels[..., None], np.ones(shown.shape, bool)
-    )
-
-  params = {"item": jnp.zeros(num_items), "position": jnp.full(slate, 2.0)}
-  optimizer = optax.adam(0.1)
-  state = optimizer.init(params)
-  step = jax.jit(lambda p, s: optimizer.update(jax.grad(loss)(p), s, p))
-  for _ in range(500):
-    updates, state = step(params, state)
-    params = optax.apply_updates(params, updates)
-  learned = jax.nn.sigmoid(params["position"])
-  np.testing.assert_allclose(np.asarray(learned / learned[0]), seen, atol=0.05)

@@ -36,7 +36,6 @@ class ModelSizes:
   offsets_seconds: tuple[float, ...] = (0.0,)  # multi-token generation (see ModelConfig)
   kernel: str = "xla"  # "xla" or "pallas" (kernels/candidate_attention.py)
   item_table_multiple: int = 1024
-  slate_positions: int = 0  # P(examined | position) learned in training (see ModelConfig)
 
   def __post_init__(self):
     check_kernel(self.kernel)  # at config time, before any data is prepared

@@ -238,27 +238,6 @@ def sample_negatives(
   return negatives, jnp.log(expected)
 
 
-def examined_bce(
-  logits: jax.Array, examination_logits: jax.Array, labels: jax.Array, mask: jax.Array
-) -> jax.Array:
-  """`masked_bce` of logged outcomes that need the item to be seen first (PAL).
-
-  P(outcome) = P(examined | position) * P(outcome | examined), each a sigmoid, so
-  the position's share of the label is learned apart from the item's.
-
-  Args:
-    logits: [..., C, O] logits of P(outcome | examined); examination_logits: [C]
-      logits of P(examined) at each position; labels: [..., C, O] bool; mask: [..., C] bool.
-  """
-  log_seen = jax.nn.log_sigmoid(examination_logits)[:, None]
-  log_p = log_seen + jax.nn.log_sigmoid(logits)
-  # log(1 - p), kept finite as p nears 1.
-  log_not_p = jnp.log1p(-jnp.minimum(jnp.exp(log_p), 1.0 - 1e-6))
-  losses = -jnp.where(labels, log_p, log_not_p)
-  weight = mask[..., None].astype(logits.dtype)
-  return jnp.sum(losses * weight) / jnp.maximum(weight.sum() * logits.shape[-1], 1.0)
-
-
 def masked_bce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean binary cross-entropy per outcome over the masked-in rows.
 

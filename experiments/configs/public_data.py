@@ -37,7 +37,6 @@ def base_config(source: str, relative: str) -> ml_collections.ConfigDict:
   # synthetic default's warm start, overlapping windows and learning rate came later and,
   # but for the first two on ml-100k, are untried on these sets).
   config.model.offsets_seconds = (0.0,)
-  config.model.slate_positions = 0  # sampled slates: their order is not a display order
   config.item_init.method = "random"
   config.data.window_stride = 0
   config.optimizer.learning_rate = 5e-4  # dense weights: the recorded runs' (synthetic: 1e-3)

@@ -52,7 +52,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.data.synthetic.seed = 0  # the world's own seed, independent of training's
   config.data.synthetic.session_momentum = 0.0  # short-term intent inside a visit (0: none)
   config.data.synthetic.multi_interest = False  # a session resumes one of several interests
-  config.data.synthetic.slate_size = 10  # items per impression slate, in display order
 
   config.model = ml_collections.ConfigDict()
   config.model.max_length = 64  # L: longest history the transformer sees
@@ -73,9 +72,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # Attention: "xla" (pure JAX) or "pallas" (Triton kernels on GPU, interpret mode elsewhere).
   config.model.kernel = "xla"
   config.model.item_table_multiple = 1024  # item table rows padded to a multiple (even split)
-  # The logged slates' columns are display positions, and examination falls with them:
-  # training explains that part of the labels apart from the items (PAL; 0 turns it off).
-  config.model.slate_positions = config.data.synthetic.get_ref("slate_size")
 
   config.step = ml_collections.ConfigDict()
   config.step.mask_prob = 0.2  # MAM: share of past actions replaced by [MASK]

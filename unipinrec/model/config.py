@@ -30,10 +30,6 @@ class ModelConfig:
   # at least t seconds after the anchor. One offset means no offset embedding.
   offsets_seconds: tuple[float, ...] = (0.0,)
   kernel: str = "xla"  # attention: "xla" (pure JAX) or "pallas" (kernels/candidate_attention.py)
-  # Logged slates whose columns are display positions: training learns P(examined | position)
-  # beside each outcome's P(outcome | examined) (PAL), and only the latter ranks. 0: no
-  # position model (slates whose order means nothing, such as sampled ones).
-  slate_positions: int = 0
 
   def __post_init__(self):
     check_kernel(self.kernel)

@@ -28,9 +28,7 @@ class TrainOutputs:
   offset_queries: jax.Array | None  # [B, L, T - 1, D] "any" queries at offsets 1.. (T > 1)
   item_table: jax.Array  # [R, D] item embeddings (not normalised), rows past N unused
   history_task_logits: jax.Array  # [B, L, O]
-  candidate_task_logits: jax.Array  # [B, S, C, O] given examination: what ranking serves
-  # [C] logit of P(examined) at each slate position (`slate_positions` > 0), training only.
-  examination_logits: jax.Array | None = None
+  candidate_task_logits: jax.Array  # [B, S, C, O]
 
 
 class UniPinRec(nn.Module):
@@ -43,11 +41,6 @@ class UniPinRec(nn.Module):
     self.transformer = Transformer(self.config)
     self.retrieval_head = RetrievalHead(self.config)
     self.task_heads = TaskHeads(self.config)
-    if self.config.slate_positions:
-      # Starts at P(examined) = 0.88 everywhere: the task heads begin as if without it.
-      self.examination = self.param(
-        "examination_logits", nn.initializers.constant(2.0), (self.config.slate_positions,)
-      )
 
   def encode(
     self,
@@ -214,18 +207,10 @@ class UniPinRec(nn.Module):
       offsets = jnp.arange(1, self.config.num_offsets)
       offset_queries = self.queries(states[:, :, None, :], jnp.zeros_like(offsets), offsets)
     candidate_logits = self.task_logits(candidate_states, batch.slate_items.reshape(b, s * c))
-    examination = None
-    if self.config.slate_positions:
-      if c > self.config.slate_positions:
-        raise ValueError(
-          f"slates of {c} candidates, but model.slate_positions is {self.config.slate_positions}"
-        )
-      examination = self.examination[:c]
     return TrainOutputs(
       queries=queries,
       offset_queries=offset_queries,
       item_table=self.tokenizer.item_vectors(whole_table=True),
       history_task_logits=self.task_logits(states, batch.items),
       candidate_task_logits=candidate_logits.reshape(b, s, c, -1),
-      examination_logits=examination,
     )

@@ -114,17 +114,7 @@ def blended_loss(
     offset_term = 0.0
   mam = losses.masked_bce(outputs.history_task_logits, batch.outcomes, action_masked)
   candidate_valid = (batch.slate_items > 0) & (batch.slate_prefix > 0)[..., None]
-  if outputs.examination_logits is None:
-    ranking = losses.masked_bce(
-      outputs.candidate_task_logits, batch.slate_outcomes, candidate_valid
-    )
-  else:
-    ranking = losses.examined_bce(
-      outputs.candidate_task_logits,
-      outputs.examination_logits,
-      batch.slate_outcomes,
-      candidate_valid,
-    )
+  ranking = losses.masked_bce(outputs.candidate_task_logits, batch.slate_outcomes, candidate_valid)
   total = (
     loss_cfg.retrieval_weight * retrieval
     + offset_term
