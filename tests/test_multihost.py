@@ -29,6 +29,10 @@ RUN = [
   f"--config.num_steps={NUM_STEPS}",
   "--config.log_every=1",
   "--config.checkpoint.every_steps=1000",  # only the preemption's and the final save
+  # Meshes sum in different orders; the tolerances below hold for the float noise this
+  # learning rate makes of it (the default's 1e-3 doubles it, and AUCs of the tiny
+  # evaluation then flip a pair).
+  "--config.optimizer.learning_rate=5e-4",
 ]
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 FIGURES = ("retrieval", "retrieval_unfiltered", "ranking", "ranking_by_retrieval_head")
@@ -154,8 +158,7 @@ def test_two_processes_preempted_then_resumed_on_one_device_match_an_uninterrupt
   assert sorted(got) == sorted(want)
   for key, value in want.items():
     # atol: Adam turns the rounding noise of exactly-zero gradients (the key bias) into
-    # updates of about 1e-6 per step at the learning rate of 1e-3, so such parameters are
-    # noise of about 1e-5 (up to 1.7e-5 seen).
-    np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=3e-5, err_msg=key)
+    # updates of about 1e-6.
+    np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-5, err_msg=key)
   # Evaluated on one process and across two: the same figures.
   assert _figures(preempted) == pytest.approx(_figures(straight), rel=1e-5, abs=1e-6)
