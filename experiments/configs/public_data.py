@@ -34,12 +34,13 @@ def base_config(source: str, relative: str) -> ml_collections.ConfigDict:
   config.data.ranking_slates = False
   # The recorded public-data runs (RESULTS.md) query the next action only, from a random
   # item table and windows that do not overlap, at the dense learning rate of that time (the
-  # synthetic default's warm start, overlapping windows and learning rate came later and,
-  # but for the first two on ml-100k, are untried on these sets).
+  # synthetic default's warm start, overlapping windows, learning rate and ranking weight came
+  # later and, but for the first two on ml-100k, are untried on these sets).
   config.model.offsets_seconds = (0.0,)
   config.item_init.method = "random"
   config.data.window_stride = 0
   config.optimizer.learning_rate = 5e-4  # dense weights: the recorded runs' (synthetic: 1e-3)
+  config.step.loss.ranking_weight = 1.0  # the recorded runs' (synthetic: 2)
   # Public catalogues hold thousands of items: full precision costs little and loses no recall.
   config.index.dtype = "f32"
   return config
