@@ -13,6 +13,7 @@ catalogue and on a synthetic clustered one (unipinrec/serving/benchmark.py).
 from absl import app, flags
 
 from experiments import launch
+from unipinrec import huge_pages
 from unipinrec.serving import benchmark
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's work directory.", required=True)
@@ -46,4 +47,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  huge_pages.reexec_with_huge_pages()  # restarts the process once, before any work
   app.run(main)

@@ -29,7 +29,7 @@ import ml_collections
 from absl import app, flags, logging
 
 from experiments.configs import synthetic
-from unipinrec import benchmark, timing
+from unipinrec import benchmark, huge_pages, timing
 from unipinrec.config import from_mapping
 from unipinrec.evaluation.report import git_commit, write_json_atomic
 from unipinrec.experiment import setup_experiment
@@ -107,4 +107,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  huge_pages.reexec_with_huge_pages()  # restarts the process once, before any work
   app.run(main)

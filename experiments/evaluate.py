@@ -11,6 +11,7 @@ import time
 from absl import app, flags
 
 from experiments import launch
+from unipinrec import huge_pages
 from unipinrec.experiment import evaluate_state, restore_trained, write_results
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "A training run's work directory.")
@@ -38,4 +39,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  huge_pages.reexec_with_huge_pages()  # restarts the process once, before any work
   app.run(main)

@@ -13,6 +13,7 @@ import time
 from absl import app, flags, logging
 
 from experiments import launch
+from unipinrec import huge_pages
 from unipinrec.evaluation.generation import evaluate_generation
 from unipinrec.evaluation.report import git_commit, write_json_atomic
 from unipinrec.experiment import restore_trained
@@ -53,4 +54,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  huge_pages.reexec_with_huge_pages()  # restarts the process once, before any work
   app.run(main)

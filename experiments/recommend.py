@@ -10,6 +10,7 @@ config's `index` block). unipinrec/serving/batch.py documents the line formats.
 from absl import app, flags, logging
 
 from experiments import launch
+from unipinrec import huge_pages
 from unipinrec.serving.batch import recommend_file
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's work directory.", required=True)
@@ -28,4 +29,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  huge_pages.reexec_with_huge_pages()  # restarts the process once, before any work
   app.run(main)

@@ -13,6 +13,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import launch
+from unipinrec import huge_pages
 from unipinrec.experiment import (
   best_params,
   evaluate_state,
@@ -54,4 +55,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  huge_pages.reexec_with_huge_pages()  # restarts the process once, before any work
   app.run(main)

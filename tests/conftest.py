@@ -5,8 +5,15 @@ import pathlib
 
 import pytest
 
+from unipinrec import huge_pages
+
 # Before any test imports JAX: the tests are written for CPU; set JAX_PLATFORMS to override.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Test subprocesses and the xdist workers (started after this file is read) get the
+# launchers' malloc on huge pages (unipinrec/huge_pages.py): their steps run 1.2-1.5x faster.
+_TUNABLES = huge_pages.tunables_with_huge_pages(os.environ.get("GLIBC_TUNABLES", ""))
+if _TUNABLES is not None:
+  os.environ["GLIBC_TUNABLES"] = _TUNABLES
 
 
 @pytest.fixture(scope="session")
