@@ -33,9 +33,10 @@ def base_config(source: str, relative: str) -> ml_collections.ConfigDict:
   config.data.sampled_slate_size = 10
   config.data.ranking_slates = False
   # The recorded public-data runs (RESULTS.md) query the next action only, from a random
-  # item table and windows that do not overlap, at the dense learning rate of that time (the
-  # synthetic default's warm start, overlapping windows, learning rate and ranking weight came
-  # later and, but for the first two on ml-100k, are untried on these sets).
+  # item table (sequences.py: from co-occurrence) and windows that do not overlap, at the
+  # dense learning rate of that time. The synthetic default's later changes were tried on
+  # ml-100k (warm start, overlapping windows: no gain) and games (warm start: a large gain;
+  # learning rate 1e-3: a loss); its ranking weight is untried here.
   config.model.offsets_seconds = (0.0,)
   config.item_init.method = "random"
   config.data.window_stride = 0
