@@ -6,10 +6,10 @@ Variants: `--config=experiments/configs/synthetic.py:runlocal` shrinks everythin
 for tests and CI (seconds, not minutes). Override any field with
 `--config.a.b=value`, e.g. `--config.num_steps=500`.
 
-Expected on 2 CPU cores (RESULTS.md has the recorded runs): 12.5-14.5 minutes, as fast as
-the machine is that day; on the 2,000 held-out users, retrieval HR@10 0.65-0.7 of the
-oracle's (as much as the history can tell; the ratio's standard error is 0.06) and 2-2.5x
-popularity's; ranking AUC (engaged vs none) about 0.05 below the oracle's. Then
+Expected on 2 CPU cores (RESULTS.md has the recorded runs): about 12 minutes (13 with a
+fresh install); on the 2,000 held-out users, retrieval HR@10 0.65-0.7 of the oracle's (as
+much as the history can tell; the ratio's standard error is 0.06) and 2-2.5x popularity's;
+ranking AUC (engaged vs none) 0.045 below the oracle's. Then
 `python -m experiments.evaluate_generation --workdir=...` for budgets and multi-token
 generation.
 """
