@@ -11,6 +11,9 @@ import pytest
 from unipinrec import huge_pages
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+GLIBC_ONLY = pytest.mark.skipif(
+  sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc tunables only"
+)
 
 # Prints its PID and GLIBC_TUNABLES before and after the restart.
 SCRIPT = """
@@ -46,9 +49,7 @@ def _run(tunables: str | None) -> list[list[str]]:
   return [line.split(" ", 2) for line in done.stdout.splitlines()]
 
 
-@pytest.mark.skipif(
-  sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc tunables only"
-)
+@GLIBC_ONLY
 def test_restarts_once_in_the_same_process_with_the_tunable():
   before, again, after = _run(None)
   assert before == ["before", before[1], ""]
@@ -57,9 +58,7 @@ def test_restarts_once_in_the_same_process_with_the_tunable():
   assert after == ["after", before[1], "glibc.malloc.hugetlb=1"]
 
 
-@pytest.mark.skipif(
-  sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc tunables only"
-)
+@GLIBC_ONLY
 def test_an_explicit_setting_is_not_restarted():
   lines = _run("glibc.malloc.hugetlb=0")
   assert [line[0] for line in lines] == ["before", "after"]
