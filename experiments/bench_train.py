@@ -1,10 +1,14 @@
 """Times the jitted train step at SASRec's size and at the synthetic default's size.
 
   python -m experiments.bench_train [--sizes=sasrec,default] [--steps=30] [--output=PATH]
+                                    [--noencoder]
 
 For each size: sequences per second (batch / median step time), XLA's FLOP
 count of the compiled step, the achieved FLOP/s, and their share of the
 float32 matmul peak measured in the same run (unipinrec/benchmark.py says how).
+With --encoder (the default) a row "<size> encoder" also times the shared
+transformer alone, forward and backward: the share of the peak the backbone
+reaches at that size on this backend, to read the whole step's against.
 
 Sizes:
   sasrec   SASRec's: width 50 (embed_dim 40 + action_dim 10, as width is their
@@ -40,6 +44,9 @@ _SIZES = flags.DEFINE_list(
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per size; the median is reported.")
 _WARMUP = flags.DEFINE_integer("warmup_steps", 5, "Untimed steps after compilation.")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the table as JSON to this path.")
+_ENCODER = flags.DEFINE_bool(
+  "encoder", True, "Also time the shared transformer alone (forward and backward) at each size."
+)
 
 BENCHMARK_NUM_USERS = 300  # a small world: only the step is timed (see the module docstring)
 
@@ -80,6 +87,12 @@ def main(argv: list[str]) -> None:
   for name, config in configs.items():
     logging.info("%s: preparing data and state", name)
     experiment = setup_experiment(from_mapping(config.to_dict()))
+    if _ENCODER.value:  # first: the train step donates the state the encoder reads
+      results.append(
+        benchmark.benchmark_encoder(
+          experiment, f"{name} encoder", peak, _STEPS.value, _WARMUP.value
+        )
+      )
     results.append(
       benchmark.benchmark_train_step(experiment, name, peak, _STEPS.value, _WARMUP.value)
     )

@@ -1,4 +1,4 @@
-"""The train-step benchmark at the runlocal size: its figures follow from what it measured."""
+"""The train-step and encoder benchmarks at the runlocal size: figures follow from the timings."""
 
 import statistics
 
@@ -28,6 +28,8 @@ def test_benchmark_figures_are_consistent():
 
   rates = timing.matmul_peak_flops(sizes=(128, 256), warmup=1, repeats=3)
   peak = max(rates.values())
+  # The encoder alone first: it reads the state that the train step then consumes.
+  encoder = benchmark.benchmark_encoder(experiment, "runlocal encoder", peak, steps=3, warmup=1)
   result = benchmark.benchmark_train_step(experiment, "runlocal", peak, steps=3, warmup=1)
 
   assert expected_flops > 0
@@ -43,3 +45,15 @@ def test_benchmark_figures_are_consistent():
   )
   assert result.share_of_peak == pytest.approx(result.flops_per_second / peak)
   assert "runlocal" in benchmark.format_table([result])
+
+  # The encoder is one part of the step's forward and backward pass: fewer FLOPs, same shapes.
+  assert 0 < encoder.flops_per_step < result.flops_per_step
+  assert len(encoder.step_seconds) == 3
+  assert (encoder.batch_size, encoder.max_length, encoder.width) == (
+    result.batch_size,
+    result.max_length,
+    result.width,
+  )
+  assert encoder.share_of_peak == pytest.approx(
+    encoder.flops_per_step / encoder.median_step_seconds / peak
+  )

@@ -12,6 +12,11 @@ and the matmul peak (timed on the first device) are all per device.
 The peak is the best rate of a jitted float32 square matmul over a few sizes
 (`unipinrec.timing.matmul_peak_flops`), timed in the same process, so it sees
 the same machine and the same load.
+
+`benchmark_encoder` times the shared transformer alone (tokens in, states out,
+forward and backward) on the same batches: the share of the peak that the
+backbone reaches at that size on that backend, which the whole step, heads and
+losses added, can be read against.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -51,6 +57,16 @@ class StepBenchmark:
   flops_per_second: float  # flops_per_step / median_step_seconds
   peak_flops_per_second: float  # the float32 matmul peak it is compared with
   share_of_peak: float  # flops_per_second / peak_flops_per_second
+
+
+def _batches(experiment: Experiment) -> list[TrainBatch]:
+  """The first `_NUM_BATCHES` training batches, on the experiment's mesh."""
+  run = experiment.run
+  iterator = training_iterator(experiment.data.train_examples, run.batch_size, run.seed)
+  return [
+    TrainBatch(**sharding.global_batch(experiment.mesh, next(iterator), run.batch_size))
+    for _ in range(_NUM_BATCHES)
+  ]
 
 
 def compiled_flops(compiled: jax.stages.Compiled) -> float:
@@ -85,13 +101,10 @@ def benchmark_train_step(
     steps: timed steps; the median is reported.
     warmup: untimed steps run first, after compilation.
   """
-  run, mesh = experiment.run, experiment.mesh
-  iterator = training_iterator(experiment.data.train_examples, run.batch_size, run.seed)
-  batches = [
-    TrainBatch(**sharding.global_batch(mesh, next(iterator), run.batch_size))
-    for _ in range(_NUM_BATCHES)
-  ]
-  item_log_frequency = jax.device_put(experiment.data.item_log_frequency, sharding.replicated(mesh))
+  batches = _batches(experiment)
+  item_log_frequency = jax.device_put(
+    experiment.data.item_log_frequency, sharding.replicated(experiment.mesh)
+  )
   state = experiment.initial_state
   logging.info("%s: compiling the train step", name)
   start = time.perf_counter()
@@ -111,7 +124,64 @@ def benchmark_train_step(
       step_seconds.append(time.perf_counter() - start)
   if not np.isfinite(float(metrics["loss"])):
     raise FloatingPointError(f"{name}: non-finite loss after {warmup + steps} steps")
+  return _result(name, experiment, compile_seconds, step_seconds, flops, peak_flops_per_second)
 
+
+def benchmark_encoder(
+  experiment: Experiment,
+  name: str,
+  peak_flops_per_second: float,
+  steps: int = 30,
+  warmup: int = 5,
+) -> StepBenchmark:
+  """Times the shared transformer alone, forward and backward, on the train step's batches.
+
+  The timed program is the gradient, with respect to all parameters, of the
+  mean squared state of `UniPinRec.encode` (tokenizer and causal transformer,
+  without dropout or MAM masking). No heads, losses or optimizer.
+  Arguments and result as `benchmark_train_step`. It reads the initial state's
+  parameters without consuming them, so it runs before `benchmark_train_step`.
+  """
+  model = experiment.model
+  batches = _batches(experiment)
+
+  def mean_squared_state(params, batch: TrainBatch) -> jax.Array:
+    states, _ = model.apply(
+      {"params": params},
+      batch.items,
+      batch.outcomes,
+      batch.times,
+      batch.surfaces,
+      batch.history_lengths,
+      method=model.encode,
+    )
+    return jnp.mean(jnp.square(states))
+
+  params = experiment.initial_state.params
+  start = time.perf_counter()
+  compiled = jax.jit(jax.grad(mean_squared_state)).lower(params, batches[0]).compile()
+  compile_seconds = time.perf_counter() - start
+  flops = compiled_flops(compiled)
+  logging.info("%s: compiled in %.1f s, %.3f GFLOP per call", name, compile_seconds, flops / 1e9)
+  step_seconds = []
+  for i in range(warmup + steps):
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(params, batches[i % _NUM_BATCHES]))
+    if i >= warmup:
+      step_seconds.append(time.perf_counter() - start)
+  return _result(name, experiment, compile_seconds, step_seconds, flops, peak_flops_per_second)
+
+
+def _result(
+  name: str,
+  experiment: Experiment,
+  compile_seconds: float,
+  step_seconds: Sequence[float],
+  flops: float,
+  peak_flops_per_second: float,
+) -> StepBenchmark:
+  """The figures of `step_seconds` timed calls of a program of `flops`, logged."""
+  run = experiment.run
   median = statistics.median(step_seconds)
   achieved = flops / median
   result = StepBenchmark(
@@ -129,7 +199,7 @@ def benchmark_train_step(
     share_of_peak=achieved / peak_flops_per_second,
   )
   logging.info(
-    "%s: median step %.1f ms, %.0f sequences/s, %.2f GFLOP/s (%.1f%% of peak)",
+    "%s: median %.1f ms, %.0f sequences/s, %.2f GFLOP/s (%.1f%% of peak)",
     name,
     median * 1e3,
     result.sequences_per_second,
@@ -142,13 +212,13 @@ def benchmark_train_step(
 def format_table(results: Sequence[StepBenchmark]) -> str:
   """One line per configuration, with a header."""
   header = (
-    f"{'size':<10} {'batch':>5} {'L':>4} {'width':>5} {'compile s':>9} {'step ms':>8} "
+    f"{'size':<16} {'batch':>5} {'L':>4} {'width':>5} {'compile s':>9} {'step ms':>8} "
     f"{'seq/s':>8} {'GFLOP/step':>10} {'GFLOP/s':>8} {'peak GFLOP/s':>12} {'% peak':>7}"
   )
   lines = [header, "-" * len(header)]
   for r in results:
     lines.append(
-      f"{r.name:<10} {r.batch_size:>5} {r.max_length:>4} {r.width:>5} "
+      f"{r.name:<16} {r.batch_size:>5} {r.max_length:>4} {r.width:>5} "
       f"{r.compile_seconds:>9.1f} {r.median_step_seconds * 1e3:>8.1f} "
       f"{r.sequences_per_second:>8.0f} {r.flops_per_step / 1e9:>10.3f} "
       f"{r.flops_per_second / 1e9:>8.2f} {r.peak_flops_per_second / 1e9:>12.1f} "
