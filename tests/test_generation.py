@@ -182,7 +182,7 @@ def test_offset_queries_are_trained(model_and_params):
   assert float(optax.tree.norm(offset_grad)) > 0.0
 
 
-def test_offset_loss_without_log_q_ignores_popularity(model_and_params):
+def test_offset_loss_log_q_strength(model_and_params):
   model, params = model_and_params
   batch = example_batch(model, B, 2, 3)
   batch = batch.replace(
@@ -193,22 +193,32 @@ def test_offset_loss_without_log_q_ignores_popularity(model_and_params):
   flat = jnp.log(jnp.full((N + 1,), 1.0 / N))
   skewed = jnp.log(jax.nn.softmax(jnp.linspace(0.0, 5.0, N + 1)))
 
-  def metrics(offset_logq: bool, log_frequency: jax.Array) -> dict:
+  def metrics(strength: float, log_frequency: jax.Array) -> dict:
     config = step_lib.StepConfig(
       loss=losses.LossConfig(
-        num_random_negatives=8, num_inbatch_negatives=8, offset_logq_correction=offset_logq
+        num_random_negatives=8, num_inbatch_negatives=8, offset_logq_strength=strength
       )
     )
     return step_lib.blended_loss(params, model, config, batch, log_frequency, jax.random.key(0))[1]
 
-  on_flat, on_skewed = metrics(True, flat), metrics(True, skewed)
-  off_flat, off_skewed = metrics(False, flat), metrics(False, skewed)
+  on_flat, on_skewed = metrics(1.0, flat), metrics(1.0, skewed)
+  off_flat, off_skewed = metrics(0.0, flat), metrics(0.0, skewed)
+  half_skewed = metrics(0.5, skewed)
   # The next-action queries keep their correction whatever the offsets do.
   assert float(off_skewed["retrieval_loss"]) == float(on_skewed["retrieval_loss"])
+  assert float(half_skewed["retrieval_loss"]) == float(on_skewed["retrieval_loss"])
   assert abs(float(on_skewed["retrieval_loss"]) - float(on_flat["retrieval_loss"])) > 1e-3
   assert abs(float(on_skewed["offset_loss"]) - float(on_flat["offset_loss"])) > 1e-3
   # Uncorrected, the offset loss no longer reads the items' popularity.
   np.testing.assert_allclose(float(off_skewed["offset_loss"]), float(off_flat["offset_loss"]))
+  # A partial correction is its own loss, neither the full nor the absent one.
+  for other in (on_skewed, off_skewed):
+    assert abs(float(half_skewed["offset_loss"]) - float(other["offset_loss"])) > 1e-4
+
+
+def test_offset_log_q_strength_must_be_a_share():
+  with pytest.raises(ValueError, match="offset_logq_strength=1.5"):
+    losses.LossConfig(offset_logq_strength=1.5)
 
 
 def test_multi_token_and_autoregressive_agree_on_the_first_vector(model_and_params, histories):

@@ -31,15 +31,20 @@ class LossConfig:
   num_random_negatives: int = 256  # drawn uniformly from the catalogue
   num_inbatch_negatives: int = 256  # drawn from the batch's own actions (popularity-distributed)
   logq_correction: bool = True  # subtract log of each negative's expected count in the sample
-  # The same for the offset queries' loss. Without it, popular negatives drawn in-batch weigh
-  # more, so the far-future queries, whose target is uncertain, stop hedging with popular items.
-  offset_logq_correction: bool = True
+  # The share of that correction the offset queries' loss keeps (1: all, 0: none). Below 1,
+  # popular negatives drawn in-batch weigh more, so the far-future queries, whose target is
+  # uncertain, hedge less with popular items: more distinct items across users, less recall.
+  offset_logq_strength: float = 1.0
   full_softmax: bool = False  # every catalogue item is a negative (small catalogues): no sampling
   offset_anchor_stride: int = 4  # multi-token offsets are learned at every n-th anchor
   kernel: str = "xla"  # negatives' log-sum-exp: "xla" or "pallas" (kernels/sampled_softmax.py)
 
   def __post_init__(self):
     check_kernel(self.kernel)
+    if not 0.0 <= self.offset_logq_strength <= 1.0:
+      raise ValueError(
+        f"step.loss.offset_logq_strength={self.offset_logq_strength}: expected a share in [0, 1]"
+      )
 
 
 def future_positives(

@@ -105,7 +105,7 @@ def blended_loss(
       offset_items,
       offset_weights,
       negatives,
-      log_q if loss_cfg.offset_logq_correction else jnp.zeros_like(log_q),
+      loss_cfg.offset_logq_strength * log_q,
       model.config.temperature,
       loss_cfg.kernel,
     )
