@@ -52,6 +52,12 @@ def test_command_line_overrides_reach_the_run_config():
     from_mapping({"model": {"embed_dims": 3}})
 
 
+def test_config_json_of_older_runs_reads_the_renamed_field():
+  for switch, strength in ((True, 1.0), (False, 0.0)):
+    run = from_mapping({"step": {"loss": {"offset_logq_correction": switch}}})
+    assert run.step.loss.offset_logq_strength == strength
+
+
 @pytest.fixture(scope="module")
 def small_experiment():
   return setup_experiment(from_mapping(synthetic.get_config("runlocal").to_dict()))

@@ -93,9 +93,22 @@ _NESTED = {
 }
 
 
+def _upgrade_renamed(values: Mapping) -> Mapping:
+  """The mapping with fields renamed since a work directory's config.json was written.
+
+  `step.loss.offset_logq_correction` (on/off, before df49749) is the share
+  `step.loss.offset_logq_strength`: on is 1, off is 0.
+  """
+  loss = dict(values.get("step", {}).get("loss", {}))
+  if "offset_logq_correction" not in loss:
+    return values
+  loss["offset_logq_strength"] = 1.0 if loss.pop("offset_logq_correction") else 0.0
+  return {**values, "step": {**values["step"], "loss": loss}}
+
+
 def from_mapping(values: Mapping) -> RunConfig:
-  """A `RunConfig` from a nested dict (for example `ConfigDict.to_dict()`)."""
-  return _build(RunConfig, values, "")
+  """A `RunConfig` from a nested dict: `ConfigDict.to_dict()` or a work directory's config.json."""
+  return _build(RunConfig, _upgrade_renamed(values), "")
 
 
 def to_dict(config: RunConfig) -> dict:
