@@ -105,7 +105,10 @@ def blended_loss(
       offset_items,
       offset_weights,
       negatives,
-      loss_cfg.offset_logq_strength * log_q,
+      # A share of 0 drops the correction outright: 0 x log(0) of a padding negative is NaN.
+      loss_cfg.offset_logq_strength * log_q
+      if loss_cfg.offset_logq_strength
+      else jnp.zeros_like(log_q),
       model.config.temperature,
       loss_cfg.kernel,
     )
