@@ -40,6 +40,7 @@ def reference_negative_logsumexp(
   negative_items: jax.Array,
   excluded_items: jax.Array,
   temperature: float,
+  excluded_mask: jax.Array | None = None,
 ) -> jax.Array:
   """Log-sum-exp of each query's logits over its usable negatives, in plain JAX.
 
@@ -51,12 +52,16 @@ def reference_negative_logsumexp(
     excluded_items: [A, W] ids that are no negative of the anchor (its positives);
       -1 excludes nothing.
     temperature: logits are cosine / temperature.
+    excluded_mask: optional [A, M], True where a negative is none of that anchor's
+      (the items it has already acted on; the Pallas kernel has no such input).
 
   Returns:
     [A, Q]; -inf where an anchor has no usable negative.
   """
   logits = jnp.einsum("aqd,md->aqm", queries, negative_vectors) / temperature - negative_log_q
   hit = jnp.any(excluded_items[:, :, None] == negative_items, axis=1)  # [A, M]
+  if excluded_mask is not None:
+    hit = hit | excluded_mask
   usable = (negative_items > 0)[None, :] & ~hit
   return jax.nn.logsumexp(jnp.where(usable[:, None, :], logits, -jnp.inf), axis=-1)
 

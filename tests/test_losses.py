@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from unipinrec import losses
 
@@ -39,13 +40,20 @@ def test_intra_session_relaxation_accepts_the_whole_session():
   np.testing.assert_array_equal(relaxed[0, 1], [True, False, False])
 
 
-def _reference_sampled_softmax(queries, vectors, pos_items, pos_weights, neg_items, neg_logq, temp):
-  """Loop-by-loop: -log(e^p / (e^p + sum over usable negatives of e^(n - logq)))."""
+def _reference_sampled_softmax(
+  queries, vectors, pos_items, pos_weights, neg_items, neg_logq, temp, history=None
+):
+  """Loop-by-loop: -log(e^p / (e^p + sum over usable negatives of e^(n - logq))).
+
+  With `history` ([B, L] items), an item among history[b, :t + 1] is no negative of anchor t.
+  """
   total, weight_sum = 0.0, 0.0
   b_size, l_size, w_size, q_size = pos_weights.shape
   for b in range(b_size):
     for t in range(l_size):
       counted = {int(pos_items[b, t, w]) for w in range(w_size) if pos_weights[b, t, w].sum() > 0}
+      if history is not None:
+        counted |= {int(i) for i in history[b, : t + 1]}
       for q in range(q_size):
         query = queries[b, t, q]
         negatives = [
@@ -86,6 +94,43 @@ def test_sampled_softmax_matches_reference():
     queries, vectors, pos_items, pos_weights, neg_items, neg_logq, 0.5
   )
   np.testing.assert_allclose(float(got), want, rtol=1e-5)
+
+
+def test_seen_negatives_are_left_out():
+  rng = np.random.default_rng(2)
+  b, t, w, q, d, n = 2, 4, 1, 2, 4, 8
+  vectors = rng.standard_normal((n + 1, d)).astype(np.float32)
+  vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+  queries = rng.standard_normal((b, t, q, d)).astype(np.float32)
+  queries /= np.linalg.norm(queries, axis=-1, keepdims=True)
+  history = np.array([[2, 5, 2, 7], [8, 1, 0, 0]], np.int32)  # row 1: two actions, then padding
+  pos_items = np.array([[[5], [2], [7], [1]], [[1], [3], [3], [3]]], np.int32)
+  pos_weights = np.ones((b, t, w, q), np.float32)
+  pos_weights[1, 1:] = 0.0  # no future past the last action
+  neg_items = np.array([0, 1, 2, 3, 5, 6, 7, 8], np.int32)
+  neg_logq = rng.standard_normal(len(neg_items)).astype(np.float32)
+  seen = np.asarray(losses.seen_negatives(history, neg_items))
+  want_seen = np.array(
+    [[[m > 0 and m in history[r, : a + 1] for m in neg_items] for a in range(t)] for r in range(b)]
+  )
+  np.testing.assert_array_equal(seen, want_seen)
+  assert not seen[1, 3, 0]  # padding (0) is never a seen negative
+  got = losses.sampled_softmax_loss(
+    queries, vectors, pos_items, pos_weights, neg_items, neg_logq, 0.5, seen=seen
+  )
+  want = _reference_sampled_softmax(
+    queries, vectors, pos_items, pos_weights, neg_items, neg_logq, 0.5, history=history
+  )
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+  plain = _reference_sampled_softmax(
+    queries, vectors, pos_items, pos_weights, neg_items, neg_logq, 0.5
+  )
+  assert float(got) < plain - 1e-3  # fewer negatives: a smaller loss
+
+
+def test_seen_negatives_need_the_xla_kernel():
+  with pytest.raises(ValueError, match="exclude_seen_negatives needs step.loss.kernel='xla'"):
+    losses.LossConfig(exclude_seen_negatives=True, kernel="pallas")
 
 
 def test_sample_negatives_log_q_is_the_mixture_expectation():

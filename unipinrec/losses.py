@@ -36,6 +36,10 @@ class LossConfig:
   # uncertain, hedge less with popular items: more distinct items across users, less recall.
   offset_logq_strength: float = 1.0
   full_softmax: bool = False  # every catalogue item is a negative (small catalogues): no sampling
+  # An item the user already acted on (in the window, up to the anchor) is no negative. For
+  # catalogues consumed once (films rated once), where the protocol's primary figures filter
+  # history items out of the ranking, so the loss stops spending the query on pushing them down.
+  exclude_seen_negatives: bool = False
   offset_anchor_stride: int = 4  # multi-token offsets are learned at every n-th anchor
   kernel: str = "xla"  # negatives' log-sum-exp: "xla" or "pallas" (kernels/sampled_softmax.py)
 
@@ -44,6 +48,11 @@ class LossConfig:
     if not 0.0 <= self.offset_logq_strength <= 1.0:
       raise ValueError(
         f"step.loss.offset_logq_strength={self.offset_logq_strength}: expected a share in [0, 1]"
+      )
+    if self.exclude_seen_negatives and self.kernel != "xla":
+      raise ValueError(
+        "step.loss.exclude_seen_negatives needs step.loss.kernel='xla': the Pallas kernel "
+        f"takes no per-anchor mask (got kernel={self.kernel!r})"
       )
 
 
@@ -153,6 +162,20 @@ def offset_positives(
   return clipped, valid
 
 
+def seen_negatives(items: jax.Array, negative_items: jax.Array) -> jax.Array:
+  """Which negatives each anchor has already acted on, itself included.
+
+  Args:
+    items: [B, L] item ids (0 pads).
+    negative_items: [M] negative ids (0 marks an unusable sample, never seen).
+
+  Returns:
+    [B, L, M] bool: negative m is one of items[b, :t + 1].
+  """
+  hits = (items[:, :, None] == negative_items[None, None, :]) & (negative_items > 0)
+  return jax.lax.cummax(hits.astype(jnp.int8), axis=1).astype(bool)
+
+
 def sampled_softmax_loss(
   queries: jax.Array,
   item_table: jax.Array,
@@ -162,6 +185,7 @@ def sampled_softmax_loss(
   negative_log_q: jax.Array,
   temperature: float,
   kernel: str = "xla",
+  seen: jax.Array | None = None,
 ) -> jax.Array:
   """Mean -log softmax of each positive against the shared sampled negatives.
 
@@ -181,6 +205,7 @@ def sampled_softmax_loss(
     temperature: logits are cosine / temperature.
     kernel: "xla" materialises the [B, L, Q, M] logits; "pallas" computes their
       log-sum-exp tile by tile (kernels/sampled_softmax.py).
+    seen: optional [B, L, M] negatives to leave out per anchor (`seen_negatives`); "xla" only.
 
   Returns:
     The weighted mean loss (0 when no pair has weight).
@@ -190,20 +215,23 @@ def sampled_softmax_loss(
   # A sampled negative that is one of the anchor's positives is no negative.
   counted = positive_weights.sum(-1) > 0  # [B, L, W]
   excluded = jnp.where(counted, positive_items, -1)
-  negative_logsumexp = (
-    sampled_softmax.negative_logsumexp
-    if kernel == "pallas"
-    else sampled_softmax.reference_negative_logsumexp
-  )
   b, length, num_conditions, dim = queries.shape
-  negative_lse = negative_logsumexp(
+  args = (
     queries.reshape(b * length, num_conditions, dim),
     l2_normalize(jnp.take(item_table, negative_items, axis=0)),
     negative_log_q,
     negative_items,
     excluded.reshape(b * length, -1),
     temperature,
-  ).reshape(b, length, num_conditions)
+  )
+  if kernel == "pallas":
+    if seen is not None:
+      raise ValueError("seen negatives need kernel='xla'")
+    negative_lse = sampled_softmax.negative_logsumexp(*args)
+  else:
+    mask = None if seen is None else seen.reshape(b * length, -1)
+    negative_lse = sampled_softmax.reference_negative_logsumexp(*args, excluded_mask=mask)
+  negative_lse = negative_lse.reshape(b, length, num_conditions)
   pair_loss = jax.nn.softplus(negative_lse[:, :, None, :] - positive_logits)
   total_weight = positive_weights.sum()
   return jnp.sum(pair_loss * positive_weights) / jnp.maximum(total_weight, 1.0)

@@ -96,6 +96,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # popular items (2% fewer distinct items), at 0 they lost 5% recall (RESULTS.md).
   config.step.loss.offset_logq_strength = 0.8
   config.step.loss.full_softmax = False  # every item a negative: for small catalogues only
+  config.step.loss.exclude_seen_negatives = False  # items already acted on are no negatives
   config.step.loss.offset_anchor_stride = 4  # multi-token offsets: every 4th anchor (cost)
   # Negatives' log-sum-exp: "xla" materialises the logits, "pallas" tiles them (BUILD.md).
   config.step.loss.kernel = "xla"

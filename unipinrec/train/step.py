@@ -66,6 +66,7 @@ def blended_loss(
     loss_cfg.logq_correction,
     loss_cfg.full_softmax,
   )
+  seen = losses.seen_negatives(batch.items, negatives) if loss_cfg.exclude_seen_negatives else None
   retrieval = losses.sampled_softmax_loss(
     outputs.queries,
     outputs.item_table,
@@ -75,6 +76,7 @@ def blended_loss(
     log_q,
     model.config.temperature,
     loss_cfg.kernel,
+    seen,
   )
   metrics = {}
   if outputs.offset_queries is not None:
@@ -111,6 +113,7 @@ def blended_loss(
       else jnp.zeros_like(log_q),
       model.config.temperature,
       loss_cfg.kernel,
+      None if seen is None else seen[:, ::stride],
     )
     offset_term = loss_cfg.offset_weight * metrics["offset_loss"]
   else:
