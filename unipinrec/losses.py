@@ -172,8 +172,13 @@ def seen_negatives(items: jax.Array, negative_items: jax.Array) -> jax.Array:
   Returns:
     [B, L, M] bool: negative m is one of items[b, :t + 1].
   """
-  hits = (items[:, :, None] == negative_items[None, None, :]) & (negative_items > 0)
-  return jax.lax.cummax(hits.astype(jnp.int8), axis=1).astype(bool)
+  length = items.shape[1]
+  # Each negative's first position in each row (L if absent), then one comparison per
+  # (anchor, negative): a running OR over L (lax.cummax) made the ml-100k step 30% slower.
+  positions = jnp.arange(length, dtype=jnp.int32)
+  hits = items[:, :, None] == negative_items[None, None, :]  # [B, L, M]
+  first = jnp.min(jnp.where(hits, positions[None, :, None], length), axis=1)  # [B, M]
+  return (first[:, None, :] <= positions[None, :, None]) & (negative_items > 0)
 
 
 def sampled_softmax_loss(
