@@ -73,13 +73,19 @@ def _reference_sampled_softmax(
   return total / max(weight_sum, 1.0)
 
 
+def _unit_items_and_queries(rng, num_items, query_shape, dim):
+  """Random unit vectors: [num_items + 1, dim] items (row 0 padding) and [*query_shape, dim]."""
+  vectors = rng.standard_normal((num_items + 1, dim)).astype(np.float32)
+  vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+  queries = rng.standard_normal((*query_shape, dim)).astype(np.float32)
+  queries /= np.linalg.norm(queries, axis=-1, keepdims=True)
+  return vectors, queries
+
+
 def test_sampled_softmax_matches_reference():
   rng = np.random.default_rng(0)
   b, t, w, q, d, n = 2, 3, 2, 2, 4, 9
-  vectors = rng.standard_normal((n + 1, d)).astype(np.float32)
-  vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-  queries = rng.standard_normal((b, t, q, d)).astype(np.float32)
-  queries /= np.linalg.norm(queries, axis=-1, keepdims=True)
+  vectors, queries = _unit_items_and_queries(rng, n, (b, t, q), d)
   pos_items = rng.integers(1, n + 1, (b, t, w)).astype(np.int32)
   pos_weights = (rng.random((b, t, w, q)) < 0.7).astype(np.float32)
   # Negative 0 is unusable; some negatives collide with positives and must be dropped.
@@ -99,10 +105,7 @@ def test_sampled_softmax_matches_reference():
 def test_seen_negatives_are_left_out():
   rng = np.random.default_rng(2)
   b, t, w, q, d, n = 2, 4, 1, 2, 4, 8
-  vectors = rng.standard_normal((n + 1, d)).astype(np.float32)
-  vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-  queries = rng.standard_normal((b, t, q, d)).astype(np.float32)
-  queries /= np.linalg.norm(queries, axis=-1, keepdims=True)
+  vectors, queries = _unit_items_and_queries(rng, n, (b, t, q), d)
   history = np.array([[2, 5, 2, 7], [8, 1, 0, 0]], np.int32)  # row 1: two actions, then padding
   pos_items = np.array([[[5], [2], [7], [1]], [[1], [3], [3], [3]]], np.int32)
   pos_weights = np.ones((b, t, w, q), np.float32)
