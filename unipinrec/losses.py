@@ -36,9 +36,9 @@ class LossConfig:
   # uncertain, hedge less with popular items: more distinct items across users, less recall.
   offset_logq_strength: float = 1.0
   full_softmax: bool = False  # every catalogue item is a negative (small catalogues): no sampling
-  # An item the user already acted on (in the window, up to the anchor) is no negative. For
-  # catalogues consumed once (films rated once), where the protocol's primary figures filter
-  # history items out of the ranking, so the loss stops spending the query on pushing them down.
+  # An item the user already acted on (in the window, up to the anchor) is no negative. Meant
+  # for catalogues consumed once (films rated once), whose filtered figures drop history items
+  # from the ranking: the loss then stops spending the query on pushing them down.
   exclude_seen_negatives: bool = False
   offset_anchor_stride: int = 4  # multi-token offsets are learned at every n-th anchor
   kernel: str = "xla"  # negatives' log-sum-exp: "xla" or "pallas" (kernels/sampled_softmax.py)
@@ -174,7 +174,7 @@ def seen_negatives(items: jax.Array, negative_items: jax.Array) -> jax.Array:
   """
   length = items.shape[1]
   # Each negative's first position in each row (L if absent), then one comparison per
-  # (anchor, negative): a running OR over L (lax.cummax) made the ml-100k step 30% slower.
+  # (anchor, negative): a running OR over L (lax.cummax) took 4x as long at ml-100k's shapes.
   positions = jnp.arange(length, dtype=jnp.int32)
   hits = items[:, :, None] == negative_items[None, None, :]  # [B, L, M]
   first = jnp.min(jnp.where(hits, positions[None, :, None], length), axis=1)  # [B, M]
