@@ -14,7 +14,11 @@ ranking AUC (engaged vs none) 0.045 below the oracle's. Then
 generation.
 """
 
+import dataclasses
+
 import ml_collections
+
+from unipinrec.data.synthetic import SyntheticConfig
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -45,7 +49,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # with several history prefixes, and slates one window's choice drops are kept by another.
   config.data.window_stride = 16
   config.data.eval_slates_per_user = 5  # last slates of each held-out user that are ranked
-  config.data.synthetic = ml_collections.ConfigDict()
+  # Every knob of the world (SyntheticConfig) is here, so each one can be overridden as
+  # --config.data.synthetic.NAME=value; the lines below set the default world's own values.
+  config.data.synthetic = ml_collections.ConfigDict(
+    {field.name: field.default for field in dataclasses.fields(SyntheticConfig)}
+  )
   config.data.synthetic.num_users = 4000
   config.data.synthetic.num_items = 5000
   config.data.synthetic.num_topics = 20
