@@ -112,6 +112,22 @@ def validation_target(experiment: Experiment) -> Callable[[Any], float] | None:
   return target
 
 
+def baseline_reports(data: PreparedData) -> dict[str, dict]:
+  """Popularity's metrics on the held-out users, and on synthetic data the two oracles'."""
+  names = data.logs.outcome_names
+  baselines = {
+    "popularity": evaluate.evaluate_popularity(
+      data.eval_examples, np.asarray(data.item_log_frequency), names, data.eval_negatives
+    )
+  }
+  if data.world is not None:
+    baselines["oracle"] = evaluate.evaluate_oracle(data.world, data.eval_examples, names)
+    baselines["history_oracle"] = evaluate.evaluate_history_oracle(
+      data.world, data.eval_examples, names
+    )
+  return baselines
+
+
 def evaluate_state(experiment: Experiment, params) -> dict:
   """The model's and the baselines' metrics on the held-out users."""
   data = experiment.data
@@ -124,16 +140,7 @@ def evaluate_state(experiment: Experiment, params) -> dict:
     experiment.run.eval_batch_size,
     data.eval_negatives,
   )
-  baselines = {
-    "popularity": evaluate.evaluate_popularity(
-      data.eval_examples, np.asarray(data.item_log_frequency), names, data.eval_negatives
-    )
-  }
-  if data.world is not None:
-    baselines["oracle"] = evaluate.evaluate_oracle(data.world, data.eval_examples, names)
-    baselines["history_oracle"] = evaluate.evaluate_history_oracle(
-      data.world, data.eval_examples, names
-    )
+  baselines = baseline_reports(data)
   protocol_notes = {}
   if data.eval_negatives is not None:
     protocol_notes = {

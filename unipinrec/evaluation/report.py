@@ -32,6 +32,27 @@ def _ratio(numerator: float, denominator: float) -> float:
   return numerator / denominator if denominator else math.nan
 
 
+def world_checks(baselines: dict) -> dict:
+  """How hard a synthetic world is, from its baselines alone (no model needed).
+
+  Args:
+    baselines: "popularity", "oracle" and "history_oracle" reports.
+  """
+  oracle = baselines["oracle"]
+  history = baselines["history_oracle"]
+  return {
+    "oracle_hr@10": oracle["retrieval"]["hr@10"],
+    "oracle_auc_engaged_over_popularity": oracle["ranking"]["auc_engaged"]
+    - baselines["popularity"]["ranking"]["auc_engaged"],
+    # What the history leaves undetermined: the oracle's lead over its history estimate.
+    "history_oracle_auc_engaged_gap_to_oracle": oracle["ranking"]["auc_engaged"]
+    - history["ranking"]["auc_engaged"],
+    "history_oracle_hr@10_over_oracle": _ratio(
+      history["retrieval"]["hr@10"], oracle["retrieval"]["hr@10"]
+    ),
+  }
+
+
 def quality_checks(report: dict, baselines: dict) -> dict:
   """The ratios the synthetic default is judged by, next to the raw figures."""
   model_hr = report["retrieval"]["hr@10"]
@@ -40,21 +61,12 @@ def quality_checks(report: dict, baselines: dict) -> dict:
   }
   if "oracle" in baselines:
     oracle = baselines["oracle"]
-    popularity = baselines["popularity"]
     checks.update(
       {
         "hr@10_over_oracle": _ratio(model_hr, oracle["retrieval"]["hr@10"]),
         "auc_engaged_gap_to_oracle": oracle["ranking"]["auc_engaged"]
         - report["ranking"]["auc_engaged"],
-        "oracle_hr@10": oracle["retrieval"]["hr@10"],
-        "oracle_auc_engaged_over_popularity": oracle["ranking"]["auc_engaged"]
-        - popularity["ranking"]["auc_engaged"],
-        # What the history leaves undetermined: the oracle's lead over its history estimate.
-        "history_oracle_auc_engaged_gap_to_oracle": oracle["ranking"]["auc_engaged"]
-        - baselines["history_oracle"]["ranking"]["auc_engaged"],
-        "history_oracle_hr@10_over_oracle": _ratio(
-          baselines["history_oracle"]["retrieval"]["hr@10"], oracle["retrieval"]["hr@10"]
-        ),
+        **world_checks(baselines),
       }
     )
   return checks
