@@ -76,9 +76,8 @@ def load_run_config(workdir: str) -> RunConfig:
     return from_mapping(json.load(f))
 
 
-def log_summary(document: dict, path: str) -> None:
-  """One screen of the headline figures, model beside the baselines."""
-  rows = [("model", document)] + list(document["baselines"].items())
+def log_figures(rows: list[tuple[str, dict]]) -> None:
+  """A table of (name, report) rows: retrieval HR/NDCG@10 and MRR, ranking AUC and NDCG@5."""
   logging.info("%-15s %8s %8s %8s %10s %8s", "", "HR@10", "NDCG@10", "MRR", "AUC(eng)", "NDCG@5")
   for name, figures in rows:
     retrieval = figures["retrieval"]
@@ -92,5 +91,10 @@ def log_summary(document: dict, path: str) -> None:
       ranking["auc_engaged"],
       ranking["ndcg@5"],
     )
+
+
+def log_summary(document: dict, path: str) -> None:
+  """One screen of the headline figures, model beside the baselines."""
+  log_figures([("model", document)] + list(document["baselines"].items()))
   logging.info("checks: %s", json.dumps(document["checks"]))
   logging.info("wrote %s", path)

@@ -35,16 +35,7 @@ def main(argv):
     raise app.UsageError(f"data.source is {run.data.source!r}: only a synthetic world has oracles")
   data = prepare_data(run.data, run.model.max_length, run.seed)
   baselines = baseline_reports(data)
-  logging.info("%-15s %8s %8s %10s %8s", "", "HR@10", "NDCG@10", "AUC(eng)", "NDCG@5")
-  for name, figures in baselines.items():
-    logging.info(
-      "%-15s %8.4f %8.4f %10.4f %8.4f",
-      name,
-      figures["retrieval"]["hr@10"],
-      figures["retrieval"]["ndcg@10"],
-      figures["ranking"]["auc_engaged"],
-      figures["ranking"]["ndcg@5"],
-    )
+  launch.log_figures(list(baselines.items()))
   checks = report.world_checks(baselines)
   logging.info("checks: %s", json.dumps(checks))
   if _OUTPUT.value:
