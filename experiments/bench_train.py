@@ -14,16 +14,21 @@ Sizes:
   sasrec   SASRec's: width 50 (embed_dim 40 + action_dim 10, as width is their
            sum here), 2 blocks, 1 head, feed-forward width 50, history length
            200, batch 128; everything else is the synthetic default's.
+  ml100k   SASRec's size on SASRec's data: experiments/configs/ml100k.py (its
+           exact softmax over 1,682 films, rated slates) with the dimensions
+           above. This is the step that SASRec's own speed on ml-100k compares
+           with. It reads ../shared/data (or --ml100k_path).
   default  experiments/configs/synthetic.py unchanged.
   runlocal its `runlocal` variant, for a quick check of the benchmark itself.
 
-Only the step is timed, so every size prepares a smaller synthetic world
+Only the step is timed, so the synthetic sizes prepare a smaller world
 (data.synthetic.num_users=300 instead of 2500): batch shapes, the catalogue
 and so the compiled step are the same as with the full world, while data
 preparation takes seconds instead of a minute.
 """
 
 import dataclasses
+import os
 import shlex
 import sys
 import time
@@ -32,14 +37,17 @@ import jax
 import ml_collections
 from absl import app, flags, logging
 
-from experiments.configs import synthetic
+from experiments.configs import ml100k, synthetic
 from unipinrec import benchmark, huge_pages, timing
 from unipinrec.config import from_mapping
 from unipinrec.evaluation.report import git_commit, write_json_atomic
 from unipinrec.experiment import setup_experiment
 
 _SIZES = flags.DEFINE_list(
-  "sizes", ["sasrec", "default"], "Sizes to time: sasrec, default, runlocal."
+  "sizes", ["sasrec", "default"], "Sizes to time: sasrec, ml100k, default, runlocal."
+)
+_ML100K_PATH = flags.DEFINE_string(
+  "ml100k_path", None, "The ml-100k folder for the ml100k size; default: the config's."
 )
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per size; the median is reported.")
 _WARMUP = flags.DEFINE_integer("warmup_steps", 5, "Untimed steps after compilation.")
@@ -51,15 +59,28 @@ _ENCODER = flags.DEFINE_bool(
 BENCHMARK_NUM_USERS = 300  # a small world: only the step is timed (see the module docstring)
 
 
-def size_config(name: str) -> ml_collections.ConfigDict:
-  """The ml_collections config of a named size, with the benchmark's small world."""
+def size_config(name: str, ml100k_path: str | None = None) -> ml_collections.ConfigDict:
+  """The ml_collections config of a named size (synthetic sizes with the benchmark's small world).
+
+  Args:
+    name: sasrec, ml100k, default or runlocal (the module docstring says what each is).
+    ml100k_path: the ml-100k folder of the ml100k size; None: the config's default.
+  """
   if name == "runlocal":
     config = synthetic.get_config("runlocal")
   elif name in ("sasrec", "default"):
     config = synthetic.get_config()
+  elif name == "ml100k":
+    config = ml100k.get_config()
+    if ml100k_path:
+      config.data.path = ml100k_path
+    if not os.path.isdir(config.data.path):
+      raise app.UsageError(
+        f"size ml100k: no ml-100k folder at {config.data.path}; pass --ml100k_path=FOLDER"
+      )
   else:
-    raise app.UsageError(f"unknown size {name!r}; expected sasrec, default or runlocal")
-  if name == "sasrec":
+    raise app.UsageError(f"unknown size {name!r}; expected sasrec, ml100k, default or runlocal")
+  if name in ("sasrec", "ml100k"):
     config.batch_size = 128
     config.model.max_length = 200
     config.model.embed_dim = 40
@@ -67,7 +88,7 @@ def size_config(name: str) -> ml_collections.ConfigDict:
     config.model.num_layers = 2
     config.model.num_heads = 1
     config.model.mlp_dim = 50  # SASRec's feed-forward is as wide as the model
-  if name != "runlocal":
+  if name in ("sasrec", "default"):
     config.data.synthetic.num_users = BENCHMARK_NUM_USERS
   return config
 
@@ -76,7 +97,8 @@ def main(argv: list[str]) -> None:
   """Measures the matmul peak, then times each size's step; prints and writes the table."""
   del argv
   start = time.time()
-  configs = {name: size_config(name) for name in _SIZES.value}  # unknown names fail first
+  # Unknown names and a missing data folder fail here, before any timing.
+  configs = {name: size_config(name, _ML100K_PATH.value) for name in _SIZES.value}
   logging.info("devices: %s", jax.devices())
   logging.info("measuring the float32 matmul peak")
   rates = timing.matmul_peak_flops()

@@ -1,10 +1,13 @@
-"""The train-step and encoder benchmarks at the runlocal size: figures follow from the timings."""
+"""The train-step and encoder benchmarks at the runlocal size: figures follow from the timings;
+the sizes of `experiments.bench_train`."""
 
 import statistics
 
 import pytest
+from absl import app
 
-from experiments.configs import synthetic
+from experiments import bench_train
+from experiments.configs import ml100k, synthetic
 from unipinrec import benchmark, sharding, timing
 from unipinrec.config import from_mapping
 from unipinrec.data.pipeline import training_iterator
@@ -57,3 +60,19 @@ def test_benchmark_figures_are_consistent():
   assert encoder.share_of_peak == pytest.approx(
     encoder.flops_per_step / encoder.median_step_seconds / peak
   )
+
+
+def test_ml100k_size_is_the_ml100k_config_at_sasrec_dimensions(tmp_path):
+  config = bench_train.size_config("ml100k", str(tmp_path))
+  sasrec = bench_train.size_config("sasrec")
+  expected = ml100k.get_config()
+  for field in ("batch_size", "max_length", "embed_dim", "action_dim", "num_layers", "num_heads"):
+    owner = config if field == "batch_size" else config.model
+    reference = sasrec if field == "batch_size" else sasrec.model
+    assert owner[field] == reference[field], field
+  assert config.model.mlp_dim == sasrec.model.mlp_dim == 50
+  # Everything but the dimensions is the ml-100k config's: its loss and data, not the synthetic's.
+  assert config.step.loss.full_softmax == expected.step.loss.full_softmax is True
+  assert config.data.source == "movielens" and config.data.path == str(tmp_path)
+  with pytest.raises(app.UsageError, match="no ml-100k folder at .*missing"):
+    bench_train.size_config("ml100k", str(tmp_path / "missing"))
