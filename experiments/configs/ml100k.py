@@ -20,7 +20,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.batch_size = 64
   # 100 actions, not SASRec's 200: half the users have fewer than 65 ratings, so a 200-long
   # window is mostly padding. A step takes half the time, which pays for 2,000 steps (1,200 at
-  # 200) at the same quality over two seeds, in 13-15 minutes instead of 19-23 (RESULTS.md).
+  # 200) at the same quality over two seeds, in 12-15 minutes instead of 19-23 (RESULTS.md).
   config.num_steps = 2000
   config.eval_every = 100
   config.patience = 5
