@@ -66,10 +66,9 @@ def test_ml100k_size_is_the_ml100k_config_at_sasrec_dimensions(tmp_path):
   config = bench_train.size_config("ml100k", str(tmp_path))
   sasrec = bench_train.size_config("sasrec")
   expected = ml100k.get_config()
-  for field in ("batch_size", "max_length", "embed_dim", "action_dim", "num_layers", "num_heads"):
-    owner = config if field == "batch_size" else config.model
-    reference = sasrec if field == "batch_size" else sasrec.model
-    assert owner[field] == reference[field], field
+  assert config.batch_size == sasrec.batch_size == 128
+  for field in ("max_length", "embed_dim", "action_dim", "num_layers", "num_heads"):
+    assert config.model[field] == sasrec.model[field], field
   assert config.model.mlp_dim == sasrec.model.mlp_dim == 50
   # Everything but the dimensions is the ml-100k config's: its loss and data, not the synthetic's.
   assert config.step.loss.full_softmax == expected.step.loss.full_softmax is True
