@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from unipinrec.model import attention
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
 from unipinrec.train.state import example_batch
@@ -14,8 +15,9 @@ B, L, S, C, O = 3, 8, 2, 5, 2
 TOL = dict(rtol=2e-5, atol=2e-5)
 
 
-@pytest.fixture(scope="module")
-def model_and_params():
+@pytest.fixture(scope="module", params=[0, 4], ids=["absolute", "relative_bias"])
+def model_and_params(request):
+  """Every property holds with and without the learned relative-position bias."""
   model = UniPinRec(
     ModelConfig(
       num_items=50,
@@ -28,6 +30,7 @@ def model_and_params():
       num_heads=2,
       mlp_dim=32,
       head_hidden_dim=16,
+      relative_position_buckets=request.param,
     )
   )
   batch = example_batch(model, B, S, C)
@@ -36,6 +39,13 @@ def model_and_params():
   params = jax.tree.map(
     lambda p: p + 0.05 * jax.random.normal(jax.random.key(p.size), p.shape), params
   )
+  # Biases of a logit's size, so that an off-by-one distance would show.
+  for layer in range(2):
+    block = params["transformer"][f"block_{layer}"]
+    if "relative_bias" in block:
+      block["relative_bias"] = block["relative_bias"].replace_boxed(
+        jax.random.normal(jax.random.key(layer), block["relative_bias"].value.shape)
+      )
   return model, params
 
 
@@ -213,3 +223,19 @@ def test_outcome_condition_changes_the_query(model_and_params):
   for a in range(model.config.num_conditions):
     for b in range(a + 1, model.config.num_conditions):
       assert np.max(np.abs(queries[:, a] - queries[:, b])) > 1e-3
+
+
+def test_relative_buckets_match_hand_computed_values():
+  """Half the buckets exact, half logarithmic up to max_distance, the rest in the last."""
+  distance = jnp.array([0, 1, 3, 4, 10, 24, 50, 100, 1000])
+  buckets = attention.relative_buckets(distance, num_buckets=8, max_distance=100)
+  # d >= 4: 4 + floor(log(d / 4) / log(25) * 4), capped at 7.
+  np.testing.assert_array_equal(buckets, [0, 1, 3, 4, 5, 6, 7, 7, 7])
+  # A window no longer than the exact half: one bucket per distance, capped.
+  short = attention.relative_buckets(jnp.arange(6), num_buckets=8, max_distance=3)
+  np.testing.assert_array_equal(short, [0, 1, 2, 3, 4, 5])
+
+
+def test_relative_bias_refuses_the_pallas_kernels():
+  with pytest.raises(ValueError, match="kernel='xla'"):
+    ModelConfig(num_items=5, num_outcomes=2, relative_position_buckets=8, kernel="pallas")

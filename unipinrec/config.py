@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from kernels import check_kernel
 from unipinrec.checkpoint import CheckpointConfig
 from unipinrec.data.dataset import DataConfig
 from unipinrec.data.synthetic import SyntheticConfig
 from unipinrec.evaluation.generation import GenerationConfig
 from unipinrec.index.manifest import IndexConfig
 from unipinrec.losses import LossConfig
+from unipinrec.model.config import check_attention
 from unipinrec.serving.config import ServingConfig
 from unipinrec.sharding import MeshConfig
 from unipinrec.train.item_init import ItemInitConfig
@@ -36,9 +36,11 @@ class ModelSizes:
   offsets_seconds: tuple[float, ...] = (0.0,)  # multi-token generation (see ModelConfig)
   kernel: str = "xla"  # "xla" or "pallas" (kernels/candidate_attention.py)
   item_table_multiple: int = 1024
+  relative_position_buckets: int = 0  # recency bias on attention (see ModelConfig); 0: off
 
   def __post_init__(self):
-    check_kernel(self.kernel)  # at config time, before any data is prepared
+    # At config time, before any data is prepared.
+    check_attention(self.kernel, self.relative_position_buckets)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -80,6 +80,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # Attention: "xla" (pure JAX) or "pallas" (Triton kernels on GPU, interpret mode elsewhere).
   config.model.kernel = "xla"
   config.model.item_table_multiple = 1024  # item table rows padded to a multiple (even split)
+  config.model.relative_position_buckets = 0  # learned recency bias on attention; 0: off
 
   config.step = ml_collections.ConfigDict()
   config.step.mask_prob = 0.2  # MAM: share of past actions replaced by [MASK]

@@ -7,6 +7,19 @@ import dataclasses
 from kernels import check_kernel
 
 
+def check_attention(kernel: str, relative_position_buckets: int) -> None:
+  """Raises a ValueError on an unknown kernel, negative buckets, or both a bias and Pallas."""
+  check_kernel(kernel)
+  if relative_position_buckets < 0:
+    raise ValueError(
+      f"relative_position_buckets must be 0 (off) or more, got {relative_position_buckets}"
+    )
+  if relative_position_buckets and kernel == "pallas":
+    raise ValueError(
+      "relative_position_buckets needs kernel='xla': the Pallas kernels take no bias"
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Sizes of the shared transformer and its two heads."""
@@ -30,9 +43,13 @@ class ModelConfig:
   # at least t seconds after the anchor. One offset means no offset embedding.
   offsets_seconds: tuple[float, ...] = (0.0,)
   kernel: str = "xla"  # attention: "xla" (pure JAX) or "pallas" (kernels/candidate_attention.py)
+  # Learned attention-logit bias per head and layer on the query - key distance, in T5's
+  # buckets (half exact, half logarithmic up to max_length); 0 turns it off. It gives recency
+  # directly, where the absolute position embeddings count from the window's first action.
+  relative_position_buckets: int = 0
 
   def __post_init__(self):
-    check_kernel(self.kernel)
+    check_attention(self.kernel, self.relative_position_buckets)
     # A config read back from JSON holds a list; the model must stay hashable.
     offsets = tuple(float(t) for t in self.offsets_seconds)
     if (

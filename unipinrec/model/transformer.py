@@ -58,6 +58,21 @@ class Block(nn.Module):
       cfg.width, kernel_init=_partitioned(nn.initializers.zeros, ("mlp", "embed"))
     )
     self.dropout = nn.Dropout(cfg.dropout_rate)
+    if cfg.relative_position_buckets:
+      # Zeros: training starts from the absolute-position model and learns recency from there.
+      self.relative_bias = self.param(
+        "relative_bias",
+        _partitioned(nn.initializers.zeros, ("heads", None)),
+        (cfg.num_heads, cfg.relative_position_buckets),
+      )
+
+  def position_bias(self, distance: jax.Array) -> jax.Array | None:
+    """[...] query - key positions -> [H, ...] learned attention-logit biases (None if off)."""
+    cfg = self.config
+    if not cfg.relative_position_buckets:
+      return None
+    buckets = attention.relative_buckets(distance, cfg.relative_position_buckets, cfg.max_length)
+    return jnp.take(self.relative_bias, buckets, axis=1)
 
   def project(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """[B, T, W] -> q, k, v each [B, T, H, Dh]."""
@@ -69,6 +84,16 @@ class Block(nn.Module):
     x = x + self.dropout(self.attention_out(attended), deterministic=deterministic)
     mlp = self.mlp_out(nn.gelu(self.mlp_in(self.mlp_norm(x))))
     return x + self.dropout(mlp, deterministic=deterministic)
+
+
+def _bias_argument(name: str, bias: jax.Array | None) -> dict:
+  """`{name: bias}`, or nothing: the Pallas kernels take no bias (ModelConfig forbids both)."""
+  return {} if bias is None else {name: bias}
+
+
+def _heads_first(bias: jax.Array | None) -> jax.Array | None:
+  """[H, B, T, L] -> [B, H, T, L], the attention logits' layout."""
+  return None if bias is None else jnp.transpose(bias, (1, 0, 2, 3))
 
 
 class Transformer(nn.Module):
@@ -90,12 +115,17 @@ class Transformer(nn.Module):
   ) -> tuple[jax.Array, KVCache]:
     """[B, L, W] history tokens -> ([B, L, W] states, the user KV cache)."""
     keys, values = [], []
+    positions = jnp.arange(tokens.shape[1])
+    distance = positions[:, None] - positions[None, :]  # [L, L]
     x = self.token_dropout(_batch_sharded(tokens), deterministic=deterministic)
     for block in self.blocks:
       q, k, v = block.project(x)
       keys.append(k)
       values.append(v)
-      x = _batch_sharded(block.finish(x, self.causal_attention(q, k, v, lengths), deterministic))
+      bias = block.position_bias(distance)  # [H, L, L], shared by the batch
+      bias = _bias_argument("bias", None if bias is None else bias[None])
+      attended = self.causal_attention(q, k, v, lengths, **bias)
+      x = _batch_sharded(block.finish(x, attended, deterministic))
     cache = KVCache(keys=jnp.stack(keys), values=jnp.stack(values), lengths=lengths)
     return self.final_norm(x), cache
 
@@ -107,6 +137,7 @@ class Transformer(nn.Module):
     position, not all L. Equals `encode` at position max(lengths - 1, 0).
     """
     keys, values = [], []
+    positions = jnp.arange(tokens.shape[1])
     last = jnp.maximum(lengths - 1, 0)[:, None]  # [B, 1]
     x = tokens
     for layer, block in enumerate(self.blocks):
@@ -114,12 +145,15 @@ class Transformer(nn.Module):
       keys.append(k)
       values.append(v)
       if layer < len(self.blocks) - 1:
-        x = block.finish(x, self.causal_attention(q, k, v, lengths))
+        bias = block.position_bias(positions[:, None] - positions[None, :])
+        bias = _bias_argument("bias", None if bias is None else bias[None])
+        x = block.finish(x, self.causal_attention(q, k, v, lengths, **bias))
       else:
         # One query per history: the pure-JAX attention, whatever the kernel setting.
         q = jnp.take_along_axis(q, last[:, :, None, None], axis=1)  # [B, 1, H, Dh]
         x = jnp.take_along_axis(x, last[:, :, None], axis=1)  # [B, 1, W]
-        x = block.finish(x, attention.causal_attention(q, k, v, lengths, last))
+        bias = _heads_first(block.position_bias(last[:, :, None] - positions))  # [B, H, 1, L]
+        x = block.finish(x, attention.causal_attention(q, k, v, lengths, last, bias))
     cache = KVCache(keys=jnp.stack(keys), values=jnp.stack(values), lengths=lengths)
     return self.final_norm(x)[:, 0], cache
 
@@ -135,9 +169,15 @@ class Transformer(nn.Module):
         lengths at serving; the slate's request point in training).
       deterministic: no dropout (everywhere but training).
     """
+    # A candidate sits where the next action would: `prefix` positions after the first.
+    distance = prefix[:, :, None] - jnp.arange(cache.keys.shape[2])  # [B, C, L]
     x = self.token_dropout(_batch_sharded(tokens), deterministic=deterministic)
     for layer, block in enumerate(self.blocks):
       q, k, v = block.project(x)
-      attended = self.candidate_attention(q, k, v, cache.keys[layer], cache.values[layer], prefix)
+      bias = _bias_argument("history_bias", _heads_first(block.position_bias(distance)))
+      bias |= _bias_argument("self_bias", block.position_bias(jnp.zeros((), jnp.int32)))
+      attended = self.candidate_attention(
+        q, k, v, cache.keys[layer], cache.values[layer], prefix, **bias
+      )
       x = _batch_sharded(block.finish(x, attended, deterministic))
     return self.final_norm(x)
