@@ -28,6 +28,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.model.embed_dim = 48
   config.model.action_dim = 16
   config.model.dropout_rate = 0.2  # SASRec's for MovieLens: 943 users overfit quickly
+  # A learned recency bias on attention: over two seeds NDCG@10 +3.8%, ranking AUC engaged
+  # +0.014 and NDCG@5 +0.035, all of seed 1's steps in half the time (RESULTS.md).
+  config.model.relative_position_buckets = 32
   # Retrieval logits are cosine / temperature: 0.2, not the synthetic default's 0.05, took
   # validation NDCG@10 from 0.111 to 0.130 and test from 0.101 to 0.113 at 1,500 steps.
   config.model.temperature = 0.2
