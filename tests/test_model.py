@@ -103,6 +103,17 @@ def test_later_actions_do_not_change_earlier_states(model_and_params):
   np.testing.assert_allclose(states2[1:], states[1:], **TOL)
 
 
+def test_serving_encoder_equals_encode_at_the_last_action(model_and_params):
+  """`encode_last` (serving: one query in the last layer) reads the same state and cache."""
+  model, params = model_and_params
+  history = _histories(9)
+  states, cache = _encode(model, params, history)
+  last, serving_cache = model.apply({"params": params}, **history, method=model.encode_last)
+  rows = np.maximum(history["lengths"] - 1, 0)
+  np.testing.assert_allclose(last, states[np.arange(B), rows], **TOL)
+  np.testing.assert_allclose(serving_cache.keys, cache.keys, **TOL)
+
+
 def test_masking_an_action_hides_its_outcome_only(model_and_params):
   model, params = model_and_params
   history = _histories(1)
