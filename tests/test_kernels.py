@@ -43,8 +43,14 @@ ATTENTION_SHAPES = [
 ]
 
 
+def _bias_table(rng, heads, num_buckets):
+  """A random recency-bias table, or none: large enough that a wrong bucket shows."""
+  return _normal(rng, (heads, num_buckets)) if num_buckets else None
+
+
+@pytest.mark.parametrize("num_buckets", [0, 8, 20], ids=["no_bias", "bias8", "bias20"])
 @pytest.mark.parametrize("seed,b,c,l,h,d,bc,bl", ATTENTION_SHAPES)
-def test_candidate_attention_matches_reference(seed, b, c, l, h, d, bc, bl):
+def test_candidate_attention_matches_reference(seed, b, c, l, h, d, bc, bl, num_buckets):
   rng = np.random.default_rng(seed)
   q, k, v = (_normal(rng, (b, c, h, d)) for _ in range(3))
   history_keys, history_values = (_normal(rng, (b, l, h, d)) for _ in range(2))
@@ -53,15 +59,16 @@ def test_candidate_attention_matches_reference(seed, b, c, l, h, d, bc, bl):
   prefix[-1, -1] = l
   prefix = jnp.asarray(prefix, jnp.int32)
   cotangent = _normal(rng, (b, c, h, d))
+  table = _bias_table(rng, h, num_buckets)
 
   def loss(fn, **kwargs):
-    def f(*args):
-      out = fn(*args, prefix, **kwargs)
+    def f(q, k, v, keys, values, table):
+      out = fn(q, k, v, keys, values, prefix, table, l, **kwargs)
       return jnp.sum(out * cotangent), out
 
     # Jitted: interpret mode then runs as one compiled XLA program, not op by op.
-    return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3, 4), has_aux=True))(
-      q, k, v, history_keys, history_values
+    return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3, 4, 5), has_aux=True))(
+      q, k, v, history_keys, history_values, table
     )
 
   (_, out), grads = loss(
@@ -72,10 +79,13 @@ def test_candidate_attention_matches_reference(seed, b, c, l, h, d, bc, bl):
   _assert_trees_close(grads, expected_grads)
   # Prefix 0 means exactly the candidate's own value.
   np.testing.assert_allclose(out[0, 0], v[0, 0], **TOL)
+  if num_buckets:  # the table's gradient is compared above; it must reach distant buckets too
+    assert np.count_nonzero(grads[5]) > h
 
 
+@pytest.mark.parametrize("num_buckets", [0, 8], ids=["no_bias", "bias8"])
 @pytest.mark.parametrize("seed,lengths", [(0, (37, 5, 1)), (1, (16, 16, 0))])
-def test_causal_attention_matches_reference_on_valid_rows(seed, lengths):
+def test_causal_attention_matches_reference_on_valid_rows(seed, lengths, num_buckets):
   rng = np.random.default_rng(seed)
   lengths = jnp.asarray(lengths, jnp.int32)
   b, l, h, d = len(lengths), max(int(lengths.max()), 1), 2, 8
@@ -83,13 +93,14 @@ def test_causal_attention_matches_reference_on_valid_rows(seed, lengths):
   valid = (jnp.arange(l)[None, :] < lengths[:, None])[:, :, None, None]
   # Rows past a length are meaningless in both: a zero cotangent there, compared only where valid.
   cotangent = jnp.where(valid, _normal(rng, (b, l, h, d)), 0.0)
+  table = _bias_table(rng, h, num_buckets)
 
   def loss(fn, **kwargs):
-    def f(*args):
-      out = fn(*args, lengths, **kwargs)
+    def f(q, k, v, table):
+      out = fn(q, k, v, lengths, relative_bias=table, max_distance=l, **kwargs)
       return jnp.sum(out * cotangent), jnp.where(valid, out, 0.0)
 
-    return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))(q, k, v)
+    return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3), has_aux=True))(q, k, v, table)
 
   (_, out), grads = loss(pallas_attention.causal_attention, block_candidates=16, block_history=16)
   (_, expected), expected_grads = loss(attention.causal_attention)
@@ -206,6 +217,7 @@ def test_blended_train_loss_is_the_same_with_either_kernel():
         action_dim=8,
         num_layers=1,
         kernel=kernel,
+        relative_position_buckets=4,
       )
     )
     params = model.init(jax.random.key(0), batch, jnp.zeros((b, l), bool))["params"]

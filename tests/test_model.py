@@ -247,6 +247,6 @@ def test_relative_buckets_match_hand_computed_values():
   np.testing.assert_array_equal(short, [0, 1, 2, 3, 4, 5])
 
 
-def test_relative_bias_refuses_the_pallas_kernels():
-  with pytest.raises(ValueError, match="kernel='xla'"):
-    ModelConfig(num_items=5, num_outcomes=2, relative_position_buckets=8, kernel="pallas")
+def test_negative_relative_buckets_are_refused():
+  with pytest.raises(ValueError, match="relative_position_buckets must be 0"):
+    ModelConfig(num_items=5, num_outcomes=2, relative_position_buckets=-1)

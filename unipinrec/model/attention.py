@@ -2,8 +2,9 @@
 
 History tokens attend causally to their own prefix; candidates attend to the
 history prefix they were requested after and to themselves, never to each
-other. `kernels/candidate_attention.py` computes the same in Pallas (without
-the optional relative-position bias).
+other. `kernels/candidate_attention.py` computes the same in Pallas. Both take
+an optional learned recency bias: a per-head table over T5 buckets of the
+query-key distance, added to the attention logits.
 """
 
 from __future__ import annotations
@@ -30,13 +31,21 @@ def relative_buckets(distance: jax.Array, num_buckets: int, max_distance: int) -
   return buckets.astype(jnp.int32)
 
 
+def _logit_bias(table: jax.Array, distance: jax.Array, max_distance: int) -> jax.Array:
+  """[H, buckets] table, [T, L] or [B, T, L] distances -> bias broadcast to [B, H, T, L]."""
+  bias = jnp.take(table, relative_buckets(distance, table.shape[1], max_distance), axis=1)
+  # A [T, L] distance is the same for every user: one [H, T, L] bias for the whole batch.
+  return bias[None] if distance.ndim == 2 else jnp.moveaxis(bias, 0, 1)
+
+
 def causal_attention(
   q: jax.Array,
   k: jax.Array,
   v: jax.Array,
   lengths: jax.Array,
   query_positions: jax.Array | None = None,
-  bias: jax.Array | None = None,
+  relative_bias: jax.Array | None = None,
+  max_distance: int = 0,
 ) -> jax.Array:
   """Causal self-attention over right-padded histories.
 
@@ -45,7 +54,8 @@ def causal_attention(
     k, v: [B, L, H, Dh].
     lengths: [B] valid positions; keys at or past it are masked.
     query_positions: [B, T] history position of each query; 0..L - 1 if omitted.
-    bias: added to the [B, H, T, L] logits before masking (relative positions); none if omitted.
+    relative_bias: [H, buckets] logit bias on the query-key distance; none if omitted.
+    max_distance: the distance where the last, logarithmic bucket ends (`relative_buckets`).
 
   Returns:
     [B, T, H, Dh]; rows past `lengths` are finite but meaningless.
@@ -53,14 +63,13 @@ def causal_attention(
   key_positions = jnp.arange(k.shape[1])
   # Scaling q, not the [B, H, T, L] logits: XLA CPU does not fuse that division.
   q = q / jnp.sqrt(q.shape[-1]).astype(q.dtype)
-  if query_positions is None:
-    query_positions = jnp.broadcast_to(jnp.arange(q.shape[1]), q.shape[:2])
-  allowed = (key_positions[None, None, :] <= query_positions[:, :, None]) & (
-    key_positions[None, None, :] < lengths[:, None, None]
-  )  # [B, T, L]
+  # [T] positions shared by the batch, or [B, T] per user.
+  positions = jnp.arange(q.shape[1]) if query_positions is None else query_positions
+  distance = positions[..., :, None] - key_positions  # [T, L] or [B, T, L]
+  allowed = (distance >= 0) & (key_positions < lengths[:, None, None])  # [B, T, L]
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-  if bias is not None:
-    logits = logits + bias
+  if relative_bias is not None:
+    logits = logits + _logit_bias(relative_bias, distance, max_distance)
   logits = jnp.where(allowed[:, None], logits, jnp.finfo(logits.dtype).min)
   weights = jax.nn.softmax(logits, axis=-1)
   return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
@@ -73,8 +82,8 @@ def candidate_attention(
   history_keys: jax.Array,
   history_values: jax.Array,
   prefix: jax.Array,
-  history_bias: jax.Array | None = None,
-  self_bias: jax.Array | None = None,
+  relative_bias: jax.Array | None = None,
+  max_distance: int = 0,
 ) -> jax.Array:
   """Each candidate attends to its history prefix and to itself only.
 
@@ -82,8 +91,10 @@ def candidate_attention(
     q, k, v: [B, C, H, Dh] the candidates' own projections.
     history_keys, history_values: [B, L, H, Dh] one layer of the user KV cache.
     prefix: [B, C] history positions visible to each candidate.
-    history_bias: added to the [B, H, C, L] logits on the history; none if omitted.
-    self_bias: [H] added to each candidate's logit on itself; none if omitted.
+    relative_bias: [H, buckets] logit bias on the query-key distance; none if omitted. A
+      candidate sits where the next action would, `prefix - j` after history position j
+      and at distance 0 from itself.
+    max_distance: the distance where the last, logarithmic bucket ends (`relative_buckets`).
 
   Returns:
     [B, C, H, Dh].
@@ -94,14 +105,13 @@ def candidate_attention(
   history_keys, history_values = (
     jnp.transpose(x, (0, 2, 1, 3)) for x in (history_keys, history_values)
   )
+  distance = prefix[:, :, None] - jnp.arange(history_keys.shape[2])  # [B, C, L]
   history_logits = jnp.einsum("bhcd,bhld->bhcl", q, history_keys)
-  if history_bias is not None:
-    history_logits = history_logits + history_bias
-  visible = jnp.arange(history_keys.shape[2])[None, None, :] < prefix[:, :, None]  # [B, C, L]
-  history_logits = jnp.where(visible[:, None], history_logits, jnp.finfo(q.dtype).min)
   self_logits = jnp.einsum("bhcd,bchd->bhc", q, k)
-  if self_bias is not None:
-    self_logits = self_logits + self_bias[:, None]
+  if relative_bias is not None:
+    history_logits = history_logits + _logit_bias(relative_bias, distance, max_distance)
+    self_logits = self_logits + relative_bias[None, :, 0, None]  # distance 0 is bucket 0
+  history_logits = jnp.where((distance > 0)[:, None], history_logits, jnp.finfo(q.dtype).min)
   # The softmax over [history, self] by hand: concatenating the self logit to the
   # [B, H, C, L] history logits (and slicing it off again) copies them twice, which
   # made ranking on the cache memory-bound.

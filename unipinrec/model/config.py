@@ -8,15 +8,11 @@ from kernels import check_kernel
 
 
 def check_attention(kernel: str, relative_position_buckets: int) -> None:
-  """Raises a ValueError on an unknown kernel, negative buckets, or both a bias and Pallas."""
+  """Raises a ValueError on an unknown kernel or negative buckets."""
   check_kernel(kernel)
   if relative_position_buckets < 0:
     raise ValueError(
       f"relative_position_buckets must be 0 (off) or more, got {relative_position_buckets}"
-    )
-  if relative_position_buckets and kernel == "pallas":
-    raise ValueError(
-      "relative_position_buckets needs kernel='xla': the Pallas kernels take no bias"
     )
 
 

@@ -66,13 +66,9 @@ class Block(nn.Module):
         (cfg.num_heads, cfg.relative_position_buckets),
       )
 
-  def position_bias(self, distance: jax.Array) -> jax.Array | None:
-    """[...] query - key positions -> [H, ...] learned attention-logit biases (None if off)."""
-    cfg = self.config
-    if not cfg.relative_position_buckets:
-      return None
-    buckets = attention.relative_buckets(distance, cfg.relative_position_buckets, cfg.max_length)
-    return jnp.take(self.relative_bias, buckets, axis=1)
+  def bias_table(self) -> jax.Array | None:
+    """[H, buckets] learned attention-logit bias on query-key distance (None if off)."""
+    return self.relative_bias if self.config.relative_position_buckets else None
 
   def project(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """[B, T, W] -> q, k, v each [B, T, H, Dh]."""
@@ -84,16 +80,6 @@ class Block(nn.Module):
     x = x + self.dropout(self.attention_out(attended), deterministic=deterministic)
     mlp = self.mlp_out(nn.gelu(self.mlp_in(self.mlp_norm(x))))
     return x + self.dropout(mlp, deterministic=deterministic)
-
-
-def _bias_argument(name: str, bias: jax.Array | None) -> dict:
-  """`{name: bias}`, or nothing: the Pallas kernels take no bias (ModelConfig forbids both)."""
-  return {} if bias is None else {name: bias}
-
-
-def _heads_first(bias: jax.Array | None) -> jax.Array | None:
-  """[H, B, T, L] -> [B, H, T, L], the attention logits' layout."""
-  return None if bias is None else jnp.transpose(bias, (1, 0, 2, 3))
 
 
 class Transformer(nn.Module):
@@ -110,21 +96,21 @@ class Transformer(nn.Module):
     self.final_norm = nn.LayerNorm(scale_init=_partitioned(nn.initializers.ones, ("embed",)))
     self.token_dropout = nn.Dropout(self.config.dropout_rate)
 
+  def _bias(self, block: Block) -> dict:
+    """The recency-bias arguments of either kernel set's attention, for one block."""
+    return {"relative_bias": block.bias_table(), "max_distance": self.config.max_length}
+
   def encode(
     self, tokens: jax.Array, lengths: jax.Array, deterministic: bool = True
   ) -> tuple[jax.Array, KVCache]:
     """[B, L, W] history tokens -> ([B, L, W] states, the user KV cache)."""
     keys, values = [], []
-    positions = jnp.arange(tokens.shape[1])
-    distance = positions[:, None] - positions[None, :]  # [L, L]
     x = self.token_dropout(_batch_sharded(tokens), deterministic=deterministic)
     for block in self.blocks:
       q, k, v = block.project(x)
       keys.append(k)
       values.append(v)
-      bias = block.position_bias(distance)  # [H, L, L], shared by the batch
-      bias = _bias_argument("bias", None if bias is None else bias[None])
-      attended = self.causal_attention(q, k, v, lengths, **bias)
+      attended = self.causal_attention(q, k, v, lengths, **self._bias(block))
       x = _batch_sharded(block.finish(x, attended, deterministic))
     cache = KVCache(keys=jnp.stack(keys), values=jnp.stack(values), lengths=lengths)
     return self.final_norm(x), cache
@@ -137,7 +123,6 @@ class Transformer(nn.Module):
     position, not all L. Equals `encode` at position max(lengths - 1, 0).
     """
     keys, values = [], []
-    positions = jnp.arange(tokens.shape[1])
     last = jnp.maximum(lengths - 1, 0)[:, None]  # [B, 1]
     x = tokens
     for layer, block in enumerate(self.blocks):
@@ -145,15 +130,13 @@ class Transformer(nn.Module):
       keys.append(k)
       values.append(v)
       if layer < len(self.blocks) - 1:
-        bias = block.position_bias(positions[:, None] - positions[None, :])
-        bias = _bias_argument("bias", None if bias is None else bias[None])
-        x = block.finish(x, self.causal_attention(q, k, v, lengths, **bias))
+        x = block.finish(x, self.causal_attention(q, k, v, lengths, **self._bias(block)))
       else:
         # One query per history: the pure-JAX attention, whatever the kernel setting.
         q = jnp.take_along_axis(q, last[:, :, None, None], axis=1)  # [B, 1, H, Dh]
         x = jnp.take_along_axis(x, last[:, :, None], axis=1)  # [B, 1, W]
-        bias = _heads_first(block.position_bias(last[:, :, None] - positions))  # [B, H, 1, L]
-        x = block.finish(x, attention.causal_attention(q, k, v, lengths, last, bias))
+        attended = attention.causal_attention(q, k, v, lengths, last, **self._bias(block))
+        x = block.finish(x, attended)
     cache = KVCache(keys=jnp.stack(keys), values=jnp.stack(values), lengths=lengths)
     return self.final_norm(x)[:, 0], cache
 
@@ -169,15 +152,11 @@ class Transformer(nn.Module):
         lengths at serving; the slate's request point in training).
       deterministic: no dropout (everywhere but training).
     """
-    # A candidate sits where the next action would: `prefix` positions after the first.
-    distance = prefix[:, :, None] - jnp.arange(cache.keys.shape[2])  # [B, C, L]
     x = self.token_dropout(_batch_sharded(tokens), deterministic=deterministic)
     for layer, block in enumerate(self.blocks):
       q, k, v = block.project(x)
-      bias = _bias_argument("history_bias", _heads_first(block.position_bias(distance)))
-      bias |= _bias_argument("self_bias", block.position_bias(jnp.zeros((), jnp.int32)))
       attended = self.candidate_attention(
-        q, k, v, cache.keys[layer], cache.values[layer], prefix, **bias
+        q, k, v, cache.keys[layer], cache.values[layer], prefix, **self._bias(block)
       )
       x = _batch_sharded(block.finish(x, attended, deterministic))
     return self.final_norm(x)
