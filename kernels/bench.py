@@ -65,6 +65,7 @@ class Sizes:
   embed_dim: int = 64
   matmul_sizes: tuple[int, ...] = (2048, 4096, 8192)
   copy_bytes: int = 1 << 30
+  relative_buckets: int = 0  # the attention's learned recency bias (its table's buckets); 0: off
 
 
 SMALL = Sizes(
@@ -132,16 +133,35 @@ def attention_inputs(sizes: Sizes, users: int, seed: int = 0) -> dict[str, jax.A
     "slate_prefix": jnp.asarray(
       rng.integers(0, lengths[:, None] + 1, (users, sizes.candidates)), jnp.int32
     ),
+    # Per-layer [H, buckets] tables, or none: jit takes None as an argument without leaves.
+    "relative_bias": (
+      _normal(rng, (sizes.layers, sizes.heads, sizes.relative_buckets))
+      if sizes.relative_buckets
+      else None
+    ),
   }
 
 
-def serving_fn(impl) -> Callable:
+def _layer(table: jax.Array | None, i: int) -> jax.Array | None:
+  return None if table is None else table[i]
+
+
+def serving_fn(impl, max_distance: int) -> Callable:
   """Every layer's candidate attention on the cache: [layers, B, C, H, Dh]."""
 
-  def serve(q, k, v, history_keys, history_values, prefix):
+  def serve(q, k, v, history_keys, history_values, prefix, table):
     return jnp.stack(
       [
-        impl.candidate_attention(q[i], k[i], v[i], history_keys[i], history_values[i], prefix)
+        impl.candidate_attention(
+          q[i],
+          k[i],
+          v[i],
+          history_keys[i],
+          history_values[i],
+          prefix,
+          _layer(table, i),
+          max_distance,
+        )
         for i in range(q.shape[0])
       ]
     )
@@ -149,16 +169,19 @@ def serving_fn(impl) -> Callable:
   return serve
 
 
-def training_fn(impl) -> Callable:
+def training_fn(impl, max_distance: int) -> Callable:
   """Loss and gradients of every layer's causal history attention plus slate attention."""
 
-  def loss(history_q, history_keys, history_values, q, k, v, lengths, prefix):
+  def loss(history_q, history_keys, history_values, q, k, v, lengths, prefix, table):
     total = 0.0
     for i in range(q.shape[0]):
-      states = impl.causal_attention(history_q[i], history_keys[i], history_values[i], lengths)
+      bias = {"relative_bias": _layer(table, i), "max_distance": max_distance}
+      states = impl.causal_attention(
+        history_q[i], history_keys[i], history_values[i], lengths, **bias
+      )
       valid = jnp.arange(states.shape[1])[None, :, None, None] < lengths[:, None, None, None]
       slates = impl.candidate_attention(
-        q[i], k[i], v[i], history_keys[i], history_values[i], prefix
+        q[i], k[i], v[i], history_keys[i], history_values[i], prefix, **bias
       )
       # Fixed cotangents: the sums weigh rows differently, so every gradient is exercised.
       total += jnp.sum(jnp.where(valid, jnp.sin(states), 0.0)) + jnp.sum(jnp.cos(slates))
@@ -262,21 +285,22 @@ def operations(sizes: Sizes) -> list[tuple[str, Callable, tuple, float, float]]:
     + sizes.anchors * sizes.excluded
   )
   softmax_args = softmax_inputs(sizes)
-  names = ("q", "k", "v", "history_keys", "history_values", "serving_prefix")
+  names = ("q", "k", "v", "history_keys", "history_values", "serving_prefix", "relative_bias")
   training_names = ("history_q", "history_keys", "history_values", "q", "k", "v", "lengths")
+  training_names += ("slate_prefix", "relative_bias")
   # A backward pass does twice its forward's matmuls and moves about as many bytes again.
   return [
     (
       "serving",
-      serving_fn,
+      functools.partial(serving_fn, max_distance=sizes.history),
       tuple(serving[n] for n in names),
       sizes.layers * serving_flops,
       sizes.layers * serving_bytes,
     ),
     (
       "training",
-      training_fn,
-      tuple(training[n] for n in training_names) + (training["slate_prefix"],),
+      functools.partial(training_fn, max_distance=sizes.history),
+      tuple(training[n] for n in training_names),
       3 * sizes.layers * training_flops,
       2 * sizes.layers * training_bytes,
     ),
@@ -323,8 +347,16 @@ def main(argv: list[str] | None = None) -> list[Timing]:
   parser.add_argument("--small", action="store_true", help="tiny sizes: seconds on a CPU")
   parser.add_argument("--check", action="store_true", help="compare outputs and gradients")
   parser.add_argument("--repeats", type=int, default=10, help="timed calls; the median counts")
+  parser.add_argument(
+    "--relative_buckets",
+    type=int,
+    default=0,
+    help="attention with a learned recency bias of this many buckets (the synthetic default: 32)",
+  )
   args = parser.parse_args(argv)
-  sizes = SMALL if args.small else Sizes()
+  sizes = dataclasses.replace(
+    SMALL if args.small else Sizes(), relative_buckets=args.relative_buckets
+  )
   interpret = default_interpret()
   peak_flops = max(timing.matmul_peak_flops(sizes.matmul_sizes).values())
   peak_bytes = timing.copy_bandwidth(sizes.copy_bytes)

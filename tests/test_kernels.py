@@ -257,3 +257,18 @@ def test_bench_small_runs_both_implementations_with_consistent_rates(capsys):
     assert pallas.flops == xla.flops > 0 and pallas.bytes == xla.bytes > 0
     assert pallas.seconds > 0 and xla.seconds > 0
   assert "TFLOP/s" in capsys.readouterr().out
+
+
+def test_bench_small_with_the_recency_bias_checks_pallas_against_xla(capsys):
+  results = bench.main(["--small", "--repeats", "1", "--relative_buckets", "8", "--check"])
+  assert len(results) == 8  # every operation compiled and ran with both implementations
+  checks = [line for line in capsys.readouterr().out.splitlines() if line.startswith("check ")]
+  assert [line.split(":")[0] for line in checks] == [
+    "check serving",
+    "check training",
+    "check softmax",
+    "check softmax+grad",
+  ]
+  for line in checks:
+    errors = [float(x) for x in line.split("=")[1].strip(" []").split(",")]
+    assert max(errors) < 1e-4, line
