@@ -142,8 +142,9 @@ def attention_inputs(sizes: Sizes, users: int, seed: int = 0) -> dict[str, jax.A
   }
 
 
-def _layer(table: jax.Array | None, i: int) -> jax.Array | None:
-  return None if table is None else table[i]
+def _bias(table: jax.Array | None, i: int, max_distance: int) -> dict:
+  """Layer i's recency-bias arguments of either implementation's attention."""
+  return {"relative_bias": None if table is None else table[i], "max_distance": max_distance}
 
 
 def serving_fn(impl, max_distance: int) -> Callable:
@@ -159,8 +160,7 @@ def serving_fn(impl, max_distance: int) -> Callable:
           history_keys[i],
           history_values[i],
           prefix,
-          _layer(table, i),
-          max_distance,
+          **_bias(table, i, max_distance),
         )
         for i in range(q.shape[0])
       ]
@@ -175,7 +175,7 @@ def training_fn(impl, max_distance: int) -> Callable:
   def loss(history_q, history_keys, history_values, q, k, v, lengths, prefix, table):
     total = 0.0
     for i in range(q.shape[0]):
-      bias = {"relative_bias": _layer(table, i), "max_distance": max_distance}
+      bias = _bias(table, i, max_distance)
       states = impl.causal_attention(
         history_q[i], history_keys[i], history_values[i], lengths, **bias
       )

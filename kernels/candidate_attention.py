@@ -243,19 +243,8 @@ def candidate_attention(
     [B, C, H, Dh], equal to `unipinrec.model.attention.candidate_attention`.
   """
   interp = default_interpret() if interpret is None else interpret
-  return _candidate_attention(
-    q,
-    k,
-    v,
-    history_keys,
-    history_values,
-    prefix,
-    relative_bias,
-    block_candidates,
-    block_history,
-    interp,
-    max_distance,
-  )
+  tensors = (q, k, v, history_keys, history_values, prefix, relative_bias)
+  return _candidate_attention(*tensors, block_candidates, block_history, interp, max_distance)
 
 
 def causal_attention(
