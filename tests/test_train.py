@@ -172,3 +172,23 @@ def test_sigterm_saves_at_the_next_step_exits_0_and_the_rerun_ends_like_an_unint
 
   _finish(_train(stopped))
   assert _figures(stopped) == _figures(straight_run)
+
+
+@pytest.mark.slow
+def test_ranking_gap_of_a_run_agrees_with_its_results(straight_run):
+  done = subprocess.run(
+    [sys.executable, "-m", "experiments.ranking_gap", f"--workdir={straight_run}"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=REPO,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  gap = json.loads((straight_run / "ranking_gap.json").read_text())
+  results = json.loads((straight_run / "results.json").read_text())
+  # The same slates and scorers as the run's evaluation: its model and history oracle AUCs.
+  assert gap["model"]["auc_engaged"] == pytest.approx(results["ranking"]["auc_engaged"], abs=1e-5)
+  history_oracle = results["baselines"]["history_oracle"]["ranking"]["auc_engaged"]
+  assert gap["reference"]["auc_engaged"] == pytest.approx(history_oracle, abs=1e-5)
+  assert gap["reference"]["term_weights"]["r2"] > 0.9  # the oracle's logit is built from them

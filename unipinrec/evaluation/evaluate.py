@@ -221,9 +221,7 @@ def evaluate_model(
   Ranking is reported only when `examples` hold ranking slates. Every process
   scores every example: the figures are the same whatever the process count.
   """
-  score_catalogue, score_slates = (
-    functools.partial(scorer, params) for scorer in model_scorers(model, _mesh_of(params))
-  )
+  score_catalogue = functools.partial(model_scorers(model, _mesh_of(params))[0], params)
 
   def scorer(condition: int, subset: EvalExamples) -> Callable[[slice], np.ndarray]:
     def score_rows(rows: slice) -> np.ndarray:
@@ -241,13 +239,7 @@ def evaluate_model(
     )
   if not len(examples.ranking_items):
     return report
-  slate_inputs = dict(
-    {k: examples.ranking_history[k] for k in HISTORY_FIELDS},
-    slate_items=examples.ranking_items,
-    slate_times=examples.ranking_times,
-    slate_surfaces=examples.ranking_surfaces,
-  )
-  probabilities, dot = batched(score_slates, slate_inputs, batch_size)
+  probabilities, dot = slate_scores(model, params, examples, batch_size)
   valid = examples.ranking_items > 0
   scores, gain = probabilities_to_candidate_scores(probabilities)
   report["ranking"] = ranking_report(scores, gain, examples.ranking_outcomes, valid, outcome_names)
@@ -255,6 +247,24 @@ def evaluate_model(
     dot, dot[..., 0], examples.ranking_outcomes, valid, outcome_names
   )
   return report
+
+
+def slate_scores(
+  model: UniPinRec, params, examples: EvalExamples, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+  """The ranking slates of `examples` scored by the model.
+
+  Returns [R, C, O] outcome probabilities (the ranking head's) and
+  [R, C, O + 1] dot products of each condition's retrieval query.
+  """
+  _, score_slates = model_scorers(model, _mesh_of(params))
+  slate_inputs = dict(
+    {k: examples.ranking_history[k] for k in HISTORY_FIELDS},
+    slate_items=examples.ranking_items,
+    slate_times=examples.ranking_times,
+    slate_surfaces=examples.ranking_surfaces,
+  )
+  return batched(functools.partial(score_slates, params), slate_inputs, batch_size)
 
 
 def _conditioning_report(
@@ -320,6 +330,11 @@ def evaluate_history_oracle(
   The gap between it and the oracle is the part of the oracle's lead that
   the history does not determine: no model of the history closes it.
   """
+  return evaluate_oracle(history_oracle_world(world, examples), examples, outcome_names)
+
+
+def history_oracle_world(world, examples: EvalExamples):
+  """`world` with the interests of `examples`' requests estimated from their histories."""
   interests = world.request_interests.copy()
   policy = world.request_policy_interests.copy()
   retrieval_history = examples.retrieval_history
@@ -331,10 +346,7 @@ def evaluate_history_oracle(
   interests[examples.ranking_requests] = history_interests(
     world, examples.ranking_history, examples.ranking_times
   )
-  estimated = dataclasses.replace(
-    world, request_interests=interests, request_policy_interests=policy
-  )
-  return evaluate_oracle(estimated, examples, outcome_names)
+  return dataclasses.replace(world, request_interests=interests, request_policy_interests=policy)
 
 
 def evaluate_oracle(world, examples: EvalExamples, outcome_names: Sequence[str]) -> dict[str, dict]:
