@@ -12,7 +12,7 @@ from absl import app, flags
 
 from experiments import launch
 from unipinrec import huge_pages
-from unipinrec.experiment import evaluate_state, restore_trained, write_results
+from unipinrec.experiment import evaluate_state, write_results
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "A training run's work directory.")
 
@@ -21,10 +21,7 @@ def main(argv):
   del argv
   start = time.time()
   run = launch.load_run_config(_WORKDIR.value)
-  try:
-    experiment, params, step, best_step = restore_trained(run, _WORKDIR.value)
-  except FileNotFoundError as error:
-    raise app.UsageError(str(error)) from error
+  experiment, params, step, best_step = launch.restore_run(run, _WORKDIR.value)
   figures = evaluate_state(experiment, params)
   figures["best_step"] = best_step
   document = write_results(

@@ -16,7 +16,6 @@ from experiments import launch
 from unipinrec import huge_pages
 from unipinrec.evaluation.generation import evaluate_generation
 from unipinrec.evaluation.report import git_commit, write_json_atomic
-from unipinrec.experiment import restore_trained
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "A training run's work directory.")
 GENERATION_FILE = "generation.json"
@@ -26,10 +25,7 @@ def main(argv):
   del argv
   start = time.time()
   run = launch.load_run_config(_WORKDIR.value)
-  try:
-    experiment, params, step, _ = restore_trained(run, _WORKDIR.value)
-  except FileNotFoundError as error:
-    raise app.UsageError(str(error)) from error
+  experiment, params, step, _ = launch.restore_run(run, _WORKDIR.value)
   figures = evaluate_generation(
     experiment.model,
     params,

@@ -6,14 +6,15 @@ import math
 import os
 import shlex
 import sys
+from typing import Any
 
 import jax
 import ml_collections
-from absl import flags, logging
+from absl import app, flags, logging
 
 from unipinrec.config import RunConfig, from_mapping, to_dict
 from unipinrec.evaluation.report import write_json_atomic
-from unipinrec.experiment import CONFIG_FILE
+from unipinrec.experiment import CONFIG_FILE, Experiment, restore_trained
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "synthetic.py")
 
@@ -74,6 +75,18 @@ def load_run_config(workdir: str) -> RunConfig:
     raise FileNotFoundError(f"{path}: no config.json; is {workdir} a training work directory?")
   with open(path) as f:
     return from_mapping(json.load(f))
+
+
+def restore_run(run: RunConfig, workdir: str) -> tuple[Experiment, Any, int, int | None]:
+  """`restore_trained` for the launchers that read a trained run (`run` from `load_run_config`).
+
+  Raises:
+    app.UsageError: when `workdir` holds no checkpoint (absl prints it with the usage).
+  """
+  try:
+    return restore_trained(run, workdir)
+  except FileNotFoundError as error:
+    raise app.UsageError(str(error)) from error
 
 
 def log_figures(rows: list[tuple[str, dict]]) -> None:

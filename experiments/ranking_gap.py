@@ -20,7 +20,6 @@ from absl import app, flags, logging
 
 from experiments import launch
 from unipinrec.evaluation import evaluate, ranking_gap, report
-from unipinrec.experiment import restore_trained
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "A synthetic training run's directory.")
 
@@ -33,10 +32,7 @@ def main(argv):
   run = launch.load_run_config(_WORKDIR.value)
   if run.data.source != "synthetic":
     raise app.UsageError(f"data.source is {run.data.source!r}: only a synthetic world has oracles")
-  try:
-    experiment, params, step, _ = restore_trained(run, _WORKDIR.value)
-  except FileNotFoundError as error:
-    raise app.UsageError(str(error)) from error
+  experiment, params, step, _ = launch.restore_run(run, _WORKDIR.value)
   examples, world = experiment.data.eval_examples, experiment.data.world
   model_probabilities, _ = evaluate.slate_scores(
     experiment.model, params, examples, run.eval_batch_size

@@ -4,6 +4,7 @@ or a preemption notice (SIGTERM)."""
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -174,10 +175,9 @@ def test_sigterm_saves_at_the_next_step_exits_0_and_the_rerun_ends_like_an_unint
   assert _figures(stopped) == _figures(straight_run)
 
 
-@pytest.mark.slow
-def test_ranking_gap_of_a_run_agrees_with_its_results(straight_run):
+def _launch(module: str, workdir: pathlib.Path) -> None:
   done = subprocess.run(
-    [sys.executable, "-m", "experiments.ranking_gap", f"--workdir={straight_run}"],
+    [sys.executable, "-m", f"experiments.{module}", f"--workdir={workdir}"],
     capture_output=True,
     text=True,
     timeout=300,
@@ -185,6 +185,23 @@ def test_ranking_gap_of_a_run_agrees_with_its_results(straight_run):
     env={**os.environ, "JAX_PLATFORMS": "cpu"},
   )
   assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_evaluate_and_evaluate_generation_read_a_finished_run(straight_run, tmp_path):
+  workdir = tmp_path / "copy"
+  shutil.copytree(straight_run, workdir)
+  (workdir / "results.json").unlink()
+  _launch("evaluate", workdir)
+  assert _figures(workdir) == _figures(straight_run)  # the checkpoint training evaluated
+  _launch("evaluate_generation", workdir)
+  generation = json.loads((workdir / "generation.json").read_text())
+  assert generation["step"] == 160 and generation["tokens"]
+
+
+@pytest.mark.slow
+def test_ranking_gap_of_a_run_agrees_with_its_results(straight_run):
+  _launch("ranking_gap", straight_run)
   gap = json.loads((straight_run / "ranking_gap.json").read_text())
   results = json.loads((straight_run / "results.json").read_text())
   # The same slates and scorers as the run's evaluation: its model and history oracle AUCs.
