@@ -68,11 +68,15 @@ def start(config: ml_collections.ConfigDict, workdir: str) -> RunConfig:
 
 
 def load_run_config(workdir: str) -> RunConfig:
-  """The configuration a training run recorded in its work directory."""
+  """The configuration a training run recorded in its work directory.
+
+  Raises:
+    app.UsageError: when `workdir` holds no config.json (absl prints it with the usage).
+  """
   _prepare_process()
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no config.json; is {workdir} a training work directory?")
+    raise app.UsageError(f"{path}: no config.json; is {workdir} a training work directory?")
   with open(path) as f:
     return from_mapping(json.load(f))
 

@@ -175,7 +175,8 @@ def test_sigterm_saves_at_the_next_step_exits_0_and_the_rerun_ends_like_an_unint
   assert _figures(stopped) == _figures(straight_run)
 
 
-def _launch(module: str, workdir: pathlib.Path) -> None:
+def _launch(module: str, workdir: pathlib.Path, returncode: int = 0) -> str:
+  """Runs `experiments.<module> --workdir=...`, checks its exit status, returns its stderr."""
   done = subprocess.run(
     [sys.executable, "-m", f"experiments.{module}", f"--workdir={workdir}"],
     capture_output=True,
@@ -184,7 +185,8 @@ def _launch(module: str, workdir: pathlib.Path) -> None:
     cwd=REPO,
     env={**os.environ, "JAX_PLATFORMS": "cpu"},
   )
-  assert done.returncode == 0, done.stderr[-3000:]
+  assert done.returncode == returncode, done.stderr[-3000:]
+  return done.stderr
 
 
 @pytest.mark.slow
@@ -197,6 +199,9 @@ def test_evaluate_and_evaluate_generation_read_a_finished_run(straight_run, tmp_
   _launch("evaluate_generation", workdir)
   generation = json.loads((workdir / "generation.json").read_text())
   assert generation["step"] == 160 and generation["tokens"]
+  # A directory that is no run: a usage error that names the file, not a traceback.
+  stderr = _launch("evaluate", tmp_path, returncode=1)
+  assert f"{tmp_path}/config.json: no config.json" in stderr and "Traceback" not in stderr
 
 
 @pytest.mark.slow
