@@ -6,8 +6,8 @@ Variants: `--config=experiments/configs/synthetic.py:runlocal` shrinks everythin
 for tests and CI (seconds, not minutes). Override any field with
 `--config.a.b=value`, e.g. `--config.num_steps=500`.
 
-Expected on 2 CPU cores (RESULTS.md has the recorded runs): about 10 minutes (11 with a
-fresh install); on the 2,000 held-out users, retrieval HR@10 0.7 of the oracle's (as
+Expected on 2 CPU cores (RESULTS.md has the recorded runs): 7-11 minutes with a fresh
+install, by the machine; on the 2,000 held-out users, retrieval HR@10 0.7 of the oracle's (as
 much as the history can tell; the ratio's standard error is 0.06) and 2-2.5x popularity's;
 ranking AUC (engaged vs none) 0.04 below the oracle's. Then
 `python -m experiments.evaluate_generation --workdir=...` for budgets and multi-token
