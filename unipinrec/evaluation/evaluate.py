@@ -116,7 +116,7 @@ def ranking_report(
 
 def probabilities_to_candidate_scores(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """[..., O] outcome probabilities -> ([..., O + 1] scores, [...] expected gain)."""
-  engaged = 1.0 - np.prod(1.0 - probabilities, axis=-1, keepdims=True)
+  engaged = metrics.engaged_probability(probabilities)[..., None]
   gain = np.sum(probabilities * np.arange(1, probabilities.shape[-1] + 1), axis=-1)
   return np.concatenate([engaged, probabilities], axis=-1), gain
 

@@ -13,6 +13,11 @@ import numpy as np
 RETRIEVAL_KS = (10, 50, 200)
 
 
+def engaged_probability(probabilities: np.ndarray) -> np.ndarray:
+  """[..., O] per-outcome probabilities -> [...] probability of any outcome (engaged)."""
+  return 1.0 - np.prod(1.0 - probabilities, axis=-1)
+
+
 def target_ranks(
   scores: np.ndarray,
   targets: np.ndarray,

@@ -17,7 +17,7 @@ from unipinrec.evaluation import metrics
 
 def engaged_logits(probabilities: np.ndarray) -> np.ndarray:
   """[..., O] outcome probabilities -> [...] log-odds of any outcome (engaged)."""
-  engaged = 1.0 - np.prod(1.0 - np.asarray(probabilities, np.float64), axis=-1)
+  engaged = metrics.engaged_probability(np.asarray(probabilities, np.float64))
   engaged = np.clip(engaged, 1e-7, 1.0 - 1e-7)
   return np.log(engaged / (1.0 - engaged))
 
@@ -54,24 +54,23 @@ def residual_components(
   slate) stays.
   """
   rows = np.broadcast_to(np.arange(len(items))[:, None], items.shape)
-  values, keys = (
-    residual[valid] - residual[valid].mean(),
-    {"item": items[valid], "slate": rows[valid]},
-  )
+  values = residual[valid] - residual[valid].mean()
   half = np.random.default_rng(seed).random(len(values)) < 0.5
   report = {"total": float(values.var())}
-  for name, key in keys.items():
-    size = int(key.max()) + 1
-    means = []
-    for part in (half, ~half):
-      counts = np.bincount(key[part], minlength=size)
-      means.append(np.bincount(key[part], values[part], size) / np.maximum(counts, 1))
-      means[-1][counts == 0] = np.nan
-    both = ~np.isnan(means[0]) & ~np.isnan(means[1])
-    a, b = means[0][both], means[1][both]
+  for name, key in (("item", items[valid]), ("slate", rows[valid])):
+    a, b = (_group_means(key[part], values[part], int(key.max()) + 1) for part in (half, ~half))
+    both = ~np.isnan(a) & ~np.isnan(b)
+    a, b = a[both], b[both]
     report[name] = float(np.mean((a - a.mean()) * (b - b.mean())))
   report["user_item"] = report["total"] - report["item"] - report["slate"]
   return report
+
+
+def _group_means(keys: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+  """[size] mean of `values` per key; NaN where a key has none."""
+  counts = np.bincount(keys, minlength=size)
+  sums = np.bincount(keys, values, size)
+  return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def term_weights(logits: np.ndarray, terms: Mapping[str, np.ndarray]) -> dict[str, float]:
