@@ -40,7 +40,7 @@ def main(argv):
   except Preempted as notice:
     logging.warning("%s", notice)
     return  # exit status 0: the scheduler restarts the job, which resumes
-  params, best_step = best_params(experiment, _WORKDIR.value, state.params)
+  params, best_step = best_params(experiment, _WORKDIR.value, state)
   figures = evaluate_state(experiment, params)
   figures["best_step"] = best_step
   document = write_results(

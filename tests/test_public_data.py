@@ -88,7 +88,7 @@ def test_early_stopping_keeps_the_best_and_stays_stopped(synthetic_experiment, t
   with_validation = dataclasses.replace(
     experiment, data=dataclasses.replace(experiment.data, valid_examples=object())
   )
-  params, step = best_params(with_validation, str(tmp_path), again.params)
+  params, step = best_params(with_validation, str(tmp_path), again)
   assert step == 10
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params), seen[1][1])
 

@@ -181,8 +181,16 @@ def write_results(
   return document
 
 
-def best_params(experiment: Experiment, workdir: str, final_params) -> tuple[Any, int | None]:
-  """The validated best parameters in `workdir/best` with their step, else the final ones."""
+def evaluation_params(experiment: Experiment, state: state_lib.TrainState):
+  """The parameters a run evaluates at `state`: their moving average where the config keeps one."""
+  return state_lib.evaluated_params(state, experiment.run.optimizer.ema_decay)
+
+
+def best_params(
+  experiment: Experiment, workdir: str, state: state_lib.TrainState
+) -> tuple[Any, int | None]:
+  """The validated best parameters in `workdir/best` with their step, else `state`'s evaluated."""
+  final_params = evaluation_params(experiment, state)
   if experiment.data.valid_examples is None or experiment.run.eval_every <= 0:
     return final_params, None
   manager = checkpoint.make_best_manager(workdir)
@@ -207,5 +215,5 @@ def restore_trained(run: RunConfig, workdir: str) -> tuple[Experiment, Any, int,
   state = checkpoint.restore_latest(manager, abstract_state(experiment), data_iterator=None)
   if state is None:
     raise FileNotFoundError(f"no checkpoint in {os.path.abspath(workdir)}/checkpoints")
-  params, best_step = best_params(experiment, workdir, state.params)
+  params, best_step = best_params(experiment, workdir, state)
   return experiment, params, int(state.step), best_step

@@ -120,6 +120,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.optimizer.final_learning_rate_fraction = 0.05
   config.optimizer.weight_decay = 1e-4
   config.optimizer.clip_norm = 1.0
+  config.optimizer.ema_decay = 0.0  # evaluate a moving average of the parameters (0: off)
 
   # The item table's start (unipinrec/train/item_init.py): "random", or "cooccurrence"
   # (rows from the training logs' item co-occurrence, which skips the plateau

@@ -43,7 +43,7 @@ def restore_serving_model(experiment: Experiment, workdir: str) -> ServingModel:
   state = checkpoint.restore_latest(manager, abstract_state(experiment), data_iterator=None)
   if state is None:
     raise FileNotFoundError(f"no checkpoint in {os.path.abspath(workdir)}/checkpoints")
-  params, best_step = best_params(experiment, workdir, state.params)
+  params, best_step = best_params(experiment, workdir, state)
   return ServingModel(
     model=experiment.model,
     params=params,

@@ -15,7 +15,7 @@ from absl import logging
 
 from unipinrec import checkpoint, sharding
 from unipinrec.data.pipeline import training_iterator
-from unipinrec.experiment import Experiment, abstract_state, fresh_state
+from unipinrec.experiment import Experiment, abstract_state, evaluation_params, fresh_state
 from unipinrec.train import partition
 from unipinrec.train.preemption import Preempted, PreemptionNotice
 from unipinrec.types import TrainBatch
@@ -122,10 +122,11 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
             writer.add_scalar(f"train/{name}", value, step)
       stop = False
       if validating and step % run.eval_every == 0:
-        value = validate(state.params)
+        params = evaluation_params(experiment, state)
+        value = validate(params)
         if best is None or value > best[1]:
           best = (step, value)
-          checkpoint.save_best(best_manager, step, state.params, value)
+          checkpoint.save_best(best_manager, step, params, value)
         logging.info("step %d  validation %.4f  (best %.4f at step %d)", step, value, *best[::-1])
         if writer is not None:
           writer.add_scalar("validation/target", value, step)

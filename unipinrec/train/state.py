@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import flax.struct
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -30,6 +32,9 @@ class OptimizerConfig:
   final_learning_rate_fraction: float = 0.05
   weight_decay: float = 1e-4
   clip_norm: float = 1.0
+  # Evaluation reads an exponential moving average of the parameters with this
+  # decay (debiased, so its start does not matter); 0 evaluates the last step's.
+  ema_decay: float = 0.0
 
 
 @flax.struct.dataclass
@@ -62,18 +67,66 @@ def _param_group(path, _) -> str:
   return "embedding" if names & set(EMBEDDING_TABLES) else "dense"
 
 
+class ParameterAverageState(NamedTuple):
+  """An exponential moving average of the parameters, from zero, and how many steps it holds."""
+
+  count: jax.Array
+  average: optax.Params
+
+
+def parameter_average(decay: float) -> optax.GradientTransformation:
+  """Keeps a moving average of the parameters after each update; the updates pass unchanged.
+
+  As a stage of the optimizer its average lives in the optimizer state: it is
+  sharded like the parameters it follows and checkpointed with them.
+  """
+
+  def init(params: optax.Params) -> ParameterAverageState:
+    return ParameterAverageState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params))
+
+  def update(updates, state: ParameterAverageState, params=None):
+    new_params = optax.apply_updates(params, updates)
+    average = jax.tree.map(lambda a, p: decay * a + (1 - decay) * p, state.average, new_params)
+    return updates, ParameterAverageState(state.count + 1, average)
+
+  return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
-  """Adam on the lookup tables, AdamW on the rest, warm-up + cosine, after global-norm clipping."""
+  """Adam on the lookup tables, AdamW on the rest, warm-up + cosine, after global-norm clipping.
+
+  With `ema_decay` a last stage keeps the parameters' moving average (`evaluated_params`).
+  """
   groups = {
     "embedding": optax.adam(_schedule(config, config.embedding_learning_rate)),
     "dense": optax.adamw(_schedule(config, config.learning_rate), weight_decay=config.weight_decay),
   }
-  return optax.chain(
+  stages = [
     optax.clip_by_global_norm(config.clip_norm),
     optax.multi_transform(
       groups, lambda params: jax.tree_util.tree_map_with_path(_param_group, params)
     ),
-  )
+  ]
+  if config.ema_decay:
+    stages.append(parameter_average(config.ema_decay))
+  return optax.chain(*stages)
+
+
+def evaluated_params(state: TrainState, decay: float):
+  """The parameters evaluation reads: the debiased moving average where the optimizer keeps one.
+
+  Args:
+    state: a train state of `make_optimizer(config)`.
+    decay: that config's `ema_decay`; 0 returns `state.params`.
+  """
+  if not decay:
+    return state.params
+  average = state.opt_state[-1]
+  count = int(average.count)
+  if count == 0:
+    return state.params
+  scale = 1.0 / (1.0 - decay**count)
+  return jax.tree.map(lambda a: a * scale, average.average)
 
 
 def example_batch(
