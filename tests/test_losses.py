@@ -185,3 +185,25 @@ def test_masked_bce_matches_numpy():
   got = losses.masked_bce(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(mask))
   np.testing.assert_allclose(float(got), want, rtol=1e-5)
   assert float(losses.masked_bce(logits, labels, np.zeros_like(mask))) == 0.0
+
+
+def test_masked_exclusive_ce_matches_numpy():
+  rng = np.random.default_rng(2)
+  logits = rng.standard_normal((3, 4, 2)).astype(np.float32)
+  # At most one outcome per row (an action has one); all False is "none".
+  labels = np.eye(3, dtype=bool)[rng.integers(0, 3, (3, 4))][..., 1:]
+  mask = rng.random((3, 4)) < 0.6
+  mask[0, 0] = True
+  with_none = np.concatenate([np.zeros((3, 4, 1)), logits.astype(np.float64)], axis=-1)
+  log_p = with_none - np.log(np.exp(with_none).sum(-1, keepdims=True))
+  classes = np.where(labels.any(-1), labels.argmax(-1) + 1, 0)
+  nll = -np.take_along_axis(log_p, classes[..., None], axis=-1)[..., 0]
+  want = nll[mask].sum() / (mask.sum() * 2)
+  got = losses.masked_exclusive_ce(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(mask))
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+  assert float(losses.masked_exclusive_ce(logits, labels, np.zeros_like(mask))) == 0.0
+  # One outcome: the softmax against none is the sigmoid, so the two losses agree (x 1).
+  one = losses.masked_exclusive_ce(logits[..., :1], labels[..., :1], mask)
+  np.testing.assert_allclose(
+    float(one), float(losses.masked_bce(logits[..., :1], labels[..., :1], mask)), rtol=1e-5
+  )

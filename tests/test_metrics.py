@@ -228,3 +228,10 @@ class TestSampledRanks:
   def test_nan_fails(self):
     with pytest.raises(ValueError, match="NaN"):
       metrics.sampled_ranks(_SCORES[[1]], _TARGETS[[1]], np.array([[0, 2]]))
+
+
+def test_engaged_probability_of_exclusive_outcomes_is_their_sum():
+  # The world's click 0.3 and save 0.2 of one item: engaged 0.5, where 1 - (0.7 x 0.8) = 0.44
+  # would rank it below an item clicked 0.48 and never saved.
+  p = np.array([[0.3, 0.2], [0.48, 0.0], [0.7, 0.6]])
+  np.testing.assert_allclose(metrics.engaged_probability(p), [0.5, 0.48, 1.0])

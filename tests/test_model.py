@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unipinrec.model import attention
+from unipinrec.model import attention, heads
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
 from unipinrec.train.state import example_batch
@@ -250,3 +250,17 @@ def test_relative_buckets_match_hand_computed_values():
 def test_negative_relative_buckets_are_refused():
   with pytest.raises(ValueError, match="relative_position_buckets must be 0"):
     ModelConfig(num_items=5, num_outcomes=2, relative_position_buckets=-1)
+
+
+def test_exclusive_outcome_probabilities_are_a_softmax_against_none():
+  logits = np.array([[0.3, -1.2], [2.0, 1.0], [-4.0, 0.5]], np.float32)
+  got = np.asarray(heads.outcome_probabilities(jnp.asarray(logits), exclusive=True))
+  e = np.exp(logits.astype(np.float64))
+  np.testing.assert_allclose(got, e / (1.0 + e.sum(-1, keepdims=True)), rtol=1e-6)
+  assert (got.sum(-1) < 1.0).all()  # what is left is P(none)
+  # One outcome: the softmax against none is the sigmoid of the independent heads.
+  np.testing.assert_allclose(
+    np.asarray(heads.outcome_probabilities(jnp.asarray(logits[:, :1]), exclusive=True)),
+    np.asarray(heads.outcome_probabilities(jnp.asarray(logits[:, :1]), exclusive=False)),
+    rtol=1e-6,
+  )

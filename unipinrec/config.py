@@ -37,6 +37,7 @@ class ModelSizes:
   kernel: str = "xla"  # "xla" or "pallas" (kernels/candidate_attention.py)
   item_table_multiple: int = 1024
   relative_position_buckets: int = 0  # recency bias on attention (see ModelConfig); 0: off
+  exclusive_outcomes: bool = False  # one softmax over (none, outcomes) (see ModelConfig)
 
   def __post_init__(self):
     # At config time, before any data is prepared.

@@ -276,6 +276,27 @@ def sample_negatives(
   return negatives, jnp.log(expected)
 
 
+def masked_exclusive_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean cross-entropy of the softmax over (none, outcomes), none's logit 0, over masked-in rows.
+
+  Divided by O as `masked_bce` is, so that the loss weights keep their scale.
+
+  Args:
+    logits: [..., O]; labels: [..., O] bool, at most one per row (none: all False);
+    mask: [...] bool.
+  """
+  with_none = jnp.concatenate([jnp.zeros_like(logits[..., :1]), logits], axis=-1)
+  target = jnp.sum(logits * labels.astype(logits.dtype), axis=-1)  # 0 for none
+  losses = jax.nn.logsumexp(with_none, axis=-1) - target
+  weight = mask.astype(logits.dtype)
+  return jnp.sum(losses * weight) / jnp.maximum(weight.sum() * logits.shape[-1], 1.0)
+
+
+def outcome_loss(logits: jax.Array, labels: jax.Array, mask: jax.Array, exclusive: bool):
+  """The task heads' loss: `masked_exclusive_ce` when outcomes are exclusive, else `masked_bce`."""
+  return (masked_exclusive_ce if exclusive else masked_bce)(logits, labels, mask)
+
+
 def masked_bce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean binary cross-entropy per outcome over the masked-in rows.
 

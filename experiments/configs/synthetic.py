@@ -83,6 +83,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # Learned recency bias on attention (T5 buckets of query-key distance; 0: off). 32 buckets:
   # ranking AUC +0.006 on two worlds, retrieval HR@10 +7 users and +0 (RESULTS.md).
   config.model.relative_position_buckets = 32
+  config.model.exclusive_outcomes = False  # task heads: softmax over (none, outcomes)
 
   config.step = ml_collections.ConfigDict()
   config.step.mask_prob = 0.2  # MAM: share of past actions replaced by [MASK]

@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding
 from unipinrec.data.examples import EvalExamples
 from unipinrec.data.synthetic import history_interests
 from unipinrec.evaluation import metrics
+from unipinrec.model.heads import outcome_probabilities
 from unipinrec.model.unified import UniPinRec
 from unipinrec.sharding import replicated
 
@@ -197,7 +198,7 @@ def model_scorers(model: UniPinRec, mesh: Mesh | None = None) -> tuple[Callable,
     queries = model.apply({"params": params}, last, conditions[None, :], method=model.queries)
     item_vectors = model.apply({"params": params}, method=model.item_vectors)
     dot = jnp.einsum("bqd,bcd->bcq", queries, item_vectors[slate_items])
-    return jax.nn.sigmoid(logits), dot
+    return outcome_probabilities(logits, model.config.exclusive_outcomes), dot
 
   return score_catalogue, score_slates
 

@@ -14,8 +14,13 @@ RETRIEVAL_KS = (10, 50, 200)
 
 
 def engaged_probability(probabilities: np.ndarray) -> np.ndarray:
-  """[..., O] per-outcome probabilities -> [...] probability of any outcome (engaged)."""
-  return 1.0 - np.prod(1.0 - probabilities, axis=-1)
+  """[..., O] per-outcome probabilities -> [...] probability of any outcome (engaged).
+
+  An action has one outcome, so the outcomes exclude each other and P(engaged) is
+  their sum: exact for the world's probabilities and exclusive heads, capped at 1
+  for independent sigmoids, whose sum can pass it.
+  """
+  return np.minimum(np.sum(probabilities, axis=-1), 1.0)
 
 
 def target_ranks(

@@ -43,6 +43,10 @@ class ModelConfig:
   # buckets (half exact, half logarithmic up to max_length); 0 turns it off. It gives recency
   # directly, where the absolute position embeddings count from the window's first action.
   relative_position_buckets: int = 0
+  # An action has one outcome, so the task heads' logits can be one softmax over the outcomes
+  # with "none" as the reference class (logit 0): P(engaged) = 1 - P(none) is then a learned
+  # probability. False: one independent sigmoid per outcome.
+  exclusive_outcomes: bool = False
 
   def __post_init__(self):
     check_attention(self.kernel, self.relative_position_buckets)

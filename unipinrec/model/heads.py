@@ -72,6 +72,19 @@ class RetrievalHead(nn.Module):
     return l2_normalize(states[..., : cfg.embed_dim] + residual)
 
 
+def outcome_probabilities(logits: jax.Array, exclusive: bool) -> jax.Array:
+  """[..., O] task-head logits -> [..., O] outcome probabilities.
+
+  exclusive: a softmax over (none, outcome 1, ..., outcome O) with none's logit
+  fixed at 0, so the probabilities sum to P(engaged) < 1; with one outcome it is
+  the sigmoid. Otherwise one independent sigmoid per outcome.
+  """
+  if not exclusive:
+    return jax.nn.sigmoid(logits)
+  with_none = jnp.concatenate([jnp.zeros_like(logits[..., :1]), logits], axis=-1)
+  return jax.nn.softmax(with_none, axis=-1)[..., 1:]
+
+
 class TaskHeads(nn.Module):
   """One small MLP per outcome on a masked token's state -> [..., O] logits.
 

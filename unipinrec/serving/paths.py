@@ -14,6 +14,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from unipinrec.model.heads import outcome_probabilities
 from unipinrec.model.unified import UniPinRec
 from unipinrec.types import KVCache
 
@@ -83,7 +84,7 @@ def rank_on_cache(model: UniPinRec) -> Callable:
       per_candidate(cache.lengths),
       method=model.rank,
     )
-    return jax.nn.sigmoid(logits)
+    return outcome_probabilities(logits, model.config.exclusive_outcomes)
 
   return fn
 

@@ -118,9 +118,12 @@ def blended_loss(
     offset_term = loss_cfg.offset_weight * metrics["offset_loss"]
   else:
     offset_term = 0.0
-  mam = losses.masked_bce(outputs.history_task_logits, batch.outcomes, action_masked)
+  exclusive = model.config.exclusive_outcomes
+  mam = losses.outcome_loss(outputs.history_task_logits, batch.outcomes, action_masked, exclusive)
   candidate_valid = (batch.slate_items > 0) & (batch.slate_prefix > 0)[..., None]
-  ranking = losses.masked_bce(outputs.candidate_task_logits, batch.slate_outcomes, candidate_valid)
+  ranking = losses.outcome_loss(
+    outputs.candidate_task_logits, batch.slate_outcomes, candidate_valid, exclusive
+  )
   total = (
     loss_cfg.retrieval_weight * retrieval
     + offset_term
