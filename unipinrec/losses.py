@@ -10,7 +10,7 @@ import optax
 
 from kernels import check_kernel, sampled_softmax
 from unipinrec.model.embeddings import SESSION_GAP_SECONDS
-from unipinrec.model.heads import l2_normalize
+from unipinrec.model.heads import l2_normalize, logits_with_none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,9 +285,8 @@ def masked_exclusive_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -
     logits: [..., O]; labels: [..., O] bool, at most one per row (none: all False);
     mask: [...] bool.
   """
-  with_none = jnp.concatenate([jnp.zeros_like(logits[..., :1]), logits], axis=-1)
   target = jnp.sum(logits * labels.astype(logits.dtype), axis=-1)  # 0 for none
-  losses = jax.nn.logsumexp(with_none, axis=-1) - target
+  losses = jax.nn.logsumexp(logits_with_none(logits), axis=-1) - target
   weight = mask.astype(logits.dtype)
   return jnp.sum(losses * weight) / jnp.maximum(weight.sum() * logits.shape[-1], 1.0)
 

@@ -72,6 +72,11 @@ class RetrievalHead(nn.Module):
     return l2_normalize(states[..., : cfg.embed_dim] + residual)
 
 
+def logits_with_none(logits: jax.Array) -> jax.Array:
+  """[..., O] task-head logits -> [..., O + 1] with "none" first, its logit fixed at 0."""
+  return jnp.concatenate([jnp.zeros_like(logits[..., :1]), logits], axis=-1)
+
+
 def outcome_probabilities(logits: jax.Array, exclusive: bool) -> jax.Array:
   """[..., O] task-head logits -> [..., O] outcome probabilities.
 
@@ -81,8 +86,7 @@ def outcome_probabilities(logits: jax.Array, exclusive: bool) -> jax.Array:
   """
   if not exclusive:
     return jax.nn.sigmoid(logits)
-  with_none = jnp.concatenate([jnp.zeros_like(logits[..., :1]), logits], axis=-1)
-  return jax.nn.softmax(with_none, axis=-1)[..., 1:]
+  return jax.nn.softmax(logits_with_none(logits), axis=-1)[..., 1:]
 
 
 class TaskHeads(nn.Module):
