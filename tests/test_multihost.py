@@ -30,7 +30,7 @@ RUN = [
   "--config.log_every=1",
   "--config.checkpoint.every_steps=1000",  # only the preemption's and the final save
   # Meshes sum in different orders; the tolerances below hold for the float noise this
-  # learning rate makes of it (the default's 1e-3 doubles it, and AUCs of the tiny
+  # learning rate makes of it (runlocal's 1e-3 doubles it, and AUCs of the tiny
   # evaluation then flip a pair).
   "--config.optimizer.learning_rate=5e-4",
 ]

@@ -9,7 +9,7 @@ for tests and CI (seconds, not minutes). Override any field with
 Expected on 2 CPU cores (RESULTS.md has the recorded runs): 7-11 minutes with a fresh
 install, by the machine; on the 2,000 held-out users, retrieval HR@10 0.7 of the oracle's (as
 much as the history can tell; the ratio's standard error is 0.06) and 2-2.5x popularity's;
-ranking AUC (engaged vs none) 0.037 below the oracle's. Then
+ranking AUC (engaged vs none) 0.033 below the oracle's. Then
 `python -m experiments.evaluate_generation --workdir=...` for budgets and multi-token
 generation.
 """
@@ -116,7 +116,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.step.loss.kernel = "xla"
 
   config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.learning_rate = 1e-3  # dense weights (5e-4: ranking AUC 0.005 lower)
+  # Dense weights. 2e-3: ranking AUC +0.004 and +0.003 on two worlds against 1e-3, retrieval
+  # within its noise; 3e-3 cost 11 users of HR@10 (RESULTS.md).
+  config.optimizer.learning_rate = 2e-3
   config.optimizer.embedding_learning_rate = 1e-2  # the item table (see OptimizerConfig)
   config.optimizer.warmup_steps = 100
   config.optimizer.decay_steps = config.get_ref("num_steps")
@@ -168,6 +170,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.batch_size = 8
     config.eval_batch_size = 64
     config.optimizer.warmup_steps = 5
+    # Pinned, not the default's: the tests' tolerances on this tiny world were set at it.
+    config.optimizer.learning_rate = 1e-3
     config.checkpoint.every_steps = 10
     config.data.max_slates = 4
     config.data.window_stride = 8
