@@ -15,9 +15,12 @@ B, L, S, C, O = 3, 8, 2, 5, 2
 TOL = dict(rtol=2e-5, atol=2e-5)
 
 
-@pytest.fixture(scope="module", params=[0, 4], ids=["absolute", "relative_bias"])
+@pytest.fixture(
+  scope="module", params=[(0, 0), (4, 0), (4, 16)], ids=["absolute", "relative_bias", "time_bias"]
+)
 def model_and_params(request):
-  """Every property holds with and without the learned relative-position bias."""
+  """Every property holds with and without the learned relative-position and time biases."""
+  relative_buckets, time_buckets = request.param
   model = UniPinRec(
     ModelConfig(
       num_items=50,
@@ -30,7 +33,8 @@ def model_and_params(request):
       num_heads=2,
       mlp_dim=32,
       head_hidden_dim=16,
-      relative_position_buckets=request.param,
+      relative_position_buckets=relative_buckets,
+      time_bias_buckets=time_buckets,
     )
   )
   batch = example_batch(model, B, S, C)
@@ -42,10 +46,11 @@ def model_and_params(request):
   # Biases of a logit's size, so that an off-by-one distance would show.
   for layer in range(2):
     block = params["transformer"][f"block_{layer}"]
-    if "relative_bias" in block:
-      block["relative_bias"] = block["relative_bias"].replace_boxed(
-        jax.random.normal(jax.random.key(layer), block["relative_bias"].value.shape)
-      )
+    for name in ("relative_bias", "time_bias"):
+      if name in block:
+        block[name] = block[name].replace_boxed(
+          jax.random.normal(jax.random.key(layer), block[name].value.shape)
+        )
   return model, params
 
 
@@ -250,6 +255,41 @@ def test_relative_buckets_match_hand_computed_values():
 def test_negative_relative_buckets_are_refused():
   with pytest.raises(ValueError, match="relative_position_buckets must be 0"):
     ModelConfig(num_items=5, num_outcomes=2, relative_position_buckets=-1)
+  with pytest.raises(ValueError, match="time_bias_buckets must be 0"):
+    ModelConfig(num_items=5, num_outcomes=2, time_bias_buckets=-1)
+
+
+def test_time_bias_on_the_pallas_kernels_is_refused():
+  with pytest.raises(ValueError, match="time_bias_buckets needs kernel='xla'"):
+    ModelConfig(num_items=5, num_outcomes=2, kernel="pallas", time_bias_buckets=8)
+
+
+def test_time_buckets_match_hand_computed_values():
+  gaps = jnp.array([0.0, 1.5, 2.0, 3.9, 4.0, 90.0, 3600.0, 86400.0, 1e12])
+  buckets = attention.time_buckets(gaps, num_buckets=20)
+  # floor(log2): 90 s -> 6, an hour -> 11, a day -> 16; past the table, the last bucket.
+  np.testing.assert_array_equal(buckets, [0, 0, 1, 1, 2, 6, 11, 16, 19])
+
+
+def test_causal_attention_adds_the_time_bias_of_each_pair():
+  """Against a NumPy softmax over hand-biased logits, with one padded key."""
+  rng = np.random.default_rng(11)
+  q, k, v = (rng.normal(size=(1, 3, 2, 4)).astype(np.float32) for _ in range(3))
+  times = np.array([[0.0, 100.0, 5000.0]], np.float32)
+  table = rng.normal(size=(2, 16)).astype(np.float32)
+  gaps = times[:, :, None] - times[:, None, :]
+  buckets = attention.time_buckets(jnp.asarray(gaps), 16)
+  got = attention.causal_attention(
+    q, k, v, jnp.array([2]), time_bias=jnp.asarray(table), time_gap_buckets=buckets
+  )
+  for h in range(2):
+    for t in range(2):  # rows past the length are meaningless
+      keys = np.arange(t + 1)
+      bias = table[h, np.floor(np.log2(np.maximum(gaps[0, t, keys], 1.0))).astype(int)]
+      logits = k[0, keys, h] @ q[0, t, h] / 2.0 + bias
+      weights = np.exp(logits - logits.max())
+      want = (weights / weights.sum()) @ v[0, keys, h]
+      np.testing.assert_allclose(got[0, t, h], want, rtol=1e-5, atol=1e-6)
 
 
 def test_exclusive_outcome_probabilities_are_a_softmax_against_none():

@@ -37,11 +37,12 @@ class ModelSizes:
   kernel: str = "xla"  # "xla" or "pallas" (kernels/candidate_attention.py)
   item_table_multiple: int = 1024
   relative_position_buckets: int = 0  # recency bias on attention (see ModelConfig); 0: off
+  time_bias_buckets: int = 0  # time bias on attention (see ModelConfig); 0: off
   exclusive_outcomes: bool = False  # one softmax over (none, outcomes) (see ModelConfig)
 
   def __post_init__(self):
     # At config time, before any data is prepared.
-    check_attention(self.kernel, self.relative_position_buckets)
+    check_attention(self.kernel, self.relative_position_buckets, self.time_bias_buckets)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -83,6 +83,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # Learned recency bias on attention (T5 buckets of query-key distance; 0: off). 32 buckets:
   # ranking AUC +0.006 on two worlds, retrieval HR@10 +7 users and +0 (RESULTS.md).
   config.model.relative_position_buckets = 32
+  # Learned bias on the seconds between actions (log2 buckets; 0: off; pure-JAX attention
+  # only). 32 moved ranking AUC by +0.001 and -0.001 on two worlds: noise (RESULTS.md).
+  config.model.time_bias_buckets = 0
   # Task heads: one softmax over (none, click, save), as an action has one outcome; ranking
   # AUC engaged +0.002 and +0.005 on two worlds against independent sigmoids (RESULTS.md).
   config.model.exclusive_outcomes = True

@@ -7,13 +7,17 @@ import dataclasses
 from kernels import check_kernel
 
 
-def check_attention(kernel: str, relative_position_buckets: int) -> None:
-  """Raises a ValueError on an unknown kernel or negative buckets."""
+def check_attention(kernel: str, relative_position_buckets: int, time_bias_buckets: int) -> None:
+  """Raises a ValueError on an unknown kernel, negative buckets, or a time bias on Pallas."""
   check_kernel(kernel)
-  if relative_position_buckets < 0:
-    raise ValueError(
-      f"relative_position_buckets must be 0 (off) or more, got {relative_position_buckets}"
-    )
+  for name, buckets in (
+    ("relative_position_buckets", relative_position_buckets),
+    ("time_bias_buckets", time_bias_buckets),
+  ):
+    if buckets < 0:
+      raise ValueError(f"{name} must be 0 (off) or more, got {buckets}")
+  if time_bias_buckets and kernel == "pallas":
+    raise ValueError("time_bias_buckets needs kernel='xla': the Pallas kernels take no time bias")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,13 +47,18 @@ class ModelConfig:
   # buckets (half exact, half logarithmic up to max_length); 0 turns it off. It gives recency
   # directly, where the absolute position embeddings count from the window's first action.
   relative_position_buckets: int = 0
+  # Learned attention-logit bias per head and layer on the seconds from the key's action to
+  # the query's action (a candidate: its request), in log2 buckets (HSTU's temporal bias);
+  # 0 turns it off. Interests drift per visit, and visits are told apart by time, not by
+  # position. The pure-JAX attention only.
+  time_bias_buckets: int = 0
   # An action has one outcome, so the task heads' logits can be one softmax over the outcomes
   # with "none" as the reference class (logit 0): P(engaged) = 1 - P(none) is then a learned
   # probability. False: one independent sigmoid per outcome.
   exclusive_outcomes: bool = False
 
   def __post_init__(self):
-    check_attention(self.kernel, self.relative_position_buckets)
+    check_attention(self.kernel, self.relative_position_buckets, self.time_bias_buckets)
     # A config read back from JSON holds a list; the model must stay hashable.
     offsets = tuple(float(t) for t in self.offsets_seconds)
     if (

@@ -26,7 +26,7 @@ class OptimizerConfig:
   """
 
   learning_rate: float = 5e-4  # dense weights
-  embedding_learning_rate: float = 1e-2  # the item table and the relative-position bias
+  embedding_learning_rate: float = 1e-2  # the item table and the attention-bias tables
   warmup_steps: int = 200
   decay_steps: int = 3000  # cosine decay length, usually the run's step count
   final_learning_rate_fraction: float = 0.05
@@ -49,7 +49,8 @@ class TrainState:
 # Tables read by lookup learn at the embedding rate, with Adam and no weight decay. The
 # relative-position bias is one: at the dense rate it had moved less than a logit by the
 # ml-100k run's best step; at this rate the run's test NDCG@10 was 0.1200 against 0.1170.
-EMBEDDING_TABLES = ("item_embedding", "relative_bias")
+# The time bias is read the same way.
+EMBEDDING_TABLES = ("item_embedding", "relative_bias", "time_bias")
 
 
 def _schedule(config: OptimizerConfig, peak: float) -> optax.Schedule:
