@@ -113,11 +113,13 @@ class Transformer(nn.Module):
       bias.update(time_bias=block.time_bias, time_gap_buckets=gap_buckets)
     return bias
 
-  def _gap_buckets(self, query_times: jax.Array, key_times: jax.Array | None) -> jax.Array | None:
+  def _gap_buckets(
+    self, query_times: jax.Array | None, key_times: jax.Array | None
+  ) -> jax.Array | None:
     """[B, T] query and [B, L] key times -> [B, T, L] time buckets (None if the bias is off)."""
     if not self.config.time_bias_buckets:
       return None
-    if key_times is None:
+    if query_times is None or key_times is None:
       raise ValueError("time_bias_buckets is on: the attention needs the actions' times")
     gaps = query_times[:, :, None] - key_times[:, None, :]
     return attention.time_buckets(gaps, self.config.time_bias_buckets)
