@@ -44,16 +44,16 @@ def time_buckets(gaps: jax.Array, num_buckets: int) -> jax.Array:
   return jnp.minimum(buckets, num_buckets - 1).astype(jnp.int32)
 
 
-def _time_bias(table: jax.Array, buckets: jax.Array) -> jax.Array:
-  """[H, buckets] table, [B, T, L] bucket ids -> [B, H, T, L] logit bias."""
-  return jnp.moveaxis(jnp.take(table, buckets, axis=1), 0, 1)
+def _table_bias(table: jax.Array, buckets: jax.Array) -> jax.Array:
+  """[H, buckets] table, [T, L] or [B, T, L] bucket ids -> bias broadcast to [B, H, T, L]."""
+  bias = jnp.take(table, buckets, axis=1)
+  # [T, L] buckets are the same for every user: one [H, T, L] bias for the whole batch.
+  return bias[None] if buckets.ndim == 2 else jnp.moveaxis(bias, 0, 1)
 
 
 def _logit_bias(table: jax.Array, distance: jax.Array, max_distance: int) -> jax.Array:
   """[H, buckets] table, [T, L] or [B, T, L] distances -> bias broadcast to [B, H, T, L]."""
-  bias = jnp.take(table, relative_buckets(distance, table.shape[1], max_distance), axis=1)
-  # A [T, L] distance is the same for every user: one [H, T, L] bias for the whole batch.
-  return bias[None] if distance.ndim == 2 else jnp.moveaxis(bias, 0, 1)
+  return _table_bias(table, relative_buckets(distance, table.shape[1], max_distance))
 
 
 def causal_attention(
@@ -93,7 +93,7 @@ def causal_attention(
   if relative_bias is not None:
     logits = logits + _logit_bias(relative_bias, distance, max_distance)
   if time_bias is not None:
-    logits = logits + _time_bias(time_bias, time_gap_buckets)
+    logits = logits + _table_bias(time_bias, time_gap_buckets)
   logits = jnp.where(allowed[:, None], logits, jnp.finfo(logits.dtype).min)
   weights = jax.nn.softmax(logits, axis=-1)
   return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
@@ -141,7 +141,7 @@ def candidate_attention(
     history_logits = history_logits + _logit_bias(relative_bias, distance, max_distance)
     self_logits = self_logits + relative_bias[None, :, 0, None]  # distance 0 is bucket 0
   if time_bias is not None:
-    history_logits = history_logits + _time_bias(time_bias, time_gap_buckets)
+    history_logits = history_logits + _table_bias(time_bias, time_gap_buckets)
     self_logits = self_logits + time_bias[None, :, 0, None]  # 0 s is bucket 0
   history_logits = jnp.where((distance > 0)[:, None], history_logits, jnp.finfo(q.dtype).min)
   # The softmax over [history, self] by hand: concatenating the self logit to the

@@ -159,8 +159,8 @@ class Transformer(nn.Module):
     keys, values = [], []
     last = jnp.maximum(lengths - 1, 0)[:, None]  # [B, 1]
     gap_buckets = self._gap_buckets(times, times)
-    last_gap_buckets = self._gap_buckets(
-      None if times is None else jnp.take_along_axis(times, last, axis=1), times
+    last_gap_buckets = (
+      None if gap_buckets is None else jnp.take_along_axis(gap_buckets, last[:, :, None], axis=1)
     )
     x = tokens
     for layer, block in enumerate(self.blocks):
