@@ -22,7 +22,7 @@ Sizes:
   runlocal its `runlocal` variant, for a quick check of the benchmark itself.
 
 Only the step is timed, so the synthetic sizes prepare a smaller world
-(data.synthetic.num_users=300 instead of 2500): batch shapes, the catalogue
+(data.synthetic.num_users=300 instead of 6,000): batch shapes, the catalogue
 and so the compiled step are the same as with the full world, while data
 preparation takes seconds instead of a minute.
 """
