@@ -8,7 +8,7 @@ for tests and CI (seconds, not minutes). Override any field with
 
 Expected on 2 CPU cores (RESULTS.md has the recorded runs): 7-11 minutes with a fresh
 install, by the machine; on the 2,000 held-out users, retrieval HR@10 0.7-0.8 of the oracle's
-(as much as the history can tell; the ratio's standard error is 0.06) and 1.8-2.1x
+(as much as the history can tell; the ratio's standard error is 0.06) and 1.8-2.4x
 popularity's; ranking AUC (engaged vs none) that of the history oracle, 0.028-0.030 below the
 oracle's (the share of the oracle's lead that no model of the history can close). Then
 `python -m experiments.evaluate_generation --workdir=...` for budgets and multi-token
@@ -56,7 +56,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     {field.name: field.default for field in dataclasses.fields(SyntheticConfig)}
   )
   # 4,000 training users, not 2,000: with 2,000 the model's ranking AUC stayed 0.003-0.005
-  # below the history oracle's; with 4,000 it matches it on two worlds (RESULTS.md).
+  # below the history oracle's; with 4,000 it is within 0.002 of it on four draws (RESULTS.md).
   config.data.synthetic.num_users = 6000
   config.data.synthetic.num_items = 5000
   config.data.synthetic.num_topics = 20
