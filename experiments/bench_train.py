@@ -1,7 +1,7 @@
 """Times the jitted train step at SASRec's size and at the synthetic default's size.
 
   python -m experiments.bench_train [--sizes=sasrec,default] [--steps=30] [--output=PATH]
-                                    [--noencoder]
+                                    [--noencoder] [--chunk_anchors=N]
 
 For each size: sequences per second (batch / median step time), XLA's FLOP
 count of the compiled step, the achieved FLOP/s, and their share of the
@@ -52,6 +52,12 @@ _ML100K_PATH = flags.DEFINE_string(
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per size; the median is reported.")
 _WARMUP = flags.DEFINE_integer("warmup_steps", 5, "Untimed steps after compilation.")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the table as JSON to this path.")
+_CHUNK_ANCHORS = flags.DEFINE_integer(
+  "chunk_anchors",
+  None,
+  "The softmax's anchors per chunk (step.loss.chunk_anchors) at every size; default: each "
+  "config's own. 0 materialises all the logits at once.",
+)
 _ENCODER = flags.DEFINE_bool(
   "encoder", True, "Also time the shared transformer alone (forward and backward) at each size."
 )
@@ -99,6 +105,9 @@ def main(argv: list[str]) -> None:
   start = time.time()
   # Unknown names and a missing data folder fail here, before any timing.
   configs = {name: size_config(name, _ML100K_PATH.value) for name in _SIZES.value}
+  if _CHUNK_ANCHORS.value is not None:
+    for config in configs.values():
+      config.step.loss.chunk_anchors = _CHUNK_ANCHORS.value
   logging.info("devices: %s", jax.devices())
   logging.info("measuring the float32 matmul peak")
   rates = timing.matmul_peak_flops()

@@ -43,6 +43,7 @@ MODEL = ModelConfig(
   mlp_dim=32,
   head_hidden_dim=16,
   item_table_multiple=64,
+  item_bias=True,  # a second vocabulary-split parameter, beside the table
 )
 
 
@@ -102,6 +103,7 @@ def train_steps(mesh: jax.sharding.Mesh) -> tuple[dict[str, np.ndarray], dict]:
     "compiled_table_spec": repr(
       compiled.input_shardings[0][0].params["tokenizer"]["item_embedding"].spec
     ),
+    "bias_spec": repr(state.params["tokenizer"]["item_bias"].sharding.spec),
     "mlp_kernel_spec": repr(
       state.params["transformer"]["block_0"]["mlp_in"]["kernel"].sharding.spec
     ),

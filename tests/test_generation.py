@@ -94,6 +94,10 @@ def test_merge_queries_serves_look_alikes_by_the_first():
   q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
   np.testing.assert_array_equal(budgets.merge_queries(q, 0.99), [[0, 0, 2]])
   np.testing.assert_array_equal(budgets.merge_queries(q, 0.9999), [[0, 1, 2]])
+  # Served with the item bias, each query ends in a 1: only the unit part is compared.
+  with_bias = jnp.concatenate([q, jnp.ones((1, 3, 1))], axis=-1)
+  np.testing.assert_array_equal(budgets.merge_queries(with_bias, 0.99, 2), [[0, 0, 2]])
+  assert budgets.merge_queries(with_bias, 0.99).tolist() == [[0, 0, 0]]  # the 1s compared: wrong
 
 
 @pytest.mark.parametrize("merge_cosine", [0.98, -1.0])  # -1 merges every query into the first

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels import bench, check_kernel, sampled_softmax
+from kernels import bench, check_kernel, chunked_softmax, sampled_softmax
 from kernels import candidate_attention as pallas_attention
 from unipinrec.model import attention
 from unipinrec.model.config import ModelConfig
@@ -140,6 +140,35 @@ def test_negative_logsumexp_matches_reference(seed, a, q, d, m, w, n, br, bm):
   finite = np.isfinite(expected)
   np.testing.assert_allclose(np.asarray(lse)[finite], np.asarray(expected)[finite], **TOL)
   _assert_trees_close(grads, expected_grads)
+
+
+@pytest.mark.parametrize("seed,a,q,d,m,w,n,chunk", [(*s[:7], s[7] - 3) for s in SOFTMAX_SHAPES])
+def test_chunked_logsumexp_matches_reference(seed, a, q, d, m, w, n, chunk):
+  """Chunks that do not divide the anchors, some anchors with every negative excluded."""
+  rng = np.random.default_rng(seed)
+  queries, vectors, log_q = _normal(rng, (a, q, d)), _normal(rng, (m, d)), _normal(rng, (m,))
+  items = rng.integers(0, n + 1, m)  # 0: unusable samples
+  excluded = np.where(rng.random((a, w)) < 0.7, rng.choice(items, (a, w)), -1)
+  seen = rng.random((a, m)) < 0.3
+  seen[0] = True  # anchor 0 has no usable negative: -inf, and no gradient
+  items, excluded = jnp.asarray(items, jnp.int32), jnp.asarray(excluded, jnp.int32)
+  cotangent = _normal(rng, (a, q))
+
+  def loss(fn, **kwargs):
+    def f(*args):
+      lse = fn(*args, items, excluded, 0.5, excluded_mask=seen, **kwargs)
+      return jnp.sum(jnp.where(jnp.isfinite(lse), lse, 0.0) * cotangent), lse
+
+    return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))(queries, vectors, log_q)
+
+  (_, lse), grads = loss(chunked_softmax.chunked_negative_logsumexp, chunk_anchors=chunk)
+  (_, expected), expected_grads = loss(sampled_softmax.reference_negative_logsumexp)
+  assert np.all(np.asarray(lse)[0] == -np.inf)
+  np.testing.assert_array_equal(np.isfinite(lse), np.isfinite(expected))
+  finite = np.isfinite(expected)
+  np.testing.assert_allclose(np.asarray(lse)[finite], np.asarray(expected)[finite], **TOL)
+  _assert_trees_close(grads, expected_grads)
+  assert np.all(np.isfinite(np.asarray(grads[0]))) and np.all(np.asarray(grads[0])[0] == 0.0)
 
 
 def test_all_excluded_anchor_is_minus_infinity_with_zero_gradient():

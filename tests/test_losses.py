@@ -41,12 +41,15 @@ def test_intra_session_relaxation_accepts_the_whole_session():
 
 
 def _reference_sampled_softmax(
-  queries, vectors, pos_items, pos_weights, neg_items, neg_logq, temp, history=None
+  queries, vectors, pos_items, pos_weights, neg_items, neg_logq, temp, history=None, bias=None
 ):
   """Loop-by-loop: -log(e^p / (e^p + sum over usable negatives of e^(n - logq))).
 
   With `history` ([B, L] items), an item among history[b, :t + 1] is no negative of anchor t.
+  With `bias` ([N + 1]), item i's logit is cosine / temp + bias[i], positive or negative.
   """
+  if bias is None:
+    bias = np.zeros(len(vectors))
   total, weight_sum = 0.0, 0.0
   b_size, l_size, w_size, q_size = pos_weights.shape
   for b in range(b_size):
@@ -57,7 +60,7 @@ def _reference_sampled_softmax(
       for q in range(q_size):
         query = queries[b, t, q]
         negatives = [
-          query @ vectors[m] / temp - lq
+          query @ vectors[m] / temp + bias[m] - lq
           for m, lq in zip(neg_items, neg_logq, strict=True)
           if m > 0 and int(m) not in counted
         ]
@@ -65,7 +68,7 @@ def _reference_sampled_softmax(
           weight = pos_weights[b, t, w, q]
           if weight == 0:
             continue
-          positive = query @ vectors[pos_items[b, t, w]] / temp
+          positive = query @ vectors[pos_items[b, t, w]] / temp + bias[pos_items[b, t, w]]
           logits = np.array([positive] + negatives)
           loss = -(positive - (np.max(logits) + np.log(np.sum(np.exp(logits - np.max(logits))))))
           total += weight * loss
@@ -102,6 +105,33 @@ def test_sampled_softmax_matches_reference():
   np.testing.assert_allclose(float(got), want, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kernel,chunk", [("xla", 0), ("xla", 4), ("pallas", 0)])
+def test_item_bias_is_added_to_every_logit(kernel, chunk):
+  rng = np.random.default_rng(3)
+  b, t, w, q, d, n = 2, 3, 2, 2, 4, 9
+  vectors, queries = _unit_items_and_queries(rng, n, (b, t, q), d)
+  pos_items = rng.integers(1, n + 1, (b, t, w)).astype(np.int32)
+  pos_weights = (rng.random((b, t, w, q)) < 0.7).astype(np.float32)
+  neg_items = np.array([0, 2, 4, 6, int(pos_items[1, 2, 1]), 8], np.int32)
+  neg_logq = rng.standard_normal(len(neg_items)).astype(np.float32)
+  bias = rng.standard_normal(n + 1).astype(np.float32)
+  args = (queries, vectors, pos_items, pos_weights, neg_items, neg_logq, 0.5)
+  options = dict(kernel=kernel, chunk_anchors=chunk)
+  got = losses.sampled_softmax_loss(*args, item_bias=bias, **options)
+  want = _reference_sampled_softmax(*args, bias=bias)
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+  assert abs(want - _reference_sampled_softmax(*args)) > 1e-2  # the bias changed the loss
+  # Its gradient matches the loss's own finite difference in one item's bias.
+  grad = jax.grad(lambda c: losses.sampled_softmax_loss(*args, item_bias=c, **options))(bias)
+  step = np.zeros_like(bias)
+  step[4] = 1e-2
+  finite = (
+    _reference_sampled_softmax(*args, bias=bias + step)
+    - _reference_sampled_softmax(*args, bias=bias - step)
+  ) / 2e-2
+  np.testing.assert_allclose(float(grad[4]), finite, rtol=1e-3, atol=1e-5)
+
+
 def test_seen_negatives_are_left_out():
   rng = np.random.default_rng(2)
   b, t, w, q, d, n = 2, 4, 1, 2, 4, 8
@@ -129,6 +159,11 @@ def test_seen_negatives_are_left_out():
     queries, vectors, pos_items, pos_weights, neg_items, neg_logq, 0.5
   )
   assert float(got) < plain - 1e-3  # fewer negatives: a smaller loss
+
+
+def test_a_negative_chunk_is_refused():
+  with pytest.raises(ValueError, match="chunk_anchors=-1: expected 0 .* or a positive count"):
+    losses.LossConfig(chunk_anchors=-1)
 
 
 def test_seen_negatives_need_the_xla_kernel():

@@ -241,6 +241,41 @@ def test_outcome_condition_changes_the_query(model_and_params):
       assert np.max(np.abs(queries[:, a] - queries[:, b])) > 1e-3
 
 
+def test_served_scores_are_the_training_logits_times_temperature():
+  """With the item bias, [query, 1] . [unit item, temperature x bias] = temperature x logit."""
+  config = ModelConfig(
+    num_items=50, num_outcomes=O, max_length=L, embed_dim=16, action_dim=8, item_bias=True
+  )
+  model = UniPinRec(config)
+  batch = example_batch(model, B, S, C)
+  params = model.init(jax.random.key(0), batch, jnp.zeros((B, L), bool))["params"]
+  bias = params["tokenizer"]["item_bias"]
+  params["tokenizer"]["item_bias"] = bias.replace_boxed(
+    jax.random.normal(jax.random.key(1), bias.value.shape)
+  )
+  outputs = model.apply({"params": params}, batch, jnp.zeros((B, L), bool), deterministic=True)
+  table = np.asarray(outputs.item_table)[: config.num_items + 1]
+  unit = table / np.maximum(np.linalg.norm(table, axis=-1, keepdims=True), 1e-12)
+  logits = (
+    np.einsum("blqd,nd->blqn", outputs.queries, unit) / config.temperature
+    + np.asarray(outputs.item_bias)[: config.num_items + 1]
+  )
+  states, _ = model.apply({"params": params}, *_batch_history(batch), method=model.encode)
+  conditions = jnp.arange(config.num_conditions)
+  queries = model.apply(
+    {"params": params}, states[:, :, None, :], conditions[None, None, :], method=model.queries
+  )
+  vectors = model.apply({"params": params}, method=model.item_vectors)
+  assert queries.shape[-1] == vectors.shape[-1] == config.score_dim == 17
+  served = np.einsum("blqs,ns->blqn", queries, vectors)
+  np.testing.assert_allclose(served, config.temperature * logits, rtol=1e-4, atol=1e-5)
+  assert np.ptp(np.asarray(outputs.item_bias)[1:51]) > 1.0  # the bias is not a constant
+
+
+def _batch_history(batch: TrainBatch) -> tuple:
+  return batch.items, batch.outcomes, batch.times, batch.surfaces, batch.history_lengths
+
+
 def test_relative_buckets_match_hand_computed_values():
   """Half the buckets exact, half logarithmic up to max_distance, the rest in the last."""
   distance = jnp.array([0, 1, 3, 4, 10, 24, 50, 100, 1000])

@@ -31,12 +31,14 @@ EXACT = IndexConfig(dtype="f32", exact=True)
 CONFIG = ServingConfig(num_candidates=24, num_results=10, batch_size=4)
 
 
-@pytest.fixture(scope="module")
-def serving() -> ServingModel:
+@pytest.fixture(scope="module", params=[False, True], ids=["cosine", "item_bias"])
+def serving(request) -> ServingModel:
   """A small model whose parameters are all perturbed away from initialisation.
 
   Zero-initialised residual branches would make the transformer an identity;
-  noise on every parameter makes each history position and layer matter.
+  noise on every parameter makes each history position and layer matter. With
+  the item bias, the biases are drawn at the scale of the cosine / temperature
+  logits, so that they reorder the retrieved items.
   """
   model = UniPinRec(
     ModelConfig(
@@ -48,6 +50,7 @@ def serving() -> ServingModel:
       action_dim=8,
       mlp_dim=32,
       head_hidden_dim=16,
+      item_bias=request.param,
     )
   )
   example = example_batch(model, 2, 1, 3)
@@ -58,7 +61,11 @@ def serving() -> ServingModel:
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(1), len(leaves))
     noisy = [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
-    return jax.tree.unflatten(tree, noisy)
+    params = jax.tree.unflatten(tree, noisy)
+    if model.config.item_bias:
+      bias = params["tokenizer"]["item_bias"]
+      params["tokenizer"]["item_bias"] = bias.replace_boxed(bias.value * 30.0)
+    return params
 
   return ServingModel(model, init(), 5, "hash", ("click", "save"))
 
@@ -122,21 +129,25 @@ def _forward(serving: ServingModel, requests, slate_items: np.ndarray):
 
 
 def _reference(serving: ServingModel, requests, k: int, num_results: int):
-  """Exact dot-product top-K over item_vectors(), then the blended training forward."""
+  """Exact top-K by the training logit (cosine / temperature + item bias), then the
+  blended training forward; retrieval scores are those logits times the temperature."""
   b = len(requests)
   first, all_queries = _forward(serving, requests, np.ones((b, k), np.int32))
   queries = all_queries[np.arange(b), [r.condition for r in requests]]
   # The training pass returns the raw (padded) table; it is scored as unit vectors.
   table = np.asarray(first.item_table)[: NUM_ITEMS + 1]
   item_vectors = table / np.linalg.norm(table, axis=-1, keepdims=True)
-  candidates = np.argsort(-(queries @ item_vectors[1:].T), axis=1)[:, :k] + 1
+  temperature = serving.model.config.temperature
+  bias = np.zeros(NUM_ITEMS + 1) if first.item_bias is None else first.item_bias[: NUM_ITEMS + 1]
+  retrieval_logits = queries @ item_vectors.T / temperature + np.asarray(bias)
+  candidates = np.argsort(-retrieval_logits[:, 1:], axis=1)[:, :k] + 1
   logits = _forward(serving, requests, candidates)[0].candidate_task_logits[:, 0]
   probabilities = np.asarray(jax.nn.sigmoid(logits))
   gain = probabilities @ np.arange(1, NUM_OUTCOMES + 1)
   order = np.argsort(-gain, axis=1, kind="stable")[:, :num_results]
   top = np.take_along_axis(candidates, order, 1)
-  cosines = np.einsum("bkd,bd->bk", item_vectors[top], queries)
-  return top, np.take_along_axis(probabilities, order[..., None], 1), cosines
+  scores = temperature * np.take_along_axis(retrieval_logits, top, 1)
+  return top, np.take_along_axis(probabilities, order[..., None], 1), scores
 
 
 def test_serving_encode_equals_encode_at_the_last_action(serving):
@@ -172,12 +183,12 @@ def test_recommendations_equal_exact_search_then_full_forward(serving, recommend
     _request("e", [120, 7], 4),  # a second batch, padded
   ]
   results = recommender.recommend(requests)
-  top, probabilities, cosines = _reference(serving, requests, CONFIG.num_candidates, 10)
+  top, probabilities, retrieval_scores = _reference(serving, requests, CONFIG.num_candidates, 10)
   assert [r.user for r in results] == ["a", "b", "c", "d", "e"]
   for row, result in enumerate(results):
     np.testing.assert_array_equal(result.items, top[row])
     np.testing.assert_allclose(result.outcome_probabilities, probabilities[row], atol=2e-5)
-    np.testing.assert_allclose(result.retrieval_scores, cosines[row], atol=2e-5)
+    np.testing.assert_allclose(result.retrieval_scores, retrieval_scores[row], atol=2e-5)
     np.testing.assert_allclose(result.scores, probabilities[row] @ [1, 2], atol=5e-5)
     assert np.all(np.diff(result.scores) <= 0)
   assert [r.cold_start for r in results] == [False, False, True, False, False]
@@ -194,6 +205,8 @@ def test_budgets_split_the_candidates_without_duplicates(serving, recommender):
   # turns picking their best item not yet picked (3:1 of K = 24; merging off at cosine 1.1).
   _, queries = _forward(serving, [request], np.ones((1, k), np.int32))
   vectors = serving.item_vectors()
+  if serving.model.config.item_bias:  # served queries end in a 1 that reads the item's bias
+    queries = np.concatenate([queries, np.ones(queries.shape[:-1] + (1,))], axis=-1)
   ranked = {c: list(np.argsort(-(vectors[1:] @ queries[0, c]))[:k] + 1) for c in (1, 2)}
   picked = {1: [], 2: []}
   for turn in range(18):

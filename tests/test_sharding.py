@@ -79,6 +79,7 @@ def test_item_table_is_split_over_its_vocabulary(runs, name):
   assert facts["table_shard_rows"] == [rows // (fsdp * model)]
   assert facts["table_device_bytes"] == rows // (fsdp * model) * sharded_run.MODEL.embed_dim * 4
   assert facts["table_devices"] == data * fsdp * model
+  assert facts["bias_spec"] == "P(('fsdp', 'model'),)"  # the item bias splits as the table
   # Dense weights FSDP over `fsdp`, hidden units over `model`.
   assert facts["mlp_kernel_spec"] == "P('fsdp', 'model')"
   assert facts["donated_table_deleted"]

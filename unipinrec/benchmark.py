@@ -7,7 +7,10 @@ preparation nor the pipeline is in the figures. Compilation is timed apart.
 FLOPs are XLA's own count for the compiled step (forward, backward and the
 optimizer update), from `Compiled.cost_analysis()`. On a mesh of several
 devices that program is one device's partition, so the count, the step rate
-and the matmul peak (timed on the first device) are all per device.
+and the matmul peak (timed on the first device) are all per device. XLA counts
+a loop's body once, so a step whose softmax runs in chunks
+(`step.loss.chunk_anchors`) is credited with the FLOPs of the same step
+unchunked: the model's arithmetic, without the chunks' recomputed logits.
 
 The peak is the best rate of a jitted float32 square matmul over a few sizes
 (`unipinrec.timing.matmul_peak_flops`), timed in the same process, so it sees
@@ -111,6 +114,9 @@ def benchmark_train_step(
   compiled = jit_train_step(experiment).lower(state, batches[0], item_log_frequency).compile()
   compile_seconds = time.perf_counter() - start
   flops = compiled_flops(compiled)
+  if experiment.run.step.loss.chunk_anchors:
+    unchunked = jit_train_step(unchunked_experiment(experiment))
+    flops = compiled_flops(unchunked.lower(state, batches[0], item_log_frequency).compile())
   logging.info("%s: compiled in %.1f s, %.3f GFLOP per step", name, compile_seconds, flops / 1e9)
 
   logging.info("%s: %d warm-up and %d timed steps", name, warmup, steps)
@@ -125,6 +131,14 @@ def benchmark_train_step(
   if not np.isfinite(float(metrics["loss"])):
     raise FloatingPointError(f"{name}: non-finite loss after {warmup + steps} steps")
   return _result(name, experiment, compile_seconds, step_seconds, flops, peak_flops_per_second)
+
+
+def unchunked_experiment(experiment: Experiment) -> Experiment:
+  """The experiment with its softmax's logits all at once (`step.loss.chunk_anchors` 0)."""
+  run = experiment.run
+  loss = dataclasses.replace(run.step.loss, chunk_anchors=0)
+  step = dataclasses.replace(run.step, loss=loss)
+  return dataclasses.replace(experiment, run=dataclasses.replace(run, step=step))
 
 
 def benchmark_encoder(

@@ -39,6 +39,7 @@ class ModelSizes:
   relative_position_buckets: int = 0  # recency bias on attention (see ModelConfig); 0: off
   time_bias_buckets: int = 0  # time bias on attention (see ModelConfig); 0: off
   exclusive_outcomes: bool = False  # one softmax over (none, outcomes) (see ModelConfig)
+  item_bias: bool = False  # a learned retrieval logit bias per item (see ModelConfig)
 
   def __post_init__(self):
     # At config time, before any data is prepared.

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from kernels import check_kernel, sampled_softmax
+from kernels import check_kernel, chunked_softmax, sampled_softmax
 from unipinrec.model.embeddings import SESSION_GAP_SECONDS
 from unipinrec.model.heads import l2_normalize, logits_with_none
 
@@ -42,12 +42,20 @@ class LossConfig:
   exclude_seen_negatives: bool = False
   offset_anchor_stride: int = 4  # multi-token offsets are learned at every n-th anchor
   kernel: str = "xla"  # negatives' log-sum-exp: "xla" or "pallas" (kernels/sampled_softmax.py)
+  # With kernel "xla": the log-sum-exp over this many anchors at a time, its logits recomputed
+  # in the backward pass (kernels/chunked_softmax.py); 0 materialises all [A, Q, M] at once.
+  # The Pallas kernel tiles on its own and ignores it.
+  chunk_anchors: int = 0
 
   def __post_init__(self):
     check_kernel(self.kernel)
     if not 0.0 <= self.offset_logq_strength <= 1.0:
       raise ValueError(
         f"step.loss.offset_logq_strength={self.offset_logq_strength}: expected a share in [0, 1]"
+      )
+    if self.chunk_anchors < 0:
+      raise ValueError(
+        f"step.loss.chunk_anchors={self.chunk_anchors}: expected 0 (off) or a positive count"
       )
     if self.exclude_seen_negatives and self.kernel != "xla":
       raise ValueError(
@@ -191,6 +199,8 @@ def sampled_softmax_loss(
   temperature: float,
   kernel: str = "xla",
   seen: jax.Array | None = None,
+  item_bias: jax.Array | None = None,
+  chunk_anchors: int = 0,
 ) -> jax.Array:
   """Mean -log softmax of each positive against the shared sampled negatives.
 
@@ -208,15 +218,23 @@ def sampled_softmax_loss(
     negative_log_q: [M] log expected count of each negative in the sample
       (zeros to switch the correction off).
     temperature: logits are cosine / temperature.
-    kernel: "xla" materialises the [B, L, Q, M] logits; "pallas" computes their
-      log-sum-exp tile by tile (kernels/sampled_softmax.py).
+    kernel: "xla" materialises the [B, L, Q, M] logits (all, or a chunk at a time);
+      "pallas" computes their log-sum-exp tile by tile (kernels/sampled_softmax.py).
     seen: optional [B, L, M] negatives to leave out per anchor (`seen_negatives`); "xla" only.
+    item_bias: optional [R] logit bias per item, added to every logit (positive or negative).
+    chunk_anchors: with "xla", that many anchors at a time (`chunked_softmax`); 0: all at
+      once. "pallas" ignores it.
 
   Returns:
     The weighted mean loss (0 when no pair has weight).
   """
   positive_vectors = l2_normalize(jnp.take(item_table, positive_items, axis=0))
   positive_logits = jnp.einsum("blqd,blwd->blwq", queries, positive_vectors) / temperature
+  if item_bias is not None:
+    positive_logits = positive_logits + jnp.take(item_bias, positive_items)[..., None]
+    # A negative's logit is cosine / temperature - log-Q: its bias enters as a smaller log-Q,
+    # which both kernels already take.
+    negative_log_q = negative_log_q - jnp.take(item_bias, negative_items)
   # A sampled negative that is one of the anchor's positives is no negative.
   counted = positive_weights.sum(-1) > 0  # [B, L, W]
   excluded = jnp.where(counted, positive_items, -1)
@@ -235,7 +253,12 @@ def sampled_softmax_loss(
     negative_lse = sampled_softmax.negative_logsumexp(*args)
   else:
     mask = None if seen is None else seen.reshape(b * length, -1)
-    negative_lse = sampled_softmax.reference_negative_logsumexp(*args, excluded_mask=mask)
+    if chunk_anchors:
+      negative_lse = chunked_softmax.chunked_negative_logsumexp(
+        *args, excluded_mask=mask, chunk_anchors=chunk_anchors
+      )
+    else:
+      negative_lse = sampled_softmax.reference_negative_logsumexp(*args, excluded_mask=mask)
   negative_lse = negative_lse.reshape(b, length, num_conditions)
   pair_loss = jax.nn.softplus(negative_lse[:, :, None, :] - positive_logits)
   total_weight = positive_weights.sum()

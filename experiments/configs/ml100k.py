@@ -39,4 +39,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.step.loss.future_window_seconds = 0.0
   config.step.loss.max_future_positives = 1  # else same-second ratings also count
   config.step.loss.full_softmax = True  # 1,682 items: the exact softmax costs little
+  # Its log-sum-exp 256 anchors at a time: [768 x 1,682] logits stay in cache, where all
+  # [19,200 x 1,682] at once went through main memory (2.9x faster alone, RESULTS.md).
+  config.step.loss.chunk_anchors = 256
+  # A learned logit bias per film on retrieval (cosine / temperature + bias): validation
+  # NDCG@10 +0.004 to +0.008 and test +0.001 to +0.004 on three seeds (RESULTS.md).
+  config.model.item_bias = True
   return public_data.apply_variant(config, variant)

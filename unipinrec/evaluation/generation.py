@@ -61,7 +61,9 @@ def compare_tokens(
   batch_size: int,
 ) -> list[dict]:
   """Multi-token against autoregressive generation at equal numbers of query vectors."""
+  # Diversity compares the unit vectors only, not the item bias's column.
   item_vectors = np.asarray(model.apply({"params": params}, method=model.item_vectors))
+  item_vectors = item_vectors[:, : model.config.embed_dim]
   users = len(future)
   rows = []
   merge = float(config.merge_cosine)

@@ -22,7 +22,10 @@ class ServingModel:
   outcome_names: tuple[str, ...]
 
   def item_vectors(self) -> np.ndarray:
-    """[N + 1, D] float32 unit item vectors (row 0 the padding item), as queries score them."""
+    """[N + 1, S] float32 item vectors (row 0 the padding item), as queries score them.
+
+    S is `config.score_dim`: the unit vector, and temperature x bias with the item bias.
+    """
     vectors = self.model.apply({"params": self.params}, method=self.model.item_vectors)
     return np.asarray(vectors, dtype=np.float32)
 
@@ -33,7 +36,7 @@ class ServingModel:
       step=self.step,
       config_hash=self.config_hash,
       num_items=config.num_items,
-      embed_dim=config.embed_dim,
+      embed_dim=config.score_dim,
       outcome_names=self.outcome_names,
       index=index,
     )

@@ -12,7 +12,7 @@ class IndexMismatchError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class IndexConfig:
-  """usearch HNSW settings; the metric is always inner product (queries and items are unit)."""
+  """usearch HNSW settings; the metric is always inner product (the model's score)."""
 
   dtype: str = "f16"  # storage of the vectors in the graph: f32, f16 or i8
   connectivity: int = 16  # HNSW "M": graph edges per node and layer
@@ -36,7 +36,7 @@ class Manifest:
   step: int  # training step of the parameters the item vectors come from
   config_hash: str  # `export.checkpoint.config_hash` of the run's configuration
   num_items: int  # N: keys are item ids 1..N
-  embed_dim: int  # D
+  embed_dim: int  # width of the indexed vectors: D, or D + 1 with the item bias (score_dim)
   outcome_names: tuple[str, ...]
   index: IndexConfig
 

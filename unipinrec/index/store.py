@@ -7,7 +7,7 @@ a crash at any point leaves `current` on the previous, complete version, and
 the next write removes what the crash left behind.
 
 Each version holds `items.usearch` (HNSW graph, keys are item ids 1..N,
-inner-product metric), `item_vectors.npy` ([N + 1, D] float32 unit vectors,
+inner-product metric), `item_vectors.npy` ([N + 1, S] float32 model item vectors,
 row 0 the padding item, so row i is item i) and `manifest.json`.
 """
 
@@ -82,7 +82,7 @@ def write(
   Args:
     directory: the index directory (created if absent).
     manifest: what the vectors come from; its `num_items` and `embed_dim` must match them.
-    item_vectors: [N + 1, D] unit item vectors, row 0 the padding item.
+    item_vectors: [N + 1, S] the model's item vectors (`ServingModel.item_vectors`), row 0 padding.
     progress: called with (vectors added, total) while the graph is built.
 
   Returns:
@@ -134,7 +134,7 @@ class ItemIndex:
   path: str
 
   def search(self, queries: np.ndarray, count: int) -> np.ndarray:
-    """[B, D] unit queries -> [B, K] item ids by decreasing inner product, K = min(count, N).
+    """[B, S] model queries -> [B, K] item ids by decreasing inner product, K = min(count, N).
 
     Approximate unless the manifest says `exact`. A row the graph walk returns
     short (possible on a tiny or disconnected graph) is searched exhaustively.

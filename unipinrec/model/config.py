@@ -56,6 +56,11 @@ class ModelConfig:
   # with "none" as the reference class (logit 0): P(engaged) = 1 - P(none) is then a learned
   # probability. False: one independent sigmoid per outcome.
   exclusive_outcomes: bool = False
+  # A learned logit bias per item on retrieval: cosine / temperature + bias. The cosine
+  # leaves an item no pull of its own (a film many rate next whatever came before), which an
+  # unnormalised dot product would carry in the item's norm. Served as an inner product of
+  # [query, 1] with [item vector, temperature * bias], so the index needs no other metric.
+  item_bias: bool = False
 
   def __post_init__(self):
     check_attention(self.kernel, self.relative_position_buckets, self.time_bias_buckets)
@@ -75,6 +80,11 @@ class ModelConfig:
   def width(self) -> int:
     """Transformer width: a token is [item embedding, action features], concatenated."""
     return self.embed_dim + self.action_dim
+
+  @property
+  def score_dim(self) -> int:
+    """Width of the queries and item vectors retrieval scores by inner product."""
+    return self.embed_dim + int(self.item_bias)
 
   @property
   def item_table_rows(self) -> int:

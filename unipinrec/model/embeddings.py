@@ -56,6 +56,13 @@ class ActionTokenizer(nn.Module):
       nn.with_logical_partitioning(_padded_rows(cfg.num_items + 1), ("vocab", "embed")),
       (cfg.item_table_rows, cfg.embed_dim),
     )
+    if cfg.item_bias:
+      # Zeros: training starts from the plain cosine and learns each item's own pull.
+      self.item_bias = self.param(
+        "item_bias",
+        nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
+        (cfg.item_table_rows,),
+      )
     self.surface_embedding = nn.Embed(
       cfg.num_surfaces,
       cfg.action_dim,
@@ -83,6 +90,15 @@ class ActionTokenizer(nn.Module):
     if whole_table:
       return self.item_embedding
     return self.item_embedding[: self.config.num_items + 1]
+
+  def item_biases(self, whole_table: bool = False) -> jax.Array | None:
+    """[N + 1] learned retrieval logit bias per item (all [R] rows with `whole_table`).
+
+    None when the model has no item bias.
+    """
+    if not self.config.item_bias:
+      return None
+    return self.item_bias if whole_table else self.item_bias[: self.config.num_items + 1]
 
   def __call__(
     self,

@@ -27,6 +27,7 @@ class TrainOutputs:
   queries: jax.Array  # [B, L, O + 1, D] unit queries for every condition
   offset_queries: jax.Array | None  # [B, L, T - 1, D] "any" queries at offsets 1.. (T > 1)
   item_table: jax.Array  # [R, D] item embeddings (not normalised), rows past N unused
+  item_bias: jax.Array | None  # [R] retrieval logit bias per item; None without one
   history_task_logits: jax.Array  # [B, L, O]
   candidate_task_logits: jax.Array  # [B, S, C, O]
 
@@ -154,16 +155,31 @@ class UniPinRec(nn.Module):
   def queries(
     self, states: jax.Array, conditions: jax.Array, offsets: jax.Array | None = None
   ) -> jax.Array:
-    """[..., W] states, [...] condition ids (0 any, o + 1 outcome o) -> unit queries.
+    """[..., W] states, [...] condition ids (0 any, o + 1 outcome o) -> [..., S] queries.
 
-    `offsets` (ids into `config.offsets_seconds`, default 0 = the next action)
-    ask for the action that far ahead: multi-token generation.
+    The first D coordinates are the unit query; with the item bias a last
+    coordinate 1 picks up each item's bias from `item_vectors` (S =
+    `config.score_dim`). `offsets` (ids into `config.offsets_seconds`, default
+    0 = the next action) ask for the action that far ahead: multi-token
+    generation.
     """
-    return self.retrieval_head(states, conditions, offsets)
+    unit = self.retrieval_head(states, conditions, offsets)
+    if not self.config.item_bias:
+      return unit
+    return jnp.concatenate([unit, jnp.ones(unit.shape[:-1] + (1,), unit.dtype)], axis=-1)
 
   def item_vectors(self) -> jax.Array:
-    """[N + 1, D] unit item vectors that queries are scored against."""
-    return l2_normalize(self.tokenizer.item_vectors())
+    """[N + 1, S] item vectors that `queries` score by inner product.
+
+    The first D coordinates are the unit item vector; with the item bias the
+    last is temperature x bias, so a score is the training logit times the
+    temperature (cosine + temperature x bias): the same order.
+    """
+    unit = l2_normalize(self.tokenizer.item_vectors())
+    bias = self.tokenizer.item_biases()
+    if bias is None:
+      return unit
+    return jnp.concatenate([unit, self.config.temperature * bias[:, None]], axis=-1)
 
   def task_logits(self, states: jax.Array, items: jax.Array) -> jax.Array:
     """[..., W] states of masked tokens and [...] their items -> [..., O] outcome logits."""
@@ -202,17 +218,19 @@ class UniPinRec(nn.Module):
       per_candidate(batch.slate_prefix),
       deterministic,
     )
+    # The losses take the unit queries and add the item bias to the logits themselves.
     conditions = jnp.arange(self.config.num_conditions)
-    queries = self.queries(states[:, :, None, :], conditions[None, None, :])
+    queries = self.retrieval_head(states[:, :, None, :], conditions[None, None, :])
     offset_queries = None
     if self.config.num_offsets > 1:
       offsets = jnp.arange(1, self.config.num_offsets)
-      offset_queries = self.queries(states[:, :, None, :], jnp.zeros_like(offsets), offsets)
+      offset_queries = self.retrieval_head(states[:, :, None, :], jnp.zeros_like(offsets), offsets)
     candidate_logits = self.task_logits(candidate_states, batch.slate_items.reshape(b, s * c))
     return TrainOutputs(
       queries=queries,
       offset_queries=offset_queries,
       item_table=self.tokenizer.item_vectors(whole_table=True),
+      item_bias=self.tokenizer.item_biases(whole_table=True),
       history_task_logits=self.task_logits(states, batch.items),
       candidate_task_logits=candidate_logits.reshape(b, s, c, -1),
     )

@@ -55,23 +55,28 @@ def split_quota(
   return tuple(c for c, _ in kept), tuple(q for _, q in kept)
 
 
-def merge_queries(queries: jax.Array, threshold: float) -> jax.Array:
-  """[B, G, D] unit queries -> [B, G] index of the query each one is served by.
+def merge_queries(
+  queries: jax.Array, threshold: float, direction_dim: int | None = None
+) -> jax.Array:
+  """[B, G, S] model queries -> [B, G] index of the query each one is served by.
 
   A query whose cosine with an earlier one reaches `threshold` is served by
   the first such query (PinRec merges near-identical outcome queries); the
-  others serve themselves.
+  others serve themselves. The cosine is that of the first `direction_dim`
+  coordinates (all if None), the unit query: any after them (the item bias's
+  constant 1) are the same for every query.
   """
   groups = queries.shape[1]
-  cosine = jnp.einsum("bgd,bhd->bgh", queries, queries)
+  direction = queries[..., :direction_dim]
+  cosine = jnp.einsum("bgd,bhd->bgh", direction, direction)
   earlier_or_self = jnp.arange(groups)[None, :] <= jnp.arange(groups)[:, None]
   close = (cosine >= threshold) & earlier_or_self[None]
   return jnp.argmax(close | jnp.eye(groups, dtype=bool)[None], axis=-1)
 
 
-def share_searches(queries: jax.Array, threshold: float) -> jax.Array:
-  """[B, G, D] queries -> the same, each replaced by the query that serves it (`merge_queries`)."""
-  served_by = merge_queries(queries, threshold)
+def share_searches(queries: jax.Array, threshold: float, direction_dim: int) -> jax.Array:
+  """[B, G, S] queries -> the same, each replaced by the query that serves it (`merge_queries`)."""
+  served_by = merge_queries(queries, threshold, direction_dim)
   return jnp.take_along_axis(queries, served_by[..., None], axis=1)
 
 

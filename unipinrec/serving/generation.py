@@ -47,7 +47,7 @@ def _last_states(model: UniPinRec, params, history: Mapping[str, jax.Array]) -> 
 def _catalogue_scores(
   model: UniPinRec, params, queries: jax.Array, history: Mapping[str, jax.Array], exclude_seen: bool
 ) -> jax.Array:
-  """[B, G, D] queries -> [B, G, N + 1] scores; padding (and seen items) at -inf."""
+  """[B, G, S] model queries -> [B, G, N + 1] scores; padding (and seen items) at -inf."""
   item_vectors = model.apply({"params": params}, method=model.item_vectors)
   scores = jnp.einsum("bgd,nd->bgn", queries, item_vectors)
   blocked = jnp.zeros((scores.shape[0], scores.shape[2]), bool).at[:, 0].set(True)
@@ -72,7 +72,7 @@ def _budget_generator(
     queries = model.apply(
       {"params": params}, state[:, None, :], jnp.asarray(conditions)[None, :], method=model.queries
     )
-    queries = budgets_lib.share_searches(queries, merge_cosine)
+    queries = budgets_lib.share_searches(queries, merge_cosine, model.config.embed_dim)
     scores = _catalogue_scores(model, params, queries, history, exclude_seen)
     _, ranked = jax.lax.top_k(scores, sum(quotas))
     return budgets_lib.fill_quotas(ranked, quotas)
@@ -147,7 +147,7 @@ def multi_token_generator(
       method=model.queries,
     )
     if merge_cosine is not None:
-      queries = budgets_lib.share_searches(queries, merge_cosine)
+      queries = budgets_lib.share_searches(queries, merge_cosine, model.config.embed_dim)
     _, ranked = jax.lax.top_k(_catalogue_scores(model, params, queries, history, True), total)
     return budgets_lib.fill_quotas(ranked, (k,) * num_vectors)[0].reshape(-1, num_vectors, k)
 

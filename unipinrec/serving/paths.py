@@ -46,7 +46,7 @@ def _encode(model: UniPinRec, params, histories: Histories) -> tuple[jax.Array, 
 
 
 def retrieve(model: UniPinRec, keep_cache: bool = True) -> Callable:
-  """fn(params, histories, [B] or [B, G] conditions) -> [B(, G), D] unit queries (and the cache).
+  """fn(params, histories, [B] or [B, G] conditions) -> [B(, G), S] queries (and the cache).
 
   The query is read from the last history state (`encode_last`: the final
   layer runs for that position only); for an empty history it is read from

@@ -164,12 +164,16 @@ class Recommender:
   def _budget_candidates(
     self, queries: np.ndarray, budgets: Mapping[str, int]
   ) -> tuple[np.ndarray, np.ndarray]:
-    """One user's [O + 1, D] queries -> K distinct candidates split by `budgets`, and sources."""
+    """One user's [O + 1, S] queries -> K distinct candidates split by `budgets`, and sources."""
     k = self.num_candidates
     conditions, quotas = budgets_lib.split_quota(budgets, self.serving.outcome_names, k)
-    group_queries = queries[list(conditions)]  # [G, D]
+    group_queries = queries[list(conditions)]  # [G, S]
     served_by = np.asarray(
-      budgets_lib.merge_queries(jnp.asarray(group_queries)[None], self.config.merge_cosine)
+      budgets_lib.merge_queries(
+        jnp.asarray(group_queries)[None],
+        self.config.merge_cosine,
+        self.serving.model.config.embed_dim,
+      )
     )[0]
     searched = sorted(set(served_by.tolist()))
     found = self.index.search(group_queries[searched], k)  # [distinct queries, K]

@@ -49,8 +49,8 @@ class TrainState:
 # Tables read by lookup learn at the embedding rate, with Adam and no weight decay. The
 # relative-position bias is one: at the dense rate it had moved less than a logit by the
 # ml-100k run's best step; at this rate the run's test NDCG@10 was 0.1200 against 0.1170.
-# The time bias is read the same way.
-EMBEDDING_TABLES = ("item_embedding", "relative_bias", "time_bias")
+# The time bias is read the same way, and so is the item bias (a column of the item table).
+EMBEDDING_TABLES = ("item_embedding", "item_bias", "relative_bias", "time_bias")
 
 
 def _schedule(config: OptimizerConfig, peak: float) -> optax.Schedule:

@@ -77,6 +77,8 @@ def blended_loss(
     model.config.temperature,
     loss_cfg.kernel,
     seen,
+    outputs.item_bias,
+    loss_cfg.chunk_anchors,
   )
   metrics = {}
   if outputs.offset_queries is not None:
@@ -114,6 +116,8 @@ def blended_loss(
       model.config.temperature,
       loss_cfg.kernel,
       None if seen is None else seen[:, ::stride],
+      outputs.item_bias,
+      loss_cfg.chunk_anchors,
     )
     offset_term = loss_cfg.offset_weight * metrics["offset_loss"]
   else:
