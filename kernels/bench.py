@@ -1,6 +1,6 @@
 """Times each Pallas kernel against its XLA reference and compares both with the device's peaks.
 
-  python -m kernels.bench [--small] [--check] [--repeats=10]
+  python -m kernels.bench [--small] [--check] [--repeats=10] [--chunk_anchors=256]
 
 Operations, at realistic sizes (--small shrinks them so that the whole run,
 Pallas in interpret mode included, takes seconds on a CPU):
@@ -13,6 +13,9 @@ Pallas in interpret mode included, takes seconds on a CPU):
               3 conditions, 8192 negatives, 8 excluded positives per anchor;
               forward, and forward and backward.
 
+The softmax also runs as "chunked": the reference a chunk of --chunk_anchors
+anchors at a time, in plain JAX (kernels/chunked_softmax.py).
+
 Each is compiled first, then timed as the median of --repeats blocking calls.
 FLOPs are the useful ones, the same count for kernel and reference: 4 Dh per
 visible (query, key) pair in attention (2 Dh for the logits, 2 Dh for the
@@ -22,8 +25,8 @@ the least any implementation must move: inputs read once (history keys and
 values only up to each user's length), outputs written once. The peaks are
 measured in the same run (unipinrec/timing.py): the best float32 matmul rate
 at JAX's default precision (TF32 on recent NVIDIA GPUs, which Triton's dot
-also uses) and a large elementwise copy. With --check the kernel's outputs and
-gradients are compared with the reference's at the benchmark's sizes.
+also uses) and a large elementwise copy. With --check each implementation's
+outputs and gradients are compared with the reference's at the benchmark's sizes.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kernels import candidate_attention as pallas_attention
-from kernels import default_interpret, sampled_softmax
+from kernels import chunked_softmax, default_interpret, sampled_softmax
 from unipinrec import timing
 from unipinrec.model import attention
 
@@ -91,7 +94,7 @@ class Timing:
   """One implementation of one operation."""
 
   operation: str
-  implementation: str  # "pallas" or "xla"
+  implementation: str  # "pallas", "xla" or "chunked" (the softmax only)
   seconds: float  # median of the timed calls
   flops: float
   bytes: float
@@ -215,8 +218,8 @@ def softmax_inputs(sizes: Sizes, seed: int = 0) -> tuple:
   )
 
 
-def implementations(interpret: bool) -> dict[str, types.SimpleNamespace]:
-  """The kernels and the references under the same names."""
+def implementations(interpret: bool, chunk_anchors: int) -> dict[str, types.SimpleNamespace]:
+  """The kernels, the references and the chunked softmax under the same names (None: not one)."""
   return {
     "pallas": types.SimpleNamespace(
       candidate_attention=functools.partial(
@@ -229,6 +232,13 @@ def implementations(interpret: bool) -> dict[str, types.SimpleNamespace]:
       candidate_attention=attention.candidate_attention,
       causal_attention=attention.causal_attention,
       negative_logsumexp=sampled_softmax.reference_negative_logsumexp,
+    ),
+    "chunked": types.SimpleNamespace(
+      candidate_attention=None,
+      causal_attention=None,
+      negative_logsumexp=functools.partial(
+        chunked_softmax.chunked_negative_logsumexp, chunk_anchors=chunk_anchors
+      ),
     ),
   }
 
@@ -256,8 +266,9 @@ def _visible_pairs(prefix: np.ndarray) -> float:
   return float(np.sum(prefix + 1))
 
 
-def operations(sizes: Sizes) -> list[tuple[str, Callable, tuple, float, float]]:
-  """(name, implementation -> function, arguments, useful FLOPs, least bytes) of each operation."""
+def operations(sizes: Sizes) -> list[tuple[str, str, Callable, tuple, float, float]]:
+  """(name, the implementations' function it calls, implementation -> function, arguments,
+  useful FLOPs, least bytes) of each operation."""
   row_bytes = sizes.heads * sizes.head_dim * _F32  # one token's q, k, v or output, all heads
   per_pair = 4.0 * sizes.head_dim * sizes.heads
 
@@ -292,6 +303,7 @@ def operations(sizes: Sizes) -> list[tuple[str, Callable, tuple, float, float]]:
   return [
     (
       "serving",
+      "candidate_attention",
       functools.partial(serving_fn, max_distance=sizes.history),
       tuple(serving[n] for n in names),
       sizes.layers * serving_flops,
@@ -299,28 +311,44 @@ def operations(sizes: Sizes) -> list[tuple[str, Callable, tuple, float, float]]:
     ),
     (
       "training",
+      "causal_attention",
       functools.partial(training_fn, max_distance=sizes.history),
       tuple(training[n] for n in training_names),
       3 * sizes.layers * training_flops,
       2 * sizes.layers * training_bytes,
     ),
-    ("softmax", softmax_fn, softmax_args, softmax_flops, softmax_bytes),
-    ("softmax+grad", softmax_grad_fn, softmax_args, 3 * softmax_flops, 2 * softmax_bytes),
+    ("softmax", "negative_logsumexp", softmax_fn, softmax_args, softmax_flops, softmax_bytes),
+    (
+      "softmax+grad",
+      "negative_logsumexp",
+      softmax_grad_fn,
+      softmax_args,
+      3 * softmax_flops,
+      2 * softmax_bytes,
+    ),
   ]
 
 
 def measure(
-  sizes: Sizes, repeats: int, interpret: bool, check: bool, report: Callable[[Timing], None]
+  sizes: Sizes,
+  repeats: int,
+  interpret: bool,
+  check: bool,
+  report: Callable[[Timing], None],
+  chunk_anchors: int = 256,
 ) -> list[Timing]:
-  """Compiles and times each operation with both implementations, kernel first.
+  """Compiles and times each operation with every implementation it has, kernel first.
 
   Each timing goes to `report` as soon as it is measured; an implementation
-  that fails to compile or run is printed as such and skipped.
+  that fails to compile or run is printed as such and skipped. With `check`,
+  each implementation's outputs are compared with the reference's ("xla").
   """
   results = []
-  for name, make, args, flops, num_bytes in operations(sizes):
+  for name, function, make, args, flops, num_bytes in operations(sizes):
     outputs = {}
-    for implementation, impl in implementations(interpret).items():
+    for implementation, impl in implementations(interpret, chunk_anchors).items():
+      if getattr(impl, function) is None:
+        continue
       try:
         compiled = jax.jit(make(impl)).lower(*args).compile()
         seconds = statistics.median(timing.call_seconds(compiled, args, 1, repeats))
@@ -331,13 +359,13 @@ def measure(
       report(results[-1])
       if check:
         outputs[implementation] = compiled(*args)
-    if check and len(outputs) == 2:
+    for implementation in sorted(set(outputs) - {"xla"}) if "xla" in outputs else ():
       errors = jax.tree.map(
         lambda a, b: float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-30)),
-        outputs["pallas"],
+        outputs[implementation],
         outputs["xla"],
       )
-      print(f"check {name}: max |pallas - xla| / max |xla| = {jax.tree.leaves(errors)}")
+      print(f"check {name}: max |{implementation} - xla| / max |xla| = {jax.tree.leaves(errors)}")
   return results
 
 
@@ -353,6 +381,12 @@ def main(argv: list[str] | None = None) -> list[Timing]:
     default=0,
     help="attention with a learned recency bias of this many buckets (the synthetic default: 32)",
   )
+  parser.add_argument(
+    "--chunk_anchors",
+    type=int,
+    default=256,
+    help="anchors per chunk of the chunked softmax (kernels/chunked_softmax.py)",
+  )
   args = parser.parse_args(argv)
   sizes = dataclasses.replace(
     SMALL if args.small else Sizes(), relative_buckets=args.relative_buckets
@@ -366,7 +400,12 @@ def main(argv: list[str] | None = None) -> list[Timing]:
   print(HEADER)
   print("-" * len(HEADER))
   return measure(
-    sizes, args.repeats, interpret, args.check, lambda t: print(t.row(peak_flops, peak_bytes))
+    sizes,
+    args.repeats,
+    interpret,
+    args.check,
+    lambda t: print(t.row(peak_flops, peak_bytes)),
+    args.chunk_anchors,
   )
 
 

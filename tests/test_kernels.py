@@ -273,30 +273,33 @@ def test_unknown_kernel_is_refused_with_the_choices():
     ModelConfig(num_items=5, num_outcomes=1, kernel="cuda")
 
 
-def test_bench_small_runs_both_implementations_with_consistent_rates(capsys):
-  results = bench.main(["--small", "--repeats", "2"])
+def test_bench_small_runs_every_implementation_with_consistent_rates(capsys):
+  results = bench.main(["--small", "--repeats", "2", "--chunk_anchors", "16"])
   names = [(r.operation, r.implementation) for r in results]
-  assert names == [
-    (op, impl)
-    for op in ("serving", "training", "softmax", "softmax+grad")
-    for impl in ("pallas", "xla")
+  assert names == [(op, impl) for op in ("serving", "training") for impl in ("pallas", "xla")] + [
+    (op, impl) for op in ("softmax", "softmax+grad") for impl in ("pallas", "xla", "chunked")
   ]
-  for pallas, xla in zip(results[::2], results[1::2], strict=True):
-    # The same useful work is credited to both, so only their times differ.
-    assert pallas.flops == xla.flops > 0 and pallas.bytes == xla.bytes > 0
-    assert pallas.seconds > 0 and xla.seconds > 0
+  for operation in ("serving", "training", "softmax", "softmax+grad"):
+    timings = [r for r in results if r.operation == operation]
+    # The same useful work is credited to each, so only their times differ.
+    assert len({(r.flops, r.bytes) for r in timings}) == 1 and timings[0].flops > 0
+    assert all(r.seconds > 0 for r in timings)
   assert "TFLOP/s" in capsys.readouterr().out
 
 
-def test_bench_small_with_the_recency_bias_checks_pallas_against_xla(capsys):
+def test_bench_small_with_the_recency_bias_checks_each_implementation_against_xla(capsys):
   results = bench.main(["--small", "--repeats", "1", "--relative_buckets", "8", "--check"])
-  assert len(results) == 8  # every operation compiled and ran with both implementations
+  assert len(results) == 10  # every operation compiled and ran with each of its implementations
   checks = [line for line in capsys.readouterr().out.splitlines() if line.startswith("check ")]
-  assert [line.split(":")[0] for line in checks] == [
-    "check serving",
-    "check training",
-    "check softmax",
-    "check softmax+grad",
+  assert [line.split(" = ")[0] for line in checks] == [
+    f"check {op}: max |{impl} - xla| / max |xla|"
+    for op, impls in (
+      ("serving", ["pallas"]),
+      ("training", ["pallas"]),
+      ("softmax", ["chunked", "pallas"]),
+      ("softmax+grad", ["chunked", "pallas"]),
+    )
+    for impl in impls
   ]
   for line in checks:
     errors = [float(x) for x in line.split("=")[1].strip(" []").split(",")]
