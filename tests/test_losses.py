@@ -85,15 +85,25 @@ def _unit_items_and_queries(rng, num_items, query_shape, dim):
   return vectors, queries
 
 
-def test_sampled_softmax_matches_reference():
-  rng = np.random.default_rng(0)
+def _loss_problem(seed: int, negatives: list[int]):
+  """9 unit items, [2, 3, 2 conditions] unit queries, 2 weighted positives per anchor, and the
+  `negatives` (0: unusable) plus one of the positives, with random log-Q."""
+  rng = np.random.default_rng(seed)
   b, t, w, q, d, n = 2, 3, 2, 2, 4, 9
   vectors, queries = _unit_items_and_queries(rng, n, (b, t, q), d)
   pos_items = rng.integers(1, n + 1, (b, t, w)).astype(np.int32)
   pos_weights = (rng.random((b, t, w, q)) < 0.7).astype(np.float32)
-  # Negative 0 is unusable; some negatives collide with positives and must be dropped.
-  neg_items = np.array([0, 3, 5, 7, int(pos_items[0, 0, 0]), 9], np.int32)
+  # A negative that is one of an anchor's positives must be dropped from that anchor's softmax.
+  neg_items = np.array(negatives + [int(pos_items[1, 2, 1])], np.int32)
   neg_logq = rng.standard_normal(len(neg_items)).astype(np.float32)
+  return rng, vectors, queries, pos_items, pos_weights, neg_items, neg_logq
+
+
+def test_sampled_softmax_matches_reference():
+  rng, vectors, queries, pos_items, pos_weights, neg_items, neg_logq = _loss_problem(
+    0, [0, 3, 5, 7, 9]
+  )
+  n = len(vectors) - 1
   # The table's rows at any scale: the loss scores them as unit vectors.
   table = vectors * rng.uniform(0.1, 3.0, (n + 1, 1)).astype(np.float32)
   got = losses.sampled_softmax_loss(
@@ -107,14 +117,10 @@ def test_sampled_softmax_matches_reference():
 
 @pytest.mark.parametrize("kernel,chunk", [("xla", 0), ("xla", 4), ("pallas", 0)])
 def test_item_bias_is_added_to_every_logit(kernel, chunk):
-  rng = np.random.default_rng(3)
-  b, t, w, q, d, n = 2, 3, 2, 2, 4, 9
-  vectors, queries = _unit_items_and_queries(rng, n, (b, t, q), d)
-  pos_items = rng.integers(1, n + 1, (b, t, w)).astype(np.int32)
-  pos_weights = (rng.random((b, t, w, q)) < 0.7).astype(np.float32)
-  neg_items = np.array([0, 2, 4, 6, int(pos_items[1, 2, 1]), 8], np.int32)
-  neg_logq = rng.standard_normal(len(neg_items)).astype(np.float32)
-  bias = rng.standard_normal(n + 1).astype(np.float32)
+  rng, vectors, queries, pos_items, pos_weights, neg_items, neg_logq = _loss_problem(
+    3, [0, 2, 4, 6, 8]
+  )
+  bias = rng.standard_normal(len(vectors)).astype(np.float32)
   args = (queries, vectors, pos_items, pos_weights, neg_items, neg_logq, 0.5)
   options = dict(kernel=kernel, chunk_anchors=chunk)
   got = losses.sampled_softmax_loss(*args, item_bias=bias, **options)
