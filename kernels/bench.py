@@ -335,7 +335,7 @@ def measure(
   interpret: bool,
   check: bool,
   report: Callable[[Timing], None],
-  chunk_anchors: int = 256,
+  chunk_anchors: int,
 ) -> list[Timing]:
   """Compiles and times each operation with every implementation it has, kernel first.
 
@@ -359,11 +359,12 @@ def measure(
       report(results[-1])
       if check:
         outputs[implementation] = compiled(*args)
-    for implementation in sorted(set(outputs) - {"xla"}) if "xla" in outputs else ():
+    reference = outputs.pop("xla", None)
+    for implementation, output in sorted(outputs.items()) if reference is not None else ():
       errors = jax.tree.map(
         lambda a, b: float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-30)),
-        outputs[implementation],
-        outputs["xla"],
+        output,
+        reference,
       )
       print(f"check {name}: max |{implementation} - xla| / max |xla| = {jax.tree.leaves(errors)}")
   return results
