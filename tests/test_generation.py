@@ -144,6 +144,19 @@ def test_offset_targets_on_a_hand_made_sequence():
   assert not bool(valid[0, 5].any())  # padding is never an anchor's target
 
 
+def test_offset_targets_match_a_search_over_all_pairs():
+  rng = np.random.default_rng(0)
+  times = np.cumsum(rng.choice([0.0, 30.0, 500.0, 5000.0], (4, 40)), axis=1).astype(np.float32)
+  lengths = np.array([40, 17, 1, 0])
+  offsets = (60.0, 1000.0, 20000.0)
+  positions, valid = losses.offset_targets(jnp.asarray(times), jnp.asarray(lengths), offsets)
+  for b, a, t in np.ndindex(valid.shape):
+    later = [c for c in range(a + 1, lengths[b]) if times[b, c] - times[b, a] >= offsets[t]]
+    assert bool(valid[b, a, t]) == (a < lengths[b] and bool(later)), (b, a, t)
+    if later:
+      assert int(positions[b, a, t]) == later[0], (b, a, t)
+
+
 def test_windowed_offset_positives_on_a_hand_made_sequence():
   times = jnp.array([[0.0, 10.0, 50.0, 200.0, 260.0, 1500.0, 0.0]])
   positions, valid = losses.offset_positives(times, jnp.array([6]), (100.0, 1000.0), 200.0, 3)

@@ -1,5 +1,6 @@
 """What the architecture promises: causality, candidate independence, cached equals recomputed."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -339,3 +340,37 @@ def test_exclusive_outcome_probabilities_are_a_softmax_against_none():
     np.asarray(heads.outcome_probabilities(jnp.asarray(logits[:, :1]), exclusive=False)),
     rtol=1e-6,
   )
+
+
+def test_concat_dense_equals_dense_on_the_concatenation():
+  # The retrieval head multiplies a state once for all its conditions: same parameters, same
+  # numbers as nn.Dense on the broadcast concatenation.
+  a = jax.random.normal(jax.random.key(0), (3, 5, 1, 7))
+  b = jax.random.normal(jax.random.key(1), (1, 1, 4, 2))
+  layer = heads.ConcatDense(6, kernel_axes=(None, "mlp"))
+  params = layer.init(jax.random.key(2), a, b)
+  params = jax.tree.map(lambda x: x + 0.1, nn.unbox(params))  # a non-zero bias too
+  both = jnp.concatenate(
+    [jnp.broadcast_to(a, (3, 5, 4, 7)), jnp.broadcast_to(b, (3, 5, 4, 2))], axis=-1
+  )
+  expected = nn.Dense(6).apply(params, both)
+  np.testing.assert_allclose(layer.apply(params, a, b), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_task_heads_equal_one_mlp_per_outcome():
+  config = ModelConfig(num_items=10, embed_dim=4, action_dim=2, num_outcomes=3, head_hidden_dim=5)
+  states = jax.random.normal(jax.random.key(0), (2, 7, config.width))
+  vectors = heads.l2_normalize(jax.random.normal(jax.random.key(1), (2, 7, config.embed_dim)))
+  layer = heads.TaskHeads(config)
+  params = jax.tree.map(lambda x: x + 0.1, nn.unbox(layer.init(jax.random.key(2), states, vectors)))
+  p = params["params"]
+  features = jnp.concatenate([states, states[..., : config.embed_dim] * vectors], axis=-1)
+  expected = jnp.stack(
+    [
+      nn.gelu(features @ p["hidden_kernel"][:, o] + p["hidden_bias"][o]) @ p["out_kernel"][o]
+      + p["out_bias"][o]
+      for o in range(config.num_outcomes)
+    ],
+    axis=-1,
+  )
+  np.testing.assert_allclose(layer.apply(params, states, vectors), expected, rtol=1e-5, atol=1e-5)

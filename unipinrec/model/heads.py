@@ -53,16 +53,10 @@ class RetrievalHead(nn.Module):
       # Row 0 of the lookup is "now": zero, so offset 0 is the plain query.
       table = jnp.concatenate([jnp.zeros((1, cfg.embed_dim), offset_table.dtype), offset_table])
       condition = condition + jnp.take(table, offsets, axis=0)
-    batch_shape = jnp.broadcast_shapes(states.shape[:-1], condition.shape[:-1])
-    states = jnp.broadcast_to(states, batch_shape + states.shape[-1:])
-    condition = jnp.broadcast_to(condition, batch_shape + condition.shape[-1:])
-    inputs = jnp.concatenate([states, condition], axis=-1)
+    # The MLP's first layer reads concat([state, condition]); it is applied to each part on its
+    # own, so a state shared by several conditions is multiplied once, before broadcasting.
     hidden = nn.gelu(
-      nn.Dense(
-        cfg.head_hidden_dim,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, "mlp")),
-        name="hidden",
-      )(inputs)
+      ConcatDense(cfg.head_hidden_dim, kernel_axes=(None, "mlp"), name="hidden")(states, condition)
     )
     residual = nn.Dense(
       cfg.embed_dim,
@@ -70,6 +64,30 @@ class RetrievalHead(nn.Module):
       name="query",
     )(hidden)
     return l2_normalize(states[..., : cfg.embed_dim] + residual)
+
+
+class ConcatDense(nn.Module):
+  """`nn.Dense` on concat([a, b], -1), computed as a @ K[:A] + b @ K[A:] + bias.
+
+  Its parameters are `nn.Dense`'s on the concatenation (kernel [A + B, F],
+  bias [F]); the parts broadcast against each other only after the product,
+  so a part with size-1 dimensions is multiplied at its own size.
+  """
+
+  features: int
+  kernel_axes: tuple[str | None, ...]
+
+  @nn.compact
+  def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
+    """[..., A] and [..., B] (mutually broadcastable) -> [..., F]."""
+    kernel = self.param(
+      "kernel",
+      nn.with_logical_partitioning(nn.initializers.lecun_normal(), self.kernel_axes),
+      (a.shape[-1] + b.shape[-1], self.features),
+    )
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    split = a.shape[-1]
+    return (a @ kernel[:split] + bias) + b @ kernel[split:]
 
 
 def logits_with_none(logits: jax.Array) -> jax.Array:
