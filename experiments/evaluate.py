@@ -12,6 +12,7 @@ from absl import app, flags
 
 from experiments import launch
 from unipinrec import huge_pages
+from unipinrec.evaluation import report
 from unipinrec.experiment import evaluate_state, write_results
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "A training run's work directory.")
@@ -20,6 +21,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "A training run's wo
 def main(argv):
   del argv
   start = time.time()
+  start_commit = report.git_commit()  # the code this process loaded, whatever happens later
   run = launch.load_run_config(_WORKDIR.value)
   experiment, params, step, best_step = launch.restore_run(run, _WORKDIR.value)
   figures = evaluate_state(experiment, params)
@@ -31,6 +33,7 @@ def main(argv):
     step,
     launch.command("evaluate"),
     time.time() - start,
+    start_commit,
   )
   launch.log_summary(document, os.path.join(_WORKDIR.value, "results.json"))
 

@@ -14,6 +14,7 @@ from ml_collections import config_flags
 
 from experiments import launch
 from unipinrec import huge_pages
+from unipinrec.evaluation import report
 from unipinrec.experiment import (
   best_params,
   evaluate_state,
@@ -33,6 +34,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "Checkpoints, logs a
 def main(argv):
   del argv
   start = time.time()
+  start_commit = report.git_commit()  # the code this process loaded, whatever happens later
   run = launch.start(_CONFIG.value, _WORKDIR.value)
   experiment = setup_experiment(run)
   try:
@@ -50,6 +52,7 @@ def main(argv):
     int(state.step),
     launch.command("train"),
     time.time() - start,
+    start_commit,
   )
   launch.log_summary(document, os.path.join(_WORKDIR.value, "results.json"))
 

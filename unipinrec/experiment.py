@@ -163,15 +163,25 @@ def evaluate_state(experiment: Experiment, params) -> dict:
 
 
 def write_results(
-  experiment: Experiment, workdir: str, figures: dict, step: int, command: str, wall_seconds: float
+  experiment: Experiment,
+  workdir: str,
+  figures: dict,
+  step: int,
+  command: str,
+  wall_seconds: float,
+  start_commit: str,
 ) -> dict:
-  """Writes `workdir/results.json` (atomically) and returns its content."""
+  """Writes `workdir/results.json` (atomically) and returns its content.
+
+  `start_commit` is `report.git_commit()` read when the process started: the
+  code that ran. A checkout changed during the run adds `git_commit_at_end`.
+  """
   document = {
     **figures,
     "step": step,
     "config": to_dict(experiment.run),
     "command": command,
-    "git_commit": report.git_commit(),
+    **report.commit_record(start_commit),
     "seed": experiment.run.seed,
     "wall_seconds": wall_seconds,
     "devices": [str(d) for d in jax.devices()],

@@ -28,6 +28,17 @@ def git_commit() -> str:
   return commit + ("-dirty" if dirty else "")
 
 
+def commit_record(start_commit: str) -> dict[str, str]:
+  """results.json's commit fields: the commit the run's code was loaded from (`git_commit()`
+  when it started), and the checkout's commit at the end as well when it has changed since.
+  """
+  end_commit = git_commit()
+  record = {"git_commit": start_commit}
+  if end_commit != start_commit:
+    record["git_commit_at_end"] = end_commit
+  return record
+
+
 def _ratio(numerator: float, denominator: float) -> float:
   return numerator / denominator if denominator else math.nan
 
