@@ -189,10 +189,13 @@ def test_offset_queries_are_trained(model_and_params):
   config = step_lib.StepConfig(
     loss=losses.LossConfig(num_random_negatives=8, num_inbatch_negatives=8)
   )
-  grads = jax.grad(
-    lambda p: step_lib.blended_loss(
-      p, model, config, batch, jnp.log(jnp.full((N + 1,), 1.0 / N)), jax.random.key(0)
-    )[0]
+  # Jitted: the gradient of the whole blended pass op by op took a minute.
+  grads = jax.jit(
+    jax.grad(
+      lambda p: step_lib.blended_loss(
+        p, model, config, batch, jnp.log(jnp.full((N + 1,), 1.0 / N)), jax.random.key(0)
+      )[0]
+    )
   )(params)
   offset_grad = grads["retrieval_head"]["offset_embedding"]
   assert offset_grad.shape == (len(OFFSETS) - 1, 16)
