@@ -1,14 +1,17 @@
 """Times the jitted train step at SASRec's size and at the synthetic default's size.
 
   python -m experiments.bench_train [--sizes=sasrec,default] [--steps=30] [--output=PATH]
-                                    [--noencoder] [--chunk_anchors=N]
+                                    [--noencoder] [--nomatmuls] [--chunk_anchors=N]
 
 For each size: sequences per second (batch / median step time), XLA's FLOP
 count of the compiled step, the achieved FLOP/s, and their share of the
 float32 matmul peak measured in the same run (unipinrec/benchmark.py says how).
 With --encoder (the default) a row "<size> encoder" also times the shared
 transformer alone, forward and backward: the share of the peak the backbone
-reaches at that size on this backend, to read the whole step's against.
+reaches at that size on this backend, to read the whole step's against. With
+--matmuls (the default) a second table times each of the transformer's matmul
+shapes at that size alone (projections over all tokens, attention per
+sequence): no program made of such products can do better than they do.
 
 Sizes:
   sasrec   SASRec's: width 50 (embed_dim 40 + action_dim 10, as width is their
@@ -60,6 +63,12 @@ _CHUNK_ANCHORS = flags.DEFINE_integer(
 )
 _ENCODER = flags.DEFINE_bool(
   "encoder", True, "Also time the shared transformer alone (forward and backward) at each size."
+)
+_MATMULS = flags.DEFINE_bool(
+  "matmuls",
+  True,
+  "Also time the transformer's matmul shapes alone at each size: the share of the peak that "
+  "one product of that size reaches.",
 )
 
 BENCHMARK_NUM_USERS = 300  # a small world: only the step is timed (see the module docstring)
@@ -114,7 +123,7 @@ def main(argv: list[str]) -> None:
   for n, rate in rates.items():
     logging.info("matmul %d: %.1f GFLOP/s", n, rate / 1e9)
   peak = max(rates.values())
-  results = []
+  results, matmuls = [], {}
   for name, config in configs.items():
     logging.info("%s: preparing data and state", name)
     experiment = setup_experiment(from_mapping(config.to_dict()))
@@ -127,13 +136,20 @@ def main(argv: list[str]) -> None:
     results.append(
       benchmark.benchmark_train_step(experiment, name, peak, _STEPS.value, _WARMUP.value)
     )
+    if _MATMULS.value:
+      matmuls[name] = benchmark.time_transformer_matmuls(experiment, peak)
   table = benchmark.format_table(results)
   wall_seconds = time.time() - start
   print(table)
+  for name, shapes in matmuls.items():
+    print(benchmark.format_matmul_table(name, shapes))
   print(f"devices: {jax.devices()}  wall time: {wall_seconds:.0f} s")
   if _OUTPUT.value:
     document = {
       "results": [dataclasses.asdict(r) for r in results],
+      "matmul_shapes": {
+        name: [dataclasses.asdict(m) for m in shapes] for name, shapes in matmuls.items()
+      },
       "matmul_flops_per_second": {str(n): rate for n, rate in rates.items()},
       "peak_flops_per_second": peak,
       "steps": _STEPS.value,

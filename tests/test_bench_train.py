@@ -1,6 +1,7 @@
 """The train-step and encoder benchmarks at the runlocal size: figures follow from the timings;
 the sizes of `experiments.bench_train`."""
 
+import dataclasses
 import statistics
 
 import pytest
@@ -12,6 +13,7 @@ from unipinrec import benchmark, sharding, timing
 from unipinrec.config import from_mapping
 from unipinrec.data.pipeline import training_iterator
 from unipinrec.experiment import setup_experiment
+from unipinrec.model.config import ModelConfig
 from unipinrec.types import TrainBatch
 
 
@@ -66,6 +68,48 @@ def test_benchmark_figures_are_consistent():
   assert encoder.share_of_peak == pytest.approx(
     encoder.flops_per_step / encoder.median_step_seconds / peak
   )
+
+  matmuls = benchmark.time_transformer_matmuls(experiment, peak, warmup=1, repeats=2)
+  assert [m.name for m in matmuls] == list(
+    benchmark.transformer_matmul_shapes(experiment.model.config, run.batch_size)
+  )
+  for m in matmuls:
+    assert m.flops_per_second > 0 and m.share_of_peak == pytest.approx(m.flops_per_second / peak)
+  assert "attention logits" in benchmark.format_matmul_table("runlocal", matmuls)
+
+
+def test_transformer_matmul_shapes_at_sasrec_size():
+  config = ModelConfig(
+    num_items=10,
+    num_outcomes=2,
+    max_length=200,
+    embed_dim=40,
+    action_dim=10,
+    num_heads=1,
+    mlp_dim=50,
+  )
+  # Batch 128 of 200 actions, width 50 in one head: 25,600 tokens, 128 [200, 50] blocks.
+  assert benchmark.transformer_matmul_shapes(config, 128) == {
+    "qkv projection": ((25600, 50), (50, 150)),
+    "attention logits": ((128, 200, 50), (128, 50, 200)),
+    "attention values": ((128, 200, 200), (128, 200, 50)),
+    "feed-forward in": ((25600, 50), (50, 50)),
+  }
+  two_heads = dataclasses.replace(config, num_heads=2)
+  assert benchmark.transformer_matmul_shapes(two_heads, 4)["attention logits"] == (
+    (8, 200, 25),
+    (8, 25, 200),
+  )
+
+
+def test_matmul_flops_counts_two_flops_per_multiply_add(monkeypatch):
+  monkeypatch.setattr(timing, "call_seconds", lambda *args: [0.5, 0.25, 2.0])
+  # The median of the three times, 0.5 s: 2 B M K N FLOPs over it.
+  assert timing.matmul_flops((3, 4, 5), (3, 5, 6), 0, 3) == 2 * 3 * 4 * 5 * 6 / 0.5
+  assert timing.matmul_flops((4, 5), (5, 6), 0, 3) == 2 * 4 * 5 * 6 / 0.5
+  assert timing.matmul_peak_flops(sizes=(8,)) == {8: 2 * 8**3 / 0.5}
+  with pytest.raises(ValueError, match=r"shapes \(4, 5\) and \(4, 6\) do not multiply"):
+    timing.matmul_flops((4, 5), (4, 6))
 
 
 def test_ml100k_size_is_the_ml100k_config_at_sasrec_dimensions(tmp_path):

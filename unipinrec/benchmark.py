@@ -20,6 +20,10 @@ the same machine and the same load.
 forward and backward) on the same batches: the share of the peak that the
 backbone reaches at that size on that backend, which the whole step, heads and
 losses added, can be read against.
+
+`time_transformer_matmuls` times the transformer's own matmul shapes alone at
+a size (`transformer_matmul_shapes`): the best share of the peak that a single
+product of that size reaches, a ceiling for any program built from them.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from unipinrec import sharding
+from unipinrec import sharding, timing
 from unipinrec.data.pipeline import training_iterator
 from unipinrec.experiment import Experiment
+from unipinrec.model.config import ModelConfig
 from unipinrec.train.loop import jit_train_step
 from unipinrec.types import TrainBatch
 
@@ -237,5 +242,58 @@ def format_table(results: Sequence[StepBenchmark]) -> str:
       f"{r.sequences_per_second:>8.0f} {r.flops_per_step / 1e9:>10.3f} "
       f"{r.flops_per_second / 1e9:>8.2f} {r.peak_flops_per_second / 1e9:>12.1f} "
       f"{100 * r.share_of_peak:>7.1f}"
+    )
+  return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class MatmulShape:
+  """One of the transformer's matmul shapes, timed alone."""
+
+  name: str
+  lhs_shape: tuple[int, ...]
+  rhs_shape: tuple[int, ...]
+  flops_per_second: float
+  share_of_peak: float
+
+
+def transformer_matmul_shapes(
+  config: ModelConfig, batch_size: int
+) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+  """The (lhs, rhs) shapes of the shared transformer's products over one training batch.
+
+  Batch B, history L, width W, H heads of Dh, feed-forward F: the projections
+  multiply all B L tokens at once, the attention one [L, Dh] block per sequence and head.
+  """
+  tokens, heads = batch_size * config.max_length, batch_size * config.num_heads
+  length, width, head = config.max_length, config.width, config.head_dim
+  return {
+    "qkv projection": ((tokens, width), (width, 3 * config.num_heads * head)),
+    "attention logits": ((heads, length, head), (heads, head, length)),
+    "attention values": ((heads, length, length), (heads, length, head)),
+    "feed-forward in": ((tokens, width), (width, config.mlp_dim)),
+  }
+
+
+def time_transformer_matmuls(
+  experiment: Experiment, peak_flops_per_second: float, warmup: int = 2, repeats: int = 10
+) -> list[MatmulShape]:
+  """Each of `transformer_matmul_shapes` timed alone on the default device, against the peak."""
+  results = []
+  shapes = transformer_matmul_shapes(experiment.model.config, experiment.run.batch_size)
+  for name, (lhs, rhs) in shapes.items():
+    rate = timing.matmul_flops(lhs, rhs, warmup, repeats)
+    results.append(MatmulShape(name, lhs, rhs, rate, rate / peak_flops_per_second))
+  return results
+
+
+def format_matmul_table(size: str, shapes: Sequence[MatmulShape]) -> str:
+  """One line per matmul shape of a size, with a header."""
+  header = f"{size + ' matmuls':<22} {'lhs x rhs':<30} {'GFLOP/s':>8} {'% peak':>7}"
+  lines = [header, "-" * len(header)]
+  for m in shapes:
+    product = f"{'x'.join(map(str, m.lhs_shape))} @ {'x'.join(map(str, m.rhs_shape))}"
+    lines.append(
+      f"{m.name:<22} {product:<30} {m.flops_per_second / 1e9:>8.2f} {100 * m.share_of_peak:>7.1f}"
     )
   return "\n".join(lines)
