@@ -12,9 +12,8 @@ catalogue and on a synthetic clustered one (unipinrec/serving/benchmark.py).
 
 from absl import app, flags
 
-from experiments import launch
-from unipinrec import huge_pages
-from unipinrec.serving import benchmark
+from experiments import huge_pages, launch
+from unipinrec.bench import serving as benchmark
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's work directory.", required=True)
 _LENGTHS = flags.DEFINE_list("lengths", ["200", "1000"], "History lengths timed.")

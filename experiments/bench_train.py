@@ -40,11 +40,13 @@ import jax
 import ml_collections
 from absl import app, flags, logging
 
+from experiments import huge_pages
 from experiments.configs import ml100k, synthetic
-from unipinrec import benchmark, huge_pages, timing
+from unipinrec.bench import timing
+from unipinrec.bench import train_step as benchmark
 from unipinrec.config import from_mapping
-from unipinrec.evaluation.report import git_commit, write_json_atomic
-from unipinrec.experiment import setup_experiment
+from unipinrec.records import git_commit, write_json_atomic
+from unipinrec.train.experiment import setup_experiment
 
 _SIZES = flags.DEFINE_list(
   "sizes", ["sasrec", "default"], "Sizes to time: sasrec, ml100k, default, runlocal."

@@ -10,31 +10,21 @@ import time
 
 from absl import app, flags
 
-from experiments import launch
-from unipinrec import huge_pages
-from unipinrec.evaluation import report
-from unipinrec.experiment import evaluate_state, write_results
+from experiments import huge_pages, launch
+from unipinrec import records
+from unipinrec.run import evaluate_workdir
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "A training run's work directory.")
 
 
 def main(argv):
   del argv
-  start = time.time()
-  start_commit = report.git_commit()  # the code this process loaded, whatever happens later
+  started = (time.time(), records.git_commit())  # the code this process loaded
   run = launch.load_run_config(_WORKDIR.value)
-  experiment, params, step, best_step = launch.restore_run(run, _WORKDIR.value)
-  figures = evaluate_state(experiment, params)
-  figures["best_step"] = best_step
-  document = write_results(
-    experiment,
-    _WORKDIR.value,
-    figures,
-    step,
-    launch.command("evaluate"),
-    time.time() - start,
-    start_commit,
-  )
+  try:
+    document = evaluate_workdir(run, _WORKDIR.value, launch.command("evaluate"), started)
+  except FileNotFoundError as error:  # no checkpoint
+    raise app.UsageError(str(error)) from error
   launch.log_summary(document, os.path.join(_WORKDIR.value, "results.json"))
 
 

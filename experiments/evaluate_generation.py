@@ -12,10 +12,9 @@ import time
 
 from absl import app, flags, logging
 
-from experiments import launch
-from unipinrec import huge_pages
+from experiments import huge_pages, launch
 from unipinrec.evaluation.generation import evaluate_generation
-from unipinrec.evaluation.report import git_commit, write_json_atomic
+from unipinrec.records import git_commit, write_json_atomic
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "A training run's work directory.")
 GENERATION_FILE = "generation.json"
@@ -33,6 +32,7 @@ def main(argv):
     run.generation,
     experiment.data.eval_users,
     run.eval_batch_size,
+    run.serving.merge_cosine,
   )
   path = os.path.join(_WORKDIR.value, GENERATION_FILE)
   write_json_atomic(

@@ -13,8 +13,8 @@ import ml_collections
 from absl import app, flags, logging
 
 from unipinrec.config import RunConfig, from_mapping, to_dict
-from unipinrec.evaluation.report import write_json_atomic
-from unipinrec.experiment import CONFIG_FILE, Experiment, restore_trained
+from unipinrec.records import write_json_atomic
+from unipinrec.train.experiment import CONFIG_FILE, Experiment, read_run_config, restore_trained
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "synthetic.py")
 
@@ -74,11 +74,10 @@ def load_run_config(workdir: str) -> RunConfig:
     app.UsageError: when `workdir` holds no config.json (absl prints it with the usage).
   """
   _prepare_process()
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise app.UsageError(f"{path}: no config.json; is {workdir} a training work directory?")
-  with open(path) as f:
-    return from_mapping(json.load(f))
+  try:
+    return read_run_config(workdir)
+  except FileNotFoundError as error:
+    raise app.UsageError(str(error)) from error
 
 
 def restore_run(run: RunConfig, workdir: str) -> tuple[Experiment, Any, int, int | None]:

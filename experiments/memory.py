@@ -14,8 +14,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import launch
+from unipinrec.bench.memory import GIB, format_plan, plan_memory
 from unipinrec.config import from_mapping
-from unipinrec.memory import GIB, format_plan, plan_memory
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", launch.DEFAULT_CONFIG, "ml_collections config file, optionally `file.py:variant`."

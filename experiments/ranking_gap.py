@@ -5,7 +5,7 @@
 The run's best validated (else newest) checkpoint scores the held-out slates, as
 `experiments.evaluate` does, beside the history oracle (the world's outcome model
 with each interest estimated from the history). The report
-(`unipinrec.evaluation.ranking_gap`) gives both AUCs inside slates, the model's AUC
+(`unipinrec.bench.ranking_gap`) gives both AUCs inside slates, the model's AUC
 with the oracle's per-slate means, the variance of the logit difference split into
 item, slate and user-item parts, and both logits regressed on the world's terms
 (affinity to the estimated interest, log popularity, quality).
@@ -19,7 +19,9 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments import launch
-from unipinrec.evaluation import evaluate, ranking_gap, report
+from unipinrec import records
+from unipinrec.bench import ranking_gap
+from unipinrec.evaluation import evaluate
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "A synthetic training run's directory.")
 
@@ -55,13 +57,13 @@ def main(argv):
   )
   logging.info("ranking gap to the history oracle at step %d: %s", step, json.dumps(gap, indent=1))
   path = os.path.join(_WORKDIR.value, OUTPUT_FILE)
-  report.write_json_atomic(
+  records.write_json_atomic(
     path,
     {
       **gap,
       "step": step,
       "command": launch.command("ranking_gap"),
-      "git_commit": report.git_commit(),
+      "git_commit": records.git_commit(),
       "wall_seconds": time.time() - start,
     },
   )

@@ -9,8 +9,7 @@ config's `index` block). unipinrec/serving/batch.py documents the line formats.
 
 from absl import app, flags, logging
 
-from experiments import launch
-from unipinrec import huge_pages
+from experiments import huge_pages, launch
 from unipinrec.serving.batch import recommend_file
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's work directory.", required=True)

@@ -9,21 +9,12 @@ any mesh. On SIGTERM it saves at the next step and exits with status 0.
 import os
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from experiments import launch
-from unipinrec import huge_pages
-from unipinrec.evaluation import report
-from unipinrec.experiment import (
-  best_params,
-  evaluate_state,
-  setup_experiment,
-  validation_target,
-  write_results,
-)
-from unipinrec.train.loop import train
-from unipinrec.train.preemption import Preempted
+from experiments import huge_pages, launch
+from unipinrec import records
+from unipinrec.run import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", launch.DEFAULT_CONFIG, "ml_collections config file, optionally `file.py:variant`."
@@ -33,28 +24,11 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "Checkpoints, logs a
 
 def main(argv):
   del argv
-  start = time.time()
-  start_commit = report.git_commit()  # the code this process loaded, whatever happens later
+  started = (time.time(), records.git_commit())  # the code this process loaded
   run = launch.start(_CONFIG.value, _WORKDIR.value)
-  experiment = setup_experiment(run)
-  try:
-    state = train(experiment, _WORKDIR.value, validation_target(experiment))
-  except Preempted as notice:
-    logging.warning("%s", notice)
-    return  # exit status 0: the scheduler restarts the job, which resumes
-  params, best_step = best_params(experiment, _WORKDIR.value, state)
-  figures = evaluate_state(experiment, params)
-  figures["best_step"] = best_step
-  document = write_results(
-    experiment,
-    _WORKDIR.value,
-    figures,
-    int(state.step),
-    launch.command("train"),
-    time.time() - start,
-    start_commit,
-  )
-  launch.log_summary(document, os.path.join(_WORKDIR.value, "results.json"))
+  document = train_and_evaluate(run, _WORKDIR.value, launch.command("train"), started)
+  if document is not None:  # None: preempted after a save; exit 0 so the scheduler restarts it
+    launch.log_summary(document, os.path.join(_WORKDIR.value, "results.json"))
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import launch
+from unipinrec import records
 from unipinrec.config import from_mapping, to_dict
 from unipinrec.data.dataset import prepare_data
 from unipinrec.evaluation import report
-from unipinrec.experiment import baseline_reports
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", launch.DEFAULT_CONFIG, "ml_collections config file, optionally `file.py:variant`."
@@ -34,7 +34,7 @@ def main(argv):
   if run.data.source != "synthetic":
     raise app.UsageError(f"data.source is {run.data.source!r}: only a synthetic world has oracles")
   data = prepare_data(run.data, run.model.max_length, run.seed)
-  baselines = baseline_reports(data)
+  baselines = report.baseline_reports(data)
   launch.log_figures(list(baselines.items()))
   checks = report.world_checks(baselines)
   logging.info("checks: %s", json.dumps(checks))
@@ -44,11 +44,11 @@ def main(argv):
       "checks": checks,
       "config": to_dict(run),
       "command": launch.command("world_baselines"),
-      "git_commit": report.git_commit(),
+      "git_commit": records.git_commit(),
       "seed": run.seed,
       "wall_seconds": time.time() - start,
     }
-    report.write_json_atomic(_OUTPUT.value, document)
+    records.write_json_atomic(_OUTPUT.value, document)
     logging.info("wrote %s", _OUTPUT.value)
 
 

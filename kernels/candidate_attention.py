@@ -2,7 +2,7 @@
 
 Each candidate attends to the first `prefix` positions of its user's cached
 keys/values and to its own key/value, never to other candidates (the
-reference is `unipinrec.model.attention.candidate_attention`). One program
+reference is `kernels.attention.candidate_attention`). One program
 handles a tile of candidates of one (user, head): it starts the online
 softmax from the candidate's own key, then walks history tiles only up to the
 tile's largest prefix, so tiles past every candidate's prefix are never read
@@ -32,9 +32,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels import default_interpret
+from kernels import attention, default_interpret
 from kernels.tiling import MIN_BLOCK, block, pad_to
-from unipinrec.model import attention
 
 # Tiles of candidates (queries) and of history positions (keys); Triton's dot needs >= 16.
 BLOCK_CANDIDATES = 64
@@ -240,7 +239,7 @@ def candidate_attention(
     interpret: Pallas interpret mode; by default on wherever the backend is not a GPU.
 
   Returns:
-    [B, C, H, Dh], equal to `unipinrec.model.attention.candidate_attention`.
+    [B, C, H, Dh], equal to `kernels.attention.candidate_attention`.
   """
   interp = default_interpret() if interpret is None else interpret
   tensors = (q, k, v, history_keys, history_values, prefix, relative_bias)
@@ -260,7 +259,7 @@ def causal_attention(
 
   Position t sees the history prefix min(t, length) and its own key, which is
   the causal mask on every valid row. Rows at or past `lengths` are finite
-  but, as in the reference `unipinrec.model.attention.causal_attention`,
+  but, as in the reference `kernels.attention.causal_attention`,
   meaningless (they differ from the reference's). On valid rows the prefix is
   the query's position, so the recency bias sees the reference's distances.
   Keyword arguments are `candidate_attention`'s.

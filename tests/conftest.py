@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from unipinrec import huge_pages
+from experiments import huge_pages
 
 # Before any test imports JAX: the tests are written for CPU; set JAX_PLATFORMS to override.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -24,7 +24,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # Test subprocesses and the xdist workers (started after this file is read) get the
-# launchers' malloc on huge pages (unipinrec/huge_pages.py): their steps run 1.2-1.5x faster.
+# launchers' malloc on huge pages (experiments/huge_pages.py): their steps run 1.2-1.5x faster.
 _TUNABLES = huge_pages.tunables_with_huge_pages(os.environ.get("GLIBC_TUNABLES", ""))
 if _TUNABLES is not None:
   os.environ["GLIBC_TUNABLES"] = _TUNABLES

@@ -16,13 +16,14 @@ import sys
 import jax
 import numpy as np
 
-from unipinrec import memory, sharding
+from unipinrec import sharding
+from unipinrec.bench import memory
+from unipinrec.config import OptimizerConfig, StepConfig
 from unipinrec.losses import LossConfig
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
 from unipinrec.train import partition
-from unipinrec.train.state import OptimizerConfig, example_batch, make_optimizer
-from unipinrec.train.step import StepConfig
+from unipinrec.train.state import example_batch, make_optimizer
 from unipinrec.types import TrainBatch
 
 # (data, fsdp, model) on 8 devices: pure data parallel, all three axes, FSDP with tensor parallel.
@@ -43,7 +44,11 @@ MODEL = ModelConfig(
   mlp_dim=32,
   head_hidden_dim=16,
   item_table_multiple=64,
-  item_bias=True,  # a second vocabulary-split parameter, beside the table
+  item_bias=True,  # a second vocabulary-split parameter, beside the table,
+  dropout_rate=0.0,
+  offsets_seconds=(0.0,),
+  relative_position_buckets=0,
+  exclusive_outcomes=False,
 )
 
 
@@ -74,7 +79,7 @@ def train_steps(mesh: jax.sharding.Mesh) -> tuple[dict[str, np.ndarray], dict]:
     (losses and updated parameters as flat arrays, facts about the shardings).
   """
   model = UniPinRec(MODEL)
-  optimizer = make_optimizer(OptimizerConfig(warmup_steps=1, decay_steps=10))
+  optimizer = make_optimizer(OptimizerConfig(warmup_steps=1), num_steps=10)
   step_config = StepConfig(loss=LossConfig(num_random_negatives=16, num_inbatch_negatives=16))
   example = example_batch(model, BATCH, SLATES, SLATE_SIZE)
   state, shardings = partition.create_sharded_state(

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from unipinrec.index import recall
+from unipinrec.bench import recall
+from unipinrec.bench import serving as benchmark
 from unipinrec.index.manifest import IndexConfig
 from unipinrec.model.config import ModelConfig
-from unipinrec.serving import benchmark
 
 
 def _path(flops, ranking_flops, model_ms, ranking_ms, latency_ms, users_per_second):
@@ -82,7 +82,16 @@ def test_recall_against_exact_search():
 @pytest.mark.slow  # compiles four serving stages of a model: about 15 s on an idle 2-core machine
 def test_path_flops_count_what_each_path_computes():
   config = ModelConfig(
-    num_items=200, num_outcomes=2, embed_dim=8, action_dim=8, mlp_dim=16, head_hidden_dim=8
+    num_items=200,
+    num_outcomes=2,
+    embed_dim=8,
+    action_dim=8,
+    mlp_dim=16,
+    head_hidden_dim=8,
+    dropout_rate=0.0,
+    offsets_seconds=(0.0,),
+    relative_position_buckets=0,
+    exclusive_outcomes=False,
   )
   bench = benchmark.BenchConfig(num_candidates=16, users_per_request=2, requests=2, warmup=1)
   results = benchmark.benchmark_paths(config, IndexConfig(), length=24, bench=bench)

@@ -9,11 +9,13 @@ from absl import app
 
 from experiments import bench_train
 from experiments.configs import ml100k, synthetic
-from unipinrec import benchmark, sharding, timing
+from unipinrec import sharding
+from unipinrec.bench import timing
+from unipinrec.bench import train_step as benchmark
 from unipinrec.config import from_mapping
 from unipinrec.data.pipeline import training_iterator
-from unipinrec.experiment import setup_experiment
 from unipinrec.model.config import ModelConfig
+from unipinrec.train.experiment import setup_experiment
 from unipinrec.types import TrainBatch
 
 
@@ -87,6 +89,10 @@ def test_transformer_matmul_shapes_at_sasrec_size():
     action_dim=10,
     num_heads=1,
     mlp_dim=50,
+    dropout_rate=0.0,
+    offsets_seconds=(0.0,),
+    relative_position_buckets=0,
+    exclusive_outcomes=False,
   )
   # Batch 128 of 200 actions, width 50 in one head: 25,600 tokens, 128 [200, 50] blocks.
   assert benchmark.transformer_matmul_shapes(config, 128) == {

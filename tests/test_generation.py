@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from unipinrec import losses
+from unipinrec.config import StepConfig
 from unipinrec.evaluation import metrics, plots
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
@@ -35,6 +36,9 @@ def model_and_params():
       mlp_dim=32,
       head_hidden_dim=16,
       offsets_seconds=OFFSETS,
+      dropout_rate=0.0,
+      relative_position_buckets=0,
+      exclusive_outcomes=False,
     )
   )
   batch = example_batch(model, B, 2, 3)
@@ -186,9 +190,7 @@ def test_offset_queries_are_trained(model_and_params):
     times=times,
     history_lengths=jnp.full((B,), L, jnp.int32),
   )
-  config = step_lib.StepConfig(
-    loss=losses.LossConfig(num_random_negatives=8, num_inbatch_negatives=8)
-  )
+  config = StepConfig(loss=losses.LossConfig(num_random_negatives=8, num_inbatch_negatives=8))
   # Jitted: the gradient of the whole blended pass op by op took a minute.
   grads = jax.jit(
     jax.grad(
@@ -214,7 +216,7 @@ def test_offset_loss_log_q_strength(model_and_params):
   skewed = jnp.log(jax.nn.softmax(jnp.linspace(0.0, 5.0, N + 1)))
 
   def metrics(strength: float, log_frequency: jax.Array) -> dict:
-    config = step_lib.StepConfig(
+    config = StepConfig(
       loss=losses.LossConfig(
         num_random_negatives=8, num_inbatch_negatives=8, offset_logq_strength=strength
       )

@@ -1,4 +1,4 @@
-"""The launchers' restart with huge pages for malloc (unipinrec/huge_pages.py)."""
+"""The launchers' restart with huge pages for malloc (experiments/huge_pages.py)."""
 
 import os
 import pathlib
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from unipinrec import huge_pages
+from experiments import huge_pages
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 GLIBC_ONLY = pytest.mark.skipif(
@@ -18,7 +18,7 @@ GLIBC_ONLY = pytest.mark.skipif(
 # Prints its PID and GLIBC_TUNABLES before and after the restart.
 SCRIPT = """
 import os
-from unipinrec import huge_pages
+from experiments import huge_pages
 print("before", os.getpid(), os.environ.get("GLIBC_TUNABLES", ""), flush=True)
 huge_pages.reexec_with_huge_pages()
 print("after", os.getpid(), os.environ.get("GLIBC_TUNABLES", ""), flush=True)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from unipinrec.config import ItemInitConfig
 from unipinrec.train import item_init
 from unipinrec.train.state import TrainState
 from unipinrec.types import UserLogs
@@ -60,7 +61,7 @@ def _logs(sequences: list[np.ndarray], num_items: int) -> UserLogs:
 def test_initial_table_rows_scale_padding_and_unseen_items():
   # Items 21 and 22 exist but no training user acted on them.
   logs = _logs(_two_groups(), 22)
-  config = item_init.ItemInitConfig(method="cooccurrence", window=2, stddev=0.1)
+  config = ItemInitConfig(method="cooccurrence", window=2, stddev=0.1)
   users = np.arange(60)
   table = item_init.initial_table(logs, users, 32, 4, config)
   assert table.shape == (32, 4) and table.dtype == np.float32
@@ -105,4 +106,4 @@ def test_warm_start_replaces_the_table_in_its_sharding():
 
 def test_unknown_method_is_refused():
   with pytest.raises(ValueError, match="item_init.method"):
-    item_init.ItemInitConfig(method="svd")
+    ItemInitConfig(method="svd")

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels import bench, check_kernel, chunked_softmax, sampled_softmax
+from experiments import bench_kernels as bench
+from kernels import attention, check_kernel, chunked_softmax, sampled_softmax
 from kernels import candidate_attention as pallas_attention
-from unipinrec.model import attention
 from unipinrec.model.config import ModelConfig
 
 TOL = dict(rtol=2e-5, atol=2e-5)
@@ -213,10 +213,11 @@ def test_sampled_softmax_loss_is_the_same_with_either_kernel():
 @pytest.mark.slow  # about a minute: the whole model, twice, in interpret mode
 def test_blended_train_loss_is_the_same_with_either_kernel():
   pytest.importorskip("flax")
+  from unipinrec.config import StepConfig
   from unipinrec.losses import LossConfig
   from unipinrec.model.unified import UniPinRec
   from unipinrec.train.state import example_batch
-  from unipinrec.train.step import StepConfig, blended_loss
+  from unipinrec.train.step import blended_loss
 
   b, l, s, c, n = 2, 12, 3, 4, 40
   rng = np.random.default_rng(0)
@@ -224,7 +225,20 @@ def test_blended_train_loss_is_the_same_with_either_kernel():
   items = rng.integers(1, n + 1, (b, l)).astype(np.int32)
   items[np.arange(l)[None] >= lengths[:, None]] = 0
   batch = example_batch(
-    UniPinRec(ModelConfig(num_items=n, num_outcomes=2, max_length=l)), b, s, c
+    UniPinRec(
+      ModelConfig(
+        num_items=n,
+        num_outcomes=2,
+        max_length=l,
+        dropout_rate=0.0,
+        offsets_seconds=(0.0,),
+        relative_position_buckets=0,
+        exclusive_outcomes=False,
+      )
+    ),
+    b,
+    s,
+    c,
   ).replace(
     items=jnp.asarray(items),
     outcomes=jnp.asarray(rng.random((b, l, 2)) < 0.5),
@@ -247,6 +261,9 @@ def test_blended_train_loss_is_the_same_with_either_kernel():
         num_layers=1,
         kernel=kernel,
         relative_position_buckets=4,
+        dropout_rate=0.0,
+        offsets_seconds=(0.0,),
+        exclusive_outcomes=False,
       )
     )
     params = model.init(jax.random.key(0), batch, jnp.zeros((b, l), bool))["params"]
@@ -270,7 +287,15 @@ def test_unknown_kernel_is_refused_with_the_choices():
   with pytest.raises(ValueError, match=r"kernel must be one of \('xla', 'pallas'\), got 'triton'"):
     check_kernel("triton")
   with pytest.raises(ValueError, match="kernel must be one of"):
-    ModelConfig(num_items=5, num_outcomes=1, kernel="cuda")
+    ModelConfig(
+      num_items=5,
+      num_outcomes=1,
+      kernel="cuda",
+      dropout_rate=0.0,
+      offsets_seconds=(0.0,),
+      relative_position_buckets=0,
+      exclusive_outcomes=False,
+    )
 
 
 def test_bench_small_runs_every_implementation_with_consistent_rates(capsys):

@@ -6,7 +6,7 @@ import jax
 import pytest
 
 from experiments.configs import synthetic
-from unipinrec import memory
+from unipinrec.bench import memory
 from unipinrec.config import from_mapping
 from unipinrec.train.state import example_batch
 

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from unipinrec.evaluation import metrics, report
+from unipinrec import records
+from unipinrec.evaluation import metrics
 
 # Catalogue of N = 5 items; column 0 is padding. Column 0 holds a huge score for user 0 and NaN
 # for user 1: neither may count, nor fail the finiteness check.
@@ -238,11 +239,11 @@ def test_engaged_probability_of_exclusive_outcomes_is_their_sum():
 
 
 def test_results_name_the_commit_the_run_started_from(monkeypatch):
-  monkeypatch.setattr(report, "git_commit", lambda: "abc123")
-  assert report.commit_record("abc123") == {"git_commit": "abc123"}
+  monkeypatch.setattr(records, "git_commit", lambda: "abc123")
+  assert records.commit_record("abc123") == {"git_commit": "abc123"}
   # Committed (or edited) during the run: the code that ran is the start's, the end is noted.
-  monkeypatch.setattr(report, "git_commit", lambda: "def456")
-  assert report.commit_record("abc123") == {
+  monkeypatch.setattr(records, "git_commit", lambda: "def456")
+  assert records.commit_record("abc123") == {
     "git_commit": "abc123",
     "git_commit_at_end": "def456",
   }

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unipinrec.model import attention, heads
+from kernels import attention
+from unipinrec.model import heads
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
 from unipinrec.train.state import example_batch
@@ -16,12 +17,10 @@ B, L, S, C, O = 3, 8, 2, 5, 2
 TOL = dict(rtol=2e-5, atol=2e-5)
 
 
-@pytest.fixture(
-  scope="module", params=[(0, 0), (4, 0), (4, 16)], ids=["absolute", "relative_bias", "time_bias"]
-)
+@pytest.fixture(scope="module", params=[0, 4], ids=["absolute", "relative_bias"])
 def model_and_params(request):
-  """Every property holds with and without the learned relative-position and time biases."""
-  relative_buckets, time_buckets = request.param
+  """Every property holds with and without the learned relative-position bias."""
+  relative_buckets = request.param
   model = UniPinRec(
     ModelConfig(
       num_items=50,
@@ -35,7 +34,9 @@ def model_and_params(request):
       mlp_dim=32,
       head_hidden_dim=16,
       relative_position_buckets=relative_buckets,
-      time_bias_buckets=time_buckets,
+      dropout_rate=0.0,
+      offsets_seconds=(0.0,),
+      exclusive_outcomes=False,
     )
   )
   batch = example_batch(model, B, S, C)
@@ -47,11 +48,10 @@ def model_and_params(request):
   # Biases of a logit's size, so that an off-by-one distance would show.
   for layer in range(2):
     block = params["transformer"][f"block_{layer}"]
-    for name in ("relative_bias", "time_bias"):
-      if name in block:
-        block[name] = block[name].replace_boxed(
-          jax.random.normal(jax.random.key(layer), block[name].value.shape)
-        )
+    if "relative_bias" in block:
+      block["relative_bias"] = block["relative_bias"].replace_boxed(
+        jax.random.normal(jax.random.key(layer), block["relative_bias"].value.shape)
+      )
   return model, params
 
 
@@ -245,7 +245,16 @@ def test_outcome_condition_changes_the_query(model_and_params):
 def test_served_scores_are_the_training_logits_times_temperature():
   """With the item bias, [query, 1] . [unit item, temperature x bias] = temperature x logit."""
   config = ModelConfig(
-    num_items=50, num_outcomes=O, max_length=L, embed_dim=16, action_dim=8, item_bias=True
+    num_items=50,
+    num_outcomes=O,
+    max_length=L,
+    embed_dim=16,
+    action_dim=8,
+    item_bias=True,
+    dropout_rate=0.0,
+    offsets_seconds=(0.0,),
+    relative_position_buckets=0,
+    exclusive_outcomes=False,
   )
   model = UniPinRec(config)
   batch = example_batch(model, B, S, C)
@@ -290,42 +299,14 @@ def test_relative_buckets_match_hand_computed_values():
 
 def test_negative_relative_buckets_are_refused():
   with pytest.raises(ValueError, match="relative_position_buckets must be 0"):
-    ModelConfig(num_items=5, num_outcomes=2, relative_position_buckets=-1)
-  with pytest.raises(ValueError, match="time_bias_buckets must be 0"):
-    ModelConfig(num_items=5, num_outcomes=2, time_bias_buckets=-1)
-
-
-def test_time_bias_on_the_pallas_kernels_is_refused():
-  with pytest.raises(ValueError, match="time_bias_buckets needs kernel='xla'"):
-    ModelConfig(num_items=5, num_outcomes=2, kernel="pallas", time_bias_buckets=8)
-
-
-def test_time_buckets_match_hand_computed_values():
-  gaps = jnp.array([0.0, 1.5, 2.0, 3.9, 4.0, 90.0, 3600.0, 86400.0, 1e12])
-  buckets = attention.time_buckets(gaps, num_buckets=20)
-  # floor(log2): 90 s -> 6, an hour -> 11, a day -> 16; past the table, the last bucket.
-  np.testing.assert_array_equal(buckets, [0, 0, 1, 1, 2, 6, 11, 16, 19])
-
-
-def test_causal_attention_adds_the_time_bias_of_each_pair():
-  """Against a NumPy softmax over hand-biased logits, with one padded key."""
-  rng = np.random.default_rng(11)
-  q, k, v = (rng.normal(size=(1, 3, 2, 4)).astype(np.float32) for _ in range(3))
-  times = np.array([[0.0, 100.0, 5000.0]], np.float32)
-  table = rng.normal(size=(2, 16)).astype(np.float32)
-  gaps = times[:, :, None] - times[:, None, :]
-  buckets = attention.time_buckets(jnp.asarray(gaps), 16)
-  got = attention.causal_attention(
-    q, k, v, jnp.array([2]), time_bias=jnp.asarray(table), time_gap_buckets=buckets
-  )
-  for h in range(2):
-    for t in range(2):  # rows past the length are meaningless
-      keys = np.arange(t + 1)
-      bias = table[h, np.floor(np.log2(np.maximum(gaps[0, t, keys], 1.0))).astype(int)]
-      logits = k[0, keys, h] @ q[0, t, h] / 2.0 + bias
-      weights = np.exp(logits - logits.max())
-      want = (weights / weights.sum()) @ v[0, keys, h]
-      np.testing.assert_allclose(got[0, t, h], want, rtol=1e-5, atol=1e-6)
+    ModelConfig(
+      num_items=5,
+      num_outcomes=2,
+      relative_position_buckets=-1,
+      dropout_rate=0.0,
+      offsets_seconds=(0.0,),
+      exclusive_outcomes=False,
+    )
 
 
 def test_exclusive_outcome_probabilities_are_a_softmax_against_none():
@@ -358,7 +339,17 @@ def test_concat_dense_equals_dense_on_the_concatenation():
 
 
 def test_task_heads_equal_one_mlp_per_outcome():
-  config = ModelConfig(num_items=10, embed_dim=4, action_dim=2, num_outcomes=3, head_hidden_dim=5)
+  config = ModelConfig(
+    num_items=10,
+    embed_dim=4,
+    action_dim=2,
+    num_outcomes=3,
+    head_hidden_dim=5,
+    dropout_rate=0.0,
+    offsets_seconds=(0.0,),
+    relative_position_buckets=0,
+    exclusive_outcomes=False,
+  )
   states = jax.random.normal(jax.random.key(0), (2, 7, config.width))
   vectors = heads.l2_normalize(jax.random.normal(jax.random.key(1), (2, 7, config.embed_dim)))
   layer = heads.TaskHeads(config)

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from unipinrec.config import OptimizerConfig
 from unipinrec.train.state import (
-  OptimizerConfig,
   ParameterAverageState,
   TrainState,
   evaluated_params,
@@ -16,7 +16,8 @@ from unipinrec.train.state import (
 DECAY = 0.9
 STEPS = 7
 # Large rates, so that the average stands well apart from the last step's parameters.
-RATES = dict(learning_rate=0.1, embedding_learning_rate=0.1, warmup_steps=2, decay_steps=10)
+RATES = dict(learning_rate=0.1, embedding_learning_rate=0.1, warmup_steps=2)
+NUM_STEPS = 10
 
 
 def _params() -> dict:
@@ -29,7 +30,7 @@ def _params() -> dict:
 
 def _train(config: OptimizerConfig) -> tuple[TrainState, list[dict]]:
   """STEPS updates on random gradients; the state and every step's parameters after it."""
-  optimizer = make_optimizer(config)
+  optimizer = make_optimizer(config, NUM_STEPS)
   params = _params()
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
   rng = np.random.default_rng(1)
@@ -76,7 +77,9 @@ def test_before_any_step_evaluation_reads_the_initial_parameters():
   config = OptimizerConfig(ema_decay=DECAY)
   params = _params()
   state = TrainState(
-    step=jnp.zeros((), jnp.int32), params=params, opt_state=make_optimizer(config).init(params)
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=make_optimizer(config, NUM_STEPS).init(params),
   )
   jax.tree.map(np.testing.assert_array_equal, evaluated_params(state, DECAY), params)
 
@@ -87,10 +90,10 @@ def test_lookup_tables_learn_at_the_embedding_rate_and_the_rest_at_the_dense_rat
   config = OptimizerConfig(
     learning_rate=1e-3, embedding_learning_rate=1e-1, warmup_steps=1, weight_decay=0.0
   )
-  optimizer = make_optimizer(config)
+  optimizer = make_optimizer(config, NUM_STEPS)
   params = {
     "tokenizer": {"item_embedding": jnp.ones((4, 2))},
-    "block_0": {"relative_bias": jnp.ones((2, 3)), "time_bias": jnp.ones((2, 3))},
+    "block_0": {"relative_bias": jnp.ones((2, 3))},
     "head": {"kernel": jnp.ones((2, 2))},
   }
   state = optimizer.init(params)

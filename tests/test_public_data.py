@@ -12,7 +12,8 @@ from experiments.configs import games, ml100k, synthetic
 from unipinrec import checkpoint
 from unipinrec.config import from_mapping
 from unipinrec.evaluation.generation import evaluate_generation
-from unipinrec.experiment import best_params, evaluate_state, setup_experiment
+from unipinrec.evaluation.report import evaluate_state
+from unipinrec.train.experiment import best_params, setup_experiment
 from unipinrec.train.loop import train
 from unipinrec.train.state import example_batch
 
@@ -107,6 +108,7 @@ def test_generation_report_on_the_synthetic_world(synthetic_experiment):
     config,
     experiment.data.eval_users,
     run.eval_batch_size,
+    run.serving.merge_cosine,
   )
   rows = {(r["method"], r["vectors"]): r for r in report["tokens"]}
   # One vector: both methods issue the same single "next action" query.

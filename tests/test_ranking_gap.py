@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from unipinrec.evaluation import metrics, ranking_gap
+from unipinrec.bench import ranking_gap
+from unipinrec.evaluation import metrics
 
 
 def test_within_slate_auc_by_hand():

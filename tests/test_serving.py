@@ -11,9 +11,8 @@ import pytest
 
 from experiments.configs import synthetic
 from unipinrec import checkpoint
-from unipinrec.config import from_mapping
+from unipinrec.config import ServingConfig, from_mapping
 from unipinrec.data.pipeline import training_iterator
-from unipinrec.experiment import CONFIG_FILE, setup_experiment
 from unipinrec.export.checkpoint import config_hash
 from unipinrec.export.model import ServingModel
 from unipinrec.index import store
@@ -21,8 +20,8 @@ from unipinrec.index.manifest import IndexConfig, IndexMismatchError
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
 from unipinrec.serving import batch as batch_lib
-from unipinrec.serving.config import ServingConfig
 from unipinrec.serving.recommender import Recommender, UserRequest
+from unipinrec.train.experiment import CONFIG_FILE, setup_experiment
 from unipinrec.train.state import example_batch
 from unipinrec.types import TrainBatch
 
@@ -51,6 +50,10 @@ def serving(request) -> ServingModel:
       mlp_dim=32,
       head_hidden_dim=16,
       item_bias=request.param,
+      dropout_rate=0.0,
+      offsets_seconds=(0.0,),
+      relative_position_buckets=0,
+      exclusive_outcomes=False,
     )
   )
   example = example_batch(model, 2, 1, 3)

@@ -139,3 +139,18 @@ def test_multi_interest_sessions_resume_one_of_the_users_interests():
   assert np.all(distinct[False] == 1)
   assert distinct[True].max() <= SMALL.max_user_topics
   assert np.mean(distinct[True] > 1) > 0.4  # two thirds of users have 2-3 topics
+
+
+def test_save_affinity_makes_saves_follow_the_users_interest(world):
+  """P(save | engaged) tracks P(engage) (which follows affinity) only when save_affinity is on."""
+
+  def correlation(w) -> float:
+    logs = w.logs
+    probs = w.true_outcome_probs(np.arange(len(logs.slate_items)), logs.slate_items)
+    engaged = probs.sum(-1)
+    shown = (logs.slate_items > 0) & (engaged > 0)
+    save_share = probs[..., 1][shown] / engaged[shown]
+    return float(np.corrcoef(engaged[shown], save_share)[0, 1])
+
+  keen = generate_world(dataclasses.replace(SMALL, save_affinity=3.0))
+  assert correlation(keen) > correlation(world) + 0.3

@@ -18,9 +18,9 @@ from ml_collections import config_flags
 
 from experiments.configs import synthetic
 from unipinrec import checkpoint
-from unipinrec.config import from_mapping
+from unipinrec.config import ConfigError, from_mapping
 from unipinrec.data.pipeline import training_iterator
-from unipinrec.experiment import abstract_state, setup_experiment
+from unipinrec.train.experiment import abstract_state, setup_experiment
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CONFIG = str(REPO / "experiments" / "configs" / "synthetic.py")
@@ -53,10 +53,16 @@ def test_command_line_overrides_reach_the_run_config():
     from_mapping({"model": {"embed_dims": 3}})
 
 
-def test_config_json_of_older_runs_reads_the_renamed_field():
-  for switch, strength in ((True, 1.0), (False, 0.0)):
-    run = from_mapping({"step": {"loss": {"offset_logq_correction": switch}}})
-    assert run.step.loss.offset_logq_strength == strength
+def test_config_json_of_older_runs_names_the_renamed_field():
+  with pytest.raises(ConfigError, match=r"unknown config field\(s\) step.loss.offset_logq_corr"):
+    from_mapping({"step": {"loss": {"offset_logq_correction": True}}})
+
+
+def test_bad_config_values_name_their_field():
+  with pytest.raises(ConfigError, match="config model: kernel must be one of"):
+    from_mapping({"model": {"kernel": "cuda"}})
+  with pytest.raises(ConfigError, match="model.num_items is the data's"):
+    from_mapping({"model": {"num_items": 10}})
 
 
 @pytest.fixture(scope="module")

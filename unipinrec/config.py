@@ -1,4 +1,11 @@
-"""A run's configuration as frozen dataclasses, converted once from an ml_collections ConfigDict."""
+"""A run's configuration as frozen dataclasses, converted once from an ml_collections ConfigDict.
+
+Every setting is defined once, in the dataclass of the stage that reads it, and its default is
+the synthetic default's value: `experiments/configs/synthetic.py` is these defaults, and the
+other configs state only what differs. The blocks of the stages below training (data, model,
+losses, index, mesh, checkpoints) live beside their code; those of training, generation and
+serving live here, so that this module imports only downwards.
+"""
 
 from __future__ import annotations
 
@@ -8,42 +15,83 @@ from collections.abc import Mapping
 from unipinrec.checkpoint import CheckpointConfig
 from unipinrec.data.dataset import DataConfig
 from unipinrec.data.synthetic import SyntheticConfig
-from unipinrec.evaluation.generation import GenerationConfig
 from unipinrec.index.manifest import IndexConfig
 from unipinrec.losses import LossConfig
-from unipinrec.model.config import check_attention
-from unipinrec.serving.config import ServingConfig
+from unipinrec.model.config import ModelConfig
 from unipinrec.sharding import MeshConfig
-from unipinrec.train.item_init import ItemInitConfig
-from unipinrec.train.state import OptimizerConfig
-from unipinrec.train.step import StepConfig
+
+ITEM_INIT_METHODS = ("random", "cooccurrence")
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelSizes:
-  """The model fields a config sets; catalogue and outcome counts come from the data."""
+class StepConfig:
+  """What the step samples: MAM masking and the loss configuration."""
 
-  max_length: int = 64
-  embed_dim: int = 64
-  action_dim: int = 16
-  num_layers: int = 2
-  num_heads: int = 2
-  mlp_dim: int = 256
-  head_hidden_dim: int = 128
-  temperature: float = 0.05
-  dropout_rate: float = 0.0
-  dtype: str = "float32"
-  offsets_seconds: tuple[float, ...] = (0.0,)  # multi-token generation (see ModelConfig)
-  kernel: str = "xla"  # "xla" or "pallas" (kernels/candidate_attention.py)
-  item_table_multiple: int = 1024
-  relative_position_buckets: int = 0  # recency bias on attention (see ModelConfig); 0: off
-  time_bias_buckets: int = 0  # time bias on attention (see ModelConfig); 0: off
-  exclusive_outcomes: bool = False  # one softmax over (none, outcomes) (see ModelConfig)
-  item_bias: bool = False  # a learned retrieval logit bias per item (see ModelConfig)
+  mask_prob: float = 0.2  # share of past actions replaced by [MASK]
+  loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """Adam(W) with linear warm-up, cosine decay and global-norm clipping.
+
+  The item table has its own, larger learning rate: each row is updated only
+  when its item is in the batch, while dense weights move every step. With one
+  rate for both, the dense layers learn a query that ignores the item (one
+  direction for every user, the popularity optimum) before the rows organise.
+  """
+
+  learning_rate: float = 2e-3  # dense weights: a higher rate lost retrieval, a lower ranking
+  embedding_learning_rate: float = 1e-2  # the item table and the attention-bias tables
+  warmup_steps: int = 100
+  final_learning_rate_fraction: float = 0.05
+  weight_decay: float = 1e-4
+  clip_norm: float = 1.0
+  # Evaluation reads an exponential moving average of the parameters with this
+  # decay (debiased, so its start does not matter); 0 evaluates the last step's.
+  ema_decay: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemInitConfig:
+  """How the item table starts; "random" is the model's own normal(0.1) draw."""
+
+  # "random", or "cooccurrence": rows from the training logs' item co-occurrence, which skips
+  # the plateau a random table spends its first hundreds of steps on.
+  method: str = "cooccurrence"
+  window: int = 20  # actions apart (either way) that still count as co-occurring: a few sessions
+  stddev: float = 0.1  # per-coordinate scale of the rows, as the random draw's
+  seed: int = 0  # the SVD's start vector and the rows of never-seen items
 
   def __post_init__(self):
-    # At config time, before any data is prepared.
-    check_attention(self.kernel, self.relative_position_buckets, self.time_bias_buckets)
+    if self.method not in ITEM_INIT_METHODS:
+      raise ValueError(f"item_init.method={self.method!r}; expected one of {ITEM_INIT_METHODS}")
+    if self.window < 1:
+      raise ValueError(f"item_init.window={self.window}; expected at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationConfig:
+  """What `experiments.evaluate_generation` measures (budgets and multi-token generation)."""
+
+  k: int = 10  # items per generated vector: unordered recall@k
+  vectors: tuple[int, ...] = (1, 2, 4)  # query vectors per user compared
+  horizon_seconds: float = 345_600.0  # synthetic: the last 4 days of a user are the future
+  budget_k: int = 20  # list length of the budget sweep
+  budget_points: int = 5  # budgets from all-click to all-save
+  timing_repeats: int = 5  # timed passes over the users; the median is reported
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+  """How many items are retrieved, ranked and returned, and how users are batched."""
+
+  num_candidates: int = 256  # K: items retrieved from the index and ranked per user
+  num_results: int = 20  # ranked items returned per user
+  batch_size: int = 32  # users per compiled call; the last batch is padded to it
+  # Budgets and generation: outcome (and offset) queries this close share one search.
+  merge_cosine: float = 0.98
+  view: bool = True  # memory-map the index files instead of reading them into memory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,14 +100,15 @@ class RunConfig:
 
   seed: int = 0
   batch_size: int = 64  # global batch, split over the `data` and `fsdp` mesh axes
-  num_steps: int = 3000
+  # The optimizer's cosine decays over these steps, so a longer run is a different schedule.
+  num_steps: int = 1400
   log_every: int = 100
   eval_every: int = 0  # steps between validations (public data); 0 never validates
   patience: int = 0  # validations without improvement before stopping; 0 never stops
   eval_batch_size: int = 256
   mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
-  model: ModelSizes = dataclasses.field(default_factory=ModelSizes)
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   step: StepConfig = dataclasses.field(default_factory=StepConfig)
   optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
   item_init: ItemInitConfig = dataclasses.field(default_factory=ItemInitConfig)
@@ -68,24 +117,39 @@ class RunConfig:
   index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
   serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
 
+  def __post_init__(self):
+    default = ModelConfig()
+    for name in ("num_items", "num_outcomes", "num_surfaces"):
+      if getattr(self.model, name) != getattr(default, name):
+        raise ValueError(f"model.{name} is the data's: a run config leaves it unset")
+
+
+class ConfigError(ValueError):
+  """A configuration that cannot be built, naming the field."""
+
 
 def _build(cls, values: Mapping, path: str):
-  """Instantiates dataclass `cls` from a nested mapping, naming any unknown field."""
+  """Instantiates dataclass `cls` from a nested mapping, naming any unknown or bad field."""
   fields = {f.name: f for f in dataclasses.fields(cls)}
   unknown = sorted(set(values) - set(fields))
   if unknown:
-    raise ValueError(f"unknown config field(s) {', '.join(path + k for k in unknown)}")
+    raise ConfigError(f"unknown config field(s) {', '.join(path + k for k in unknown)}")
   kwargs = {}
   for name, value in values.items():
     nested = _NESTED.get((cls, name))
     kwargs[name] = _build(nested, value, f"{path}{name}.") if nested else value
-  return cls(**kwargs)
+  try:
+    return cls(**kwargs)
+  except (TypeError, ValueError) as error:
+    if isinstance(error, ConfigError):
+      raise
+    raise ConfigError(f"config {path.rstrip('.') or 'root'}: {error}") from error
 
 
 _NESTED = {
   (RunConfig, "mesh"): MeshConfig,
   (RunConfig, "data"): DataConfig,
-  (RunConfig, "model"): ModelSizes,
+  (RunConfig, "model"): ModelConfig,
   (RunConfig, "step"): StepConfig,
   (RunConfig, "optimizer"): OptimizerConfig,
   (RunConfig, "item_init"): ItemInitConfig,
@@ -98,22 +162,14 @@ _NESTED = {
 }
 
 
-def _upgrade_renamed(values: Mapping) -> Mapping:
-  """The mapping with fields renamed since a work directory's config.json was written.
-
-  `step.loss.offset_logq_correction` (on/off, before df49749) is the share
-  `step.loss.offset_logq_strength`: on is 1, off is 0.
-  """
-  loss = dict(values.get("step", {}).get("loss", {}))
-  if "offset_logq_correction" not in loss:
-    return values
-  loss["offset_logq_strength"] = 1.0 if loss.pop("offset_logq_correction") else 0.0
-  return {**values, "step": {**values["step"], "loss": loss}}
-
-
 def from_mapping(values: Mapping) -> RunConfig:
-  """A `RunConfig` from a nested dict: `ConfigDict.to_dict()` or a work directory's config.json."""
-  return _build(RunConfig, _upgrade_renamed(values), "")
+  """A `RunConfig` from a nested dict: `ConfigDict.to_dict()` or a work directory's config.json.
+
+  Raises:
+    ConfigError: naming the field that is unknown (a config.json of an older version names
+      the renamed field here) or whose value a dataclass refuses.
+  """
+  return _build(RunConfig, values, "")
 
 
 def to_dict(config: RunConfig) -> dict:

@@ -18,13 +18,13 @@ class LossConfig:
   """Weights and sampling of the three losses."""
 
   retrieval_weight: float = 1.0
-  mam_weight: float = 1.0
-  ranking_weight: float = 1.0
+  mam_weight: float = 0.5
+  ranking_weight: float = 2.0  # ranking gains from a larger share; retrieval does not lose
   offset_weight: float = 0.2  # multi-token offset targets: a side task, kept light
   # Offset t's positives: the first action t or more seconds ahead, and (PinRec's windowed
   # multi-token loss) the later ones up to t + this, at most `max_future_positives`.
   # 0 keeps the first action alone.
-  offset_window_seconds: float = 0.0
+  offset_window_seconds: float = 86400.0
   future_window_seconds: float = 86400.0  # positives: later actions within this of the anchor
   max_future_positives: int = 8  # W, later actions considered per anchor (the next always is one)
   intra_session: bool = False  # also count every later action of the anchor's session
@@ -34,7 +34,8 @@ class LossConfig:
   # The share of that correction the offset queries' loss keeps (1: all, 0: none). Below 1,
   # popular negatives drawn in-batch weigh more, so the far-future queries, whose target is
   # uncertain, hedge less with popular items: more distinct items across users, less recall.
-  offset_logq_strength: float = 1.0
+  # Below 1 the offset lists are more diverse than autoregressive generation's at equal recall.
+  offset_logq_strength: float = 0.8
   full_softmax: bool = False  # every catalogue item is a negative (small catalogues): no sampling
   # An item the user already acted on (in the window, up to the anchor) is no negative. Meant
   # for catalogues consumed once (films rated once), whose filtered figures drop history items
@@ -44,8 +45,8 @@ class LossConfig:
   kernel: str = "xla"  # negatives' log-sum-exp: "xla" or "pallas" (kernels/sampled_softmax.py)
   # With kernel "xla": the log-sum-exp over this many anchors at a time, its logits recomputed
   # in the backward pass (kernels/chunked_softmax.py); 0 materialises all [A, Q, M] at once.
-  # The Pallas kernel tiles on its own and ignores it.
-  chunk_anchors: int = 0
+  # The Pallas kernel tiles on its own and ignores it. Chunks keep the logits in cache.
+  chunk_anchors: int = 256
 
   def __post_init__(self):
     check_kernel(self.kernel)

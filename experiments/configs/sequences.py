@@ -28,8 +28,7 @@ def get_config(variant: str = "", relative: str = "") -> ml_collections.ConfigDi
   config.step.loss.future_window_seconds = 3.0  # the next 3 actions (time is the line index)
   config.step.loss.max_future_positives = 3
   config.step.loss.num_random_negatives = 1024
-  # Rows from the training logs' item co-occurrence (unipinrec/train/item_init.py): on games,
-  # validation NDCG@10 0.050 after 500 steps, where a random table is still at 0.003 and
-  # reaches 0.050 only at step 3,000 (RESULTS.md).
+  # Rows from the training logs' item co-occurrence (unipinrec/train/item_init.py): sparse
+  # logs leave a random table on a long plateau.
   config.item_init.method = "cooccurrence"
   return public_data.apply_variant(config, variant)

@@ -29,9 +29,13 @@ class DataConfig:
   columns: dict = dataclasses.field(default_factory=dict)  # the "actions" format's column mapping
   tfds_dir: str = ""  # where prepared data sets go; "" = $TFDS_DATA_DIR, else ~/tensorflow_datasets
   synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
-  holdout_fraction: float = 0.2  # synthetic: users kept out of training, for evaluation
+  # Synthetic: users kept out of training and evaluated instead; a third of the default world
+  # keeps HR@10's standard error well under the model's lead over popularity.
+  holdout_fraction: float = 1 / 3
   max_slates: int = 16  # slates per blended example
-  window_stride: int = 0  # actions between training windows' ends; 0 = max_length, no overlap
+  # Actions between training windows' ends (0: max_length, no overlap). Overlapping windows
+  # show each slate with several history prefixes and keep slates one window's choice drops.
+  window_stride: int = 16
   eval_slates_per_user: int = 5  # synthetic: a held-out user's last slates ranked
   sampled_slates_per_user: int = 16  # public logs: training slates built per user
   sampled_slate_size: int = 10  # public logs: one real action among never-seen items

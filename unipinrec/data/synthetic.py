@@ -23,7 +23,9 @@ MIN_SESSION_GAP_S = 3600  # sessions are at least this far apart; requests insid
 class SyntheticConfig:
   """Every knob of the synthetic world; defaults are the embedded dataset."""
 
-  num_users: int = 2500  # users U
+  # Users U: two thirds train (data.holdout_fraction); fewer training users left the model's
+  # ranking below the history oracle's.
+  num_users: int = 6000
   num_items: int = 5000  # catalogue size N, ids 1..N
   num_topics: int = 20  # topic centres items cluster around
   latent_dim: int = 32  # width of item and interest vectors

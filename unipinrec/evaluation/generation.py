@@ -16,25 +16,13 @@ import jax
 import numpy as np
 from absl import logging
 
+from unipinrec.config import GenerationConfig
 from unipinrec.data import examples as examples_lib
 from unipinrec.data.dataset import PreparedData
 from unipinrec.evaluation import metrics
 from unipinrec.evaluation.evaluate import batched
 from unipinrec.model.unified import UniPinRec
 from unipinrec.serving import generation
-
-
-@dataclasses.dataclass(frozen=True)
-class GenerationConfig:
-  """What the generation evaluation measures."""
-
-  k: int = 10  # items per generated vector: unordered recall@k
-  vectors: tuple[int, ...] = (1, 2, 4)  # query vectors per user compared
-  horizon_seconds: float = 345_600.0  # synthetic: the last 4 days of a user are the future
-  budget_k: int = 20  # list length of the budget sweep
-  budget_points: int = 5  # budgets from all-click to all-save
-  merge_cosine: float = 0.98  # outcome (and offset) queries this close share one search
-  timing_repeats: int = 5  # timed passes over the users; the median is reported
 
 
 def _timed(fn: Callable, params, history: dict, batch_size: int, repeats: int):
@@ -59,14 +47,18 @@ def compare_tokens(
   future: np.ndarray,
   config: GenerationConfig,
   batch_size: int,
+  merge_cosine: float,
 ) -> list[dict]:
-  """Multi-token against autoregressive generation at equal numbers of query vectors."""
+  """Multi-token against autoregressive generation at equal numbers of query vectors.
+
+  `merge_cosine` is serving's: offset queries this close share one search.
+  """
   # Diversity compares the unit vectors only, not the item bias's column.
   item_vectors = np.asarray(model.apply({"params": params}, method=model.item_vectors))
   item_vectors = item_vectors[:, : model.config.embed_dim]
   users = len(future)
   rows = []
-  merge = float(config.merge_cosine)
+  merge = float(merge_cosine)
   # "multi_token" searches with every offset query; "multi_token_merged" lets look-alike
   # offset queries share one search, as serving merges outcome queries (`merge_cosine`).
   makers = (
@@ -101,7 +93,12 @@ def _true_rates(world, requests: np.ndarray, items: np.ndarray) -> dict[str, flo
 
 
 def conditioning_against_truth(
-  model: UniPinRec, params, data: PreparedData, config: GenerationConfig, batch_size: int
+  model: UniPinRec,
+  params,
+  data: PreparedData,
+  config: GenerationConfig,
+  batch_size: int,
+  merge_cosine: float,
 ) -> dict:
   """Synthetic only: true outcome rates of what each condition and budget retrieves.
 
@@ -138,7 +135,7 @@ def conditioning_against_truth(
     saves = round(k * point / (config.budget_points - 1))
     budget = {names[0]: k - saves, names[-1]: saves}
     lists = generation.generate(
-      model, params, history, budget, names, k=k, merge_cosine=config.merge_cosine
+      model, params, history, budget, names, k=k, merge_cosine=merge_cosine
     ).items
     hits = (lists == examples.retrieval_targets[:, None]).any(1)
     sweep.append(
@@ -160,10 +157,13 @@ def evaluate_generation(
   config: GenerationConfig,
   eval_users: np.ndarray | None,
   batch_size: int,
+  merge_cosine: float,
 ) -> dict:
   """Every generation figure of a trained model.
 
   Args:
+    merge_cosine: serving's (`ServingConfig`): outcome and offset queries this close share
+      one search.
     eval_users: held-out users whose actions in the last
       `config.horizon_seconds` are the future (synthetic data); None judges
       against each evaluation row's one target (public data's leave-last-out).
@@ -179,8 +179,10 @@ def evaluate_generation(
     "config": dataclasses.asdict(config),
     "offsets_seconds": list(model.config.offsets_seconds),
     "num_users": len(future),
-    "tokens": compare_tokens(model, params, history, future, config, batch_size),
+    "tokens": compare_tokens(model, params, history, future, config, batch_size, merge_cosine),
   }
   if data.world is not None:
-    report["conditioning"] = conditioning_against_truth(model, params, data, config, batch_size)
+    report["conditioning"] = conditioning_against_truth(
+      model, params, data, config, batch_size, merge_cosine
+    )
   return report

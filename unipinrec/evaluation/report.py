@@ -1,42 +1,18 @@
-"""results.json: the figures of a run with what produced them, written atomically."""
+"""The figures of results.json: the model's and the baselines' on the held-out users, the checks
+they are judged by, and the validation target training stops on."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import tempfile
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 
-def git_commit() -> str:
-  """The checkout's commit, with `-dirty` when it has uncommitted changes."""
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  try:
-    commit = subprocess.run(
-      ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-      ["git", "status", "--porcelain", "--untracked-files=no"],
-      cwd=root,
-      capture_output=True,
-      text=True,
-      check=True,
-    ).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
-  return commit + ("-dirty" if dirty else "")
-
-
-def commit_record(start_commit: str) -> dict[str, str]:
-  """results.json's commit fields: the commit the run's code was loaded from (`git_commit()`
-  when it started), and the checkout's commit at the end as well when it has changed since.
-  """
-  end_commit = git_commit()
-  record = {"git_commit": start_commit}
-  if end_commit != start_commit:
-    record["git_commit_at_end"] = end_commit
-  return record
+from unipinrec.data import protocol as data_protocol
+from unipinrec.data.dataset import PreparedData
+from unipinrec.evaluation import evaluate
+from unipinrec.train.experiment import Experiment
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -83,18 +59,74 @@ def quality_checks(report: dict, baselines: dict) -> dict:
   return checks
 
 
-def write_json_atomic(path: str, document: dict) -> None:
-  """Writes JSON to a temporary file beside `path`, then renames it into place."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-  try:
-    with os.fdopen(handle, "w") as f:
-      json.dump(document, f, indent=2, sort_keys=False, allow_nan=True)
-      f.write("\n")
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(temporary, path)
-  except BaseException:
-    os.unlink(temporary)
-    raise
+def validation_target(experiment: Experiment) -> Callable[[Any], float] | None:
+  """Parameters -> retrieval NDCG@10 (filtered) on the validation targets, for early stopping.
+
+  Only public logs have validation targets (PROTOCOL.md: model selection uses
+  only the validation item); the synthetic default returns None.
+  """
+  valid = experiment.data.valid_examples
+  if valid is None:
+    return None
+  names = experiment.data.logs.outcome_names
+
+  def target(params) -> float:
+    report = evaluate.evaluate_model(
+      experiment.model, params, valid.examples, names, experiment.run.eval_batch_size
+    )
+    return report["retrieval"]["ndcg@10"]
+
+  return target
+
+
+def baseline_reports(data: PreparedData) -> dict[str, dict]:
+  """Popularity's metrics on the held-out users, and on synthetic data the two oracles'."""
+  names = data.logs.outcome_names
+  baselines = {
+    "popularity": evaluate.evaluate_popularity(
+      data.eval_examples, np.asarray(data.item_log_frequency), names, data.eval_negatives
+    )
+  }
+  if data.world is not None:
+    baselines["oracle"] = evaluate.evaluate_oracle(data.world, data.eval_examples, names)
+    baselines["history_oracle"] = evaluate.evaluate_history_oracle(
+      data.world, data.eval_examples, names
+    )
+  return baselines
+
+
+def _protocol_notes(data: PreparedData) -> dict:
+  """How each public-data figure was computed (PROTOCOL.md), for results.json."""
+  if data.eval_negatives is None:
+    return {}
+  return {
+    "protocol": {
+      "retrieval": "full catalogue, history items removed (PROTOCOL.md primary)",
+      "retrieval_unfiltered": "full catalogue, nothing removed",
+      "retrieval_sampled": f"target among {data_protocol.SAMPLED_NEGATIVES} never-seen items "
+      f"drawn with default_rng([{data_protocol.SAMPLED_SEED}, user_id])",
+      "ranking": f"test target + {data_protocol.SLATE_NEGATIVES} never-seen items drawn with "
+      f"default_rng([{data_protocol.SLATE_SEED}, user_id])",
+      "ranking_slate_seed": data_protocol.SLATE_SEED,
+    }
+  }
+
+
+def evaluate_state(experiment: Experiment, params) -> dict:
+  """The model's and the baselines' metrics on the held-out users, with the checks."""
+  data = experiment.data
+  model_report = evaluate.evaluate_model(
+    experiment.model,
+    params,
+    data.eval_examples,
+    data.logs.outcome_names,
+    experiment.run.eval_batch_size,
+    data.eval_negatives,
+  )
+  baselines = baseline_reports(data)
+  return {
+    **model_report,
+    **_protocol_notes(data),
+    "baselines": baselines,
+    "checks": quality_checks(model_report, baselines),
+  }

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 
-from unipinrec import checkpoint
-from unipinrec.config import RunConfig, from_mapping, to_dict
-from unipinrec.experiment import (
-  CONFIG_FILE,
-  Experiment,
-  abstract_state,
-  best_params,
-  setup_experiment,
-)
+from unipinrec.config import RunConfig, to_dict
 from unipinrec.export.model import ServingModel
+from unipinrec.train.experiment import Experiment, read_run_config, restore_trained
 
 # Serving settings do not change what the parameters compute, so they stay out of the hash.
 _UNHASHED = ("index", "serving")
@@ -27,36 +19,25 @@ def config_hash(run: RunConfig) -> str:
   return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def read_run_config(workdir: str) -> RunConfig:
-  """The configuration a training run recorded as `workdir/config.json`."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no config.json; is {workdir} a training work directory?")
-  with open(path) as f:
-    return from_mapping(json.load(f))
+def restore_serving_model(
+  workdir: str, run: RunConfig | None = None
+) -> tuple[ServingModel, Experiment]:
+  """The parameters training would evaluate of `workdir`'s run (the best validated step, else
+  the newest), with the experiment they belong to.
 
+  The data are prepared as in training (`restore_trained`) since the model's
+  catalogue size and outcome names come from them.
 
-def restore_serving_model(experiment: Experiment, workdir: str) -> ServingModel:
-  """The parameters training would evaluate: the best validated step, else the newest."""
-  run = experiment.run
-  manager = checkpoint.make_manager(workdir, run.checkpoint)
-  state = checkpoint.restore_latest(manager, abstract_state(experiment), data_iterator=None)
-  if state is None:
-    raise FileNotFoundError(f"no checkpoint in {os.path.abspath(workdir)}/checkpoints")
-  params, best_step = best_params(experiment, workdir, state)
-  return ServingModel(
+  Raises:
+    FileNotFoundError: when `workdir` holds no config.json or no checkpoint.
+  """
+  run = run or read_run_config(workdir)
+  experiment, params, step, best_step = restore_trained(run, workdir)
+  serving = ServingModel(
     model=experiment.model,
     params=params,
-    step=int(state.step) if best_step is None else best_step,
+    step=step if best_step is None else best_step,
     config_hash=config_hash(run),
     outcome_names=tuple(experiment.data.logs.outcome_names),
   )
-
-
-def load_serving_model(workdir: str, run: RunConfig | None = None) -> ServingModel:
-  """`restore_serving_model` of `workdir`'s run.
-
-  The data are prepared as in training (`setup_experiment`) since the model's
-  catalogue size and outcome names come from them.
-  """
-  return restore_serving_model(setup_experiment(run or read_run_config(workdir)), workdir)
+  return serving, experiment

@@ -13,9 +13,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kernels import attention
 from kernels import candidate_attention as pallas_attention
 from unipinrec import sharding
-from unipinrec.model import attention
 from unipinrec.model.config import ModelConfig
 from unipinrec.types import KVCache
 
@@ -65,12 +65,6 @@ class Block(nn.Module):
         _partitioned(nn.initializers.zeros, ("heads", None)),
         (cfg.num_heads, cfg.relative_position_buckets),
       )
-    if cfg.time_bias_buckets:
-      self.time_bias = self.param(
-        "time_bias",
-        _partitioned(nn.initializers.zeros, ("heads", None)),
-        (cfg.num_heads, cfg.time_bias_buckets),
-      )
 
   def bias_table(self) -> jax.Array | None:
     """[H, buckets] learned attention-logit bias on query-key distance (None if off)."""
@@ -102,54 +96,26 @@ class Transformer(nn.Module):
     self.final_norm = nn.LayerNorm(scale_init=_partitioned(nn.initializers.ones, ("embed",)))
     self.token_dropout = nn.Dropout(self.config.dropout_rate)
 
-  def _bias(self, block: Block, gap_buckets: jax.Array | None) -> dict:
-    """The bias arguments of the attention, for one block.
-
-    `gap_buckets` are the `attention.time_buckets` of the key-to-query times; the
-    time bias is passed only when it is on, as only the pure-JAX attention takes it.
-    """
-    bias = {"relative_bias": block.bias_table(), "max_distance": self.config.max_length}
-    if self.config.time_bias_buckets:
-      bias.update(time_bias=block.time_bias, time_gap_buckets=gap_buckets)
-    return bias
-
-  def _gap_buckets(
-    self, query_times: jax.Array | None, key_times: jax.Array | None
-  ) -> jax.Array | None:
-    """[B, T] query and [B, L] key times -> [B, T, L] time buckets (None if the bias is off)."""
-    if not self.config.time_bias_buckets:
-      return None
-    if query_times is None or key_times is None:
-      raise ValueError("time_bias_buckets is on: the attention needs the actions' times")
-    gaps = query_times[:, :, None] - key_times[:, None, :]
-    return attention.time_buckets(gaps, self.config.time_bias_buckets)
+  def _bias(self, block: Block) -> dict:
+    """The bias arguments of the attention, for one block."""
+    return {"relative_bias": block.bias_table(), "max_distance": self.config.max_length}
 
   def encode(
-    self,
-    tokens: jax.Array,
-    lengths: jax.Array,
-    deterministic: bool = True,
-    times: jax.Array | None = None,
+    self, tokens: jax.Array, lengths: jax.Array, deterministic: bool = True
   ) -> tuple[jax.Array, KVCache]:
-    """[B, L, W] history tokens -> ([B, L, W] states, the user KV cache).
-
-    `times` ([B, L] seconds of the actions) feed the time bias, when it is on.
-    """
+    """[B, L, W] history tokens -> ([B, L, W] states, the user KV cache)."""
     keys, values = [], []
-    gap_buckets = self._gap_buckets(times, times)
     x = self.token_dropout(_batch_sharded(tokens), deterministic=deterministic)
     for block in self.blocks:
       q, k, v = block.project(x)
       keys.append(k)
       values.append(v)
-      attended = self.causal_attention(q, k, v, lengths, **self._bias(block, gap_buckets))
+      attended = self.causal_attention(q, k, v, lengths, **self._bias(block))
       x = _batch_sharded(block.finish(x, attended, deterministic))
     cache = KVCache(keys=jnp.stack(keys), values=jnp.stack(values), lengths=lengths)
     return self.final_norm(x), cache
 
-  def encode_last(
-    self, tokens: jax.Array, lengths: jax.Array, times: jax.Array | None = None
-  ) -> tuple[jax.Array, KVCache]:
+  def encode_last(self, tokens: jax.Array, lengths: jax.Array) -> tuple[jax.Array, KVCache]:
     """[B, L, W] history tokens -> ([B, W] state of each last action, the user KV cache).
 
     What serving needs: every layer's keys/values, but only the last state (the
@@ -158,25 +124,19 @@ class Transformer(nn.Module):
     """
     keys, values = [], []
     last = jnp.maximum(lengths - 1, 0)[:, None]  # [B, 1]
-    gap_buckets = self._gap_buckets(times, times)
-    last_gap_buckets = (
-      None if gap_buckets is None else jnp.take_along_axis(gap_buckets, last[:, :, None], axis=1)
-    )
     x = tokens
     for layer, block in enumerate(self.blocks):
       q, k, v = block.project(x)
       keys.append(k)
       values.append(v)
       if layer < len(self.blocks) - 1:
-        attended = self.causal_attention(q, k, v, lengths, **self._bias(block, gap_buckets))
+        attended = self.causal_attention(q, k, v, lengths, **self._bias(block))
         x = block.finish(x, attended)
       else:
         # One query per history: the pure-JAX attention, whatever the kernel setting.
         q = jnp.take_along_axis(q, last[:, :, None, None], axis=1)  # [B, 1, H, Dh]
         x = jnp.take_along_axis(x, last[:, :, None], axis=1)  # [B, 1, W]
-        attended = attention.causal_attention(
-          q, k, v, lengths, last, **self._bias(block, last_gap_buckets)
-        )
+        attended = attention.causal_attention(q, k, v, lengths, last, **self._bias(block))
         x = block.finish(x, attended)
     cache = KVCache(keys=jnp.stack(keys), values=jnp.stack(values), lengths=lengths)
     return self.final_norm(x)[:, 0], cache
@@ -187,8 +147,6 @@ class Transformer(nn.Module):
     cache: KVCache,
     prefix: jax.Array,
     deterministic: bool = True,
-    history_times: jax.Array | None = None,
-    request_times: jax.Array | None = None,
   ) -> jax.Array:
     """[B, C, W] candidate tokens -> [B, C, W] states, reading the cache only.
 
@@ -198,15 +156,12 @@ class Transformer(nn.Module):
       prefix: [B, C] history positions each candidate may see (the cache's
         lengths at serving; the slate's request point in training).
       deterministic: no dropout (everywhere but training).
-      history_times: [B, L] seconds of the cached actions, for the time bias.
-      request_times: [B, C] seconds of each candidate's request, for the time bias.
     """
-    gap_buckets = self._gap_buckets(request_times, history_times)
     x = self.token_dropout(_batch_sharded(tokens), deterministic=deterministic)
     for layer, block in enumerate(self.blocks):
       q, k, v = block.project(x)
       attended = self.candidate_attention(
-        q, k, v, cache.keys[layer], cache.values[layer], prefix, **self._bias(block, gap_buckets)
+        q, k, v, cache.keys[layer], cache.values[layer], prefix, **self._bias(block)
       )
       x = _batch_sharded(block.finish(x, attended, deterministic))
     return self.final_norm(x)

@@ -65,7 +65,7 @@ class UniPinRec(nn.Module):
       deterministic: no dropout (everywhere but training).
     """
     tokens = self._history_tokens(items, outcomes, times, surfaces, action_masked)
-    return self.transformer.encode(tokens, lengths, deterministic, times)
+    return self.transformer.encode(tokens, lengths, deterministic)
 
   def encode_last(
     self,
@@ -82,7 +82,7 @@ class UniPinRec(nn.Module):
     Arguments as `encode`; no masking, no dropout.
     """
     tokens = self._history_tokens(items, outcomes, times, surfaces, None)
-    return self.transformer.encode_last(tokens, lengths, times)
+    return self.transformer.encode_last(tokens, lengths)
 
   def _history_tokens(self, items, outcomes, times, surfaces, action_masked) -> jax.Array:
     """[B, L, W] tokens of right-padded histories."""
@@ -133,9 +133,7 @@ class UniPinRec(nn.Module):
       request_surfaces,
       jnp.minimum(prefix, self.config.max_length),
     )
-    return self.transformer.attend_candidates(
-      tokens, cache, prefix, deterministic, history_times, request_times
-    )
+    return self.transformer.attend_candidates(tokens, cache, prefix, deterministic)
 
   def rank(
     self,

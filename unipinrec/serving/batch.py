@@ -28,10 +28,11 @@ import tqdm
 from absl import logging
 
 from unipinrec.config import RunConfig
-from unipinrec.export.checkpoint import load_serving_model, read_run_config
+from unipinrec.export.checkpoint import restore_serving_model
 from unipinrec.export.model import ServingModel
 from unipinrec.index import store
 from unipinrec.serving.recommender import Recommendation, Recommender, UserRequest
+from unipinrec.train.experiment import read_run_config
 
 INDEX_DIR = "index"  # under the work directory
 
@@ -155,7 +156,7 @@ def recommend_file(
     The number of users served.
   """
   run = run or read_run_config(workdir)
-  serving = load_serving_model(workdir, run)
+  serving, _ = restore_serving_model(workdir, run)
   index = open_index(serving, run, os.path.join(workdir, INDEX_DIR), rebuild_index)
   logging.info("index %s: %s", index.path, index.manifest.index)
   recommender = Recommender(serving, index, run.serving)

@@ -38,12 +38,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from unipinrec.config import ServingConfig
 from unipinrec.export.model import ServingModel
 from unipinrec.index.manifest import check
 from unipinrec.index.store import ItemIndex
 from unipinrec.serving import budgets as budgets_lib
 from unipinrec.serving import paths
-from unipinrec.serving.config import ServingConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,6 @@ would find, given before the first step.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -19,26 +18,9 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
+from unipinrec.config import ItemInitConfig
 from unipinrec.train.state import TrainState
 from unipinrec.types import UserLogs
-
-METHODS = ("random", "cooccurrence")
-
-
-@dataclasses.dataclass(frozen=True)
-class ItemInitConfig:
-  """How the item table starts; "random" is the model's own normal(0.1) draw."""
-
-  method: str = "random"  # "random" or "cooccurrence"
-  window: int = 3  # actions apart (either way) that still count as co-occurring
-  stddev: float = 0.1  # per-coordinate scale of the rows, as the random draw's
-  seed: int = 0  # the SVD's start vector and the rows of never-seen items
-
-  def __post_init__(self):
-    if self.method not in METHODS:
-      raise ValueError(f"item_init.method={self.method!r}; expected one of {METHODS}")
-    if self.window < 1:
-      raise ValueError(f"item_init.window={self.window}; expected at least 1")
 
 
 def cooccurrence_vectors(

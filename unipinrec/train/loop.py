@@ -15,8 +15,8 @@ from absl import logging
 
 from unipinrec import checkpoint, sharding
 from unipinrec.data.pipeline import training_iterator
-from unipinrec.experiment import Experiment, abstract_state, evaluation_params, fresh_state
 from unipinrec.train import partition
+from unipinrec.train.experiment import Experiment, abstract_state, evaluation_params, fresh_state
 from unipinrec.train.preemption import Preempted, PreemptionNotice
 from unipinrec.types import TrainBatch
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import jax
@@ -10,17 +9,10 @@ import jax.numpy as jnp
 import optax
 
 from unipinrec import losses
+from unipinrec.config import StepConfig
 from unipinrec.model.unified import UniPinRec
 from unipinrec.train.state import TrainState
 from unipinrec.types import TrainBatch
-
-
-@dataclasses.dataclass(frozen=True)
-class StepConfig:
-  """What the step samples: MAM masking and the loss configuration."""
-
-  mask_prob: float = 0.2  # share of past actions replaced by [MASK]
-  loss: losses.LossConfig = dataclasses.field(default_factory=losses.LossConfig)
 
 
 def blended_loss(

@@ -13,7 +13,7 @@ a loop's body once, so a step whose softmax runs in chunks
 unchunked: the model's arithmetic, without the chunks' recomputed logits.
 
 The peak is the best rate of a jitted float32 square matmul over a few sizes
-(`unipinrec.timing.matmul_peak_flops`), timed in the same process, so it sees
+(`unipinrec.bench.timing.matmul_peak_flops`), timed in the same process, so it sees
 the same machine and the same load.
 
 `benchmark_encoder` times the shared transformer alone (tokens in, states out,
@@ -38,10 +38,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from unipinrec import sharding, timing
+from unipinrec import sharding
+from unipinrec.bench import timing
 from unipinrec.data.pipeline import training_iterator
-from unipinrec.experiment import Experiment
 from unipinrec.model.config import ModelConfig
+from unipinrec.train.experiment import Experiment
 from unipinrec.train.loop import jit_train_step
 from unipinrec.types import TrainBatch
 

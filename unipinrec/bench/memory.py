@@ -22,7 +22,6 @@ import numpy as np
 
 from unipinrec import sharding
 from unipinrec.config import RunConfig
-from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
 from unipinrec.train import partition
 from unipinrec.train.state import example_batch, make_optimizer
@@ -88,16 +87,9 @@ def plan_memory(
     slate_size: candidates per slate C.
     devices: the devices the mesh spans.
   """
-  model = UniPinRec(
-    ModelConfig(
-      num_items=num_items,
-      num_outcomes=num_outcomes,
-      num_surfaces=num_surfaces,
-      **dataclasses.asdict(run.model),
-    )
-  )
+  model = UniPinRec(run.model.with_data_sizes(num_items, num_outcomes, num_surfaces))
   mesh = sharding.make_mesh(run.mesh, devices)
-  optimizer = make_optimizer(run.optimizer)
+  optimizer = make_optimizer(run.optimizer, run.num_steps)
   example = example_batch(model, run.batch_size, run.data.max_slates, slate_size)
   state = partition.abstract_state(model, optimizer, mesh, example)
   state_shardings = jax.tree.map(lambda x: x.sharding, state)

@@ -18,7 +18,7 @@ their ratio between paths is the ceiling of the model-time speedup.
 
 ANN: recall@K of the run's index settings against exact search, with queries
 per second, on the trained catalogue (queries: the model's, for held-out users)
-and on a synthetic clustered catalogue (`index.recall.clustered_catalogue`).
+and on a synthetic clustered catalogue (`bench.recall.clustered_catalogue`).
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from unipinrec.benchmark import compiled_flops
-from unipinrec.evaluation.report import git_commit, write_json_atomic
-from unipinrec.experiment import setup_experiment
-from unipinrec.export.checkpoint import read_run_config, restore_serving_model
+from unipinrec.bench import recall
+from unipinrec.bench.train_step import compiled_flops
+from unipinrec.export.checkpoint import restore_serving_model
 from unipinrec.export.model import ServingModel
-from unipinrec.index import recall, store
+from unipinrec.index import store
 from unipinrec.index.manifest import IndexConfig
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
+from unipinrec.records import git_commit, write_json_atomic
 from unipinrec.serving import paths
 from unipinrec.train.state import example_batch
 
@@ -268,9 +268,8 @@ def _model_queries(serving: ServingModel, history: dict, limit: int) -> np.ndarr
 def run_benchmark(workdir: str, bench: BenchConfig) -> dict:
   """All measurements in one run; writes `workdir/bench_serving.json` and returns it."""
   start = time.time()
-  run = read_run_config(workdir)
-  experiment = setup_experiment(run)
-  serving = restore_serving_model(experiment, workdir)
+  serving, experiment = restore_serving_model(workdir)
+  run = experiment.run
   lengths = {}
   path_results = {}
   for length in bench.lengths:

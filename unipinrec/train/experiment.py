@@ -1,10 +1,10 @@
-"""What training and evaluation both build from a run config, and the results they write."""
+"""What training and evaluation both build from a run config: data, model, mesh, sharded state."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -14,17 +14,13 @@ from absl import logging
 from jax.sharding import Mesh
 
 from unipinrec import checkpoint, sharding
-from unipinrec.config import RunConfig, to_dict
-from unipinrec.data import protocol as data_protocol
+from unipinrec.config import RunConfig, from_mapping
 from unipinrec.data.dataset import PreparedData, prepare_data
-from unipinrec.evaluation import evaluate, report
-from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
 from unipinrec.train import item_init, partition
 from unipinrec.train import state as state_lib
 
-RESULTS_FILE = "results.json"
-CONFIG_FILE = "config.json"
+CONFIG_FILE = "config.json"  # the run config, as a work directory records it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,21 +36,27 @@ class Experiment:
   state_shardings: state_lib.TrainState
 
 
+def read_run_config(workdir: str) -> RunConfig:
+  """The configuration a training run recorded as `workdir/config.json`.
+
+  Raises:
+    FileNotFoundError: when `workdir` holds no config.json.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: no config.json; is {workdir} a training work directory?")
+  with open(path) as f:
+    return from_mapping(json.load(f))
+
+
 def setup_experiment(run: RunConfig) -> Experiment:
   """Prepares the data and builds the model with its state born sharded on the mesh."""
   data = prepare_data(run.data, run.model.max_length, run.seed)
   logs = data.logs
-  model = UniPinRec(
-    ModelConfig(
-      num_items=logs.num_items,
-      num_outcomes=logs.num_outcomes,
-      num_surfaces=logs.num_surfaces,
-      **dataclasses.asdict(run.model),
-    )
-  )
+  model = UniPinRec(run.model.with_data_sizes(logs.num_items, logs.num_outcomes, logs.num_surfaces))
   mesh = sharding.make_mesh(run.mesh)
   sharding.process_batch_shard(mesh, run.batch_size)  # fails early on a batch the mesh cannot split
-  optimizer = state_lib.make_optimizer(run.optimizer)
+  optimizer = state_lib.make_optimizer(run.optimizer, run.num_steps)
   example = state_lib.example_batch(
     model, run.batch_size, run.data.max_slates, logs.slate_items.shape[1]
   )
@@ -90,105 +92,6 @@ def abstract_state(experiment: Experiment):
     experiment.initial_state,
     experiment.state_shardings,
   )
-
-
-def validation_target(experiment: Experiment) -> Callable[[Any], float] | None:
-  """Parameters -> retrieval NDCG@10 (filtered) on the validation targets, for early stopping.
-
-  Only public logs have validation targets (PROTOCOL.md: model selection uses
-  only the validation item); the synthetic default returns None.
-  """
-  valid = experiment.data.valid_examples
-  if valid is None:
-    return None
-  names = experiment.data.logs.outcome_names
-
-  def target(params) -> float:
-    report = evaluate.evaluate_model(
-      experiment.model, params, valid.examples, names, experiment.run.eval_batch_size
-    )
-    return report["retrieval"]["ndcg@10"]
-
-  return target
-
-
-def baseline_reports(data: PreparedData) -> dict[str, dict]:
-  """Popularity's metrics on the held-out users, and on synthetic data the two oracles'."""
-  names = data.logs.outcome_names
-  baselines = {
-    "popularity": evaluate.evaluate_popularity(
-      data.eval_examples, np.asarray(data.item_log_frequency), names, data.eval_negatives
-    )
-  }
-  if data.world is not None:
-    baselines["oracle"] = evaluate.evaluate_oracle(data.world, data.eval_examples, names)
-    baselines["history_oracle"] = evaluate.evaluate_history_oracle(
-      data.world, data.eval_examples, names
-    )
-  return baselines
-
-
-def evaluate_state(experiment: Experiment, params) -> dict:
-  """The model's and the baselines' metrics on the held-out users."""
-  data = experiment.data
-  names = data.logs.outcome_names
-  model_report = evaluate.evaluate_model(
-    experiment.model,
-    params,
-    data.eval_examples,
-    names,
-    experiment.run.eval_batch_size,
-    data.eval_negatives,
-  )
-  baselines = baseline_reports(data)
-  protocol_notes = {}
-  if data.eval_negatives is not None:
-    protocol_notes = {
-      "protocol": {
-        "retrieval": "full catalogue, history items removed (PROTOCOL.md primary)",
-        "retrieval_unfiltered": "full catalogue, nothing removed",
-        "retrieval_sampled": f"target among {data_protocol.SAMPLED_NEGATIVES} never-seen items "
-        f"drawn with default_rng([{data_protocol.SAMPLED_SEED}, user_id])",
-        "ranking": f"test target + {data_protocol.SLATE_NEGATIVES} never-seen items drawn with "
-        f"default_rng([{data_protocol.SLATE_SEED}, user_id])",
-        "ranking_slate_seed": data_protocol.SLATE_SEED,
-      }
-    }
-  return {
-    **model_report,
-    **protocol_notes,
-    "baselines": baselines,
-    "checks": report.quality_checks(model_report, baselines),
-  }
-
-
-def write_results(
-  experiment: Experiment,
-  workdir: str,
-  figures: dict,
-  step: int,
-  command: str,
-  wall_seconds: float,
-  start_commit: str,
-) -> dict:
-  """Writes `workdir/results.json` (atomically) and returns its content.
-
-  `start_commit` is `report.git_commit()` read when the process started: the
-  code that ran. A checkout changed during the run adds `git_commit_at_end`.
-  """
-  document = {
-    **figures,
-    "step": step,
-    "config": to_dict(experiment.run),
-    "command": command,
-    **report.commit_record(start_commit),
-    "seed": experiment.run.seed,
-    "wall_seconds": wall_seconds,
-    "devices": [str(d) for d in jax.devices()],
-  }
-  if jax.process_index() == 0:
-    report.write_json_atomic(os.path.join(workdir, RESULTS_FILE), document)
-  return document
 
 
 def evaluation_params(experiment: Experiment, state: state_lib.TrainState):

@@ -1,6 +1,6 @@
 """Times each Pallas kernel against its XLA reference and compares both with the device's peaks.
 
-  python -m kernels.bench [--small] [--check] [--repeats=10] [--chunk_anchors=256]
+  python -m experiments.bench_kernels [--small] [--check] [--repeats=10] [--chunk_anchors=256]
 
 Operations, at realistic sizes (--small shrinks them so that the whole run,
 Pallas in interpret mode included, takes seconds on a CPU):
@@ -23,7 +23,7 @@ values), 2 D per (row, negative) logit; a backward pass counts twice its
 forward (the gradients' matmuls), not the kernels' recomputation. Bytes are
 the least any implementation must move: inputs read once (history keys and
 values only up to each user's length), outputs written once. The peaks are
-measured in the same run (unipinrec/timing.py): the best float32 matmul rate
+measured in the same run (unipinrec/bench/timing.py): the best float32 matmul rate
 at JAX's default precision (TF32 on recent NVIDIA GPUs, which Triton's dot
 also uses) and a large elementwise copy. With --check each implementation's
 outputs and gradients are compared with the reference's at the benchmark's sizes.
@@ -42,10 +42,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kernels import attention, chunked_softmax, default_interpret, sampled_softmax
 from kernels import candidate_attention as pallas_attention
-from kernels import chunked_softmax, default_interpret, sampled_softmax
-from unipinrec import timing
-from unipinrec.model import attention
+from unipinrec.bench import timing
 
 _F32 = 4  # bytes
 
@@ -372,7 +371,7 @@ def measure(
 
 def main(argv: list[str] | None = None) -> list[Timing]:
   """Measures the peaks, times every operation, prints the table; returns the timings."""
-  parser = argparse.ArgumentParser(prog="python -m kernels.bench", description=__doc__)
+  parser = argparse.ArgumentParser(prog="python -m experiments.bench_kernels", description=__doc__)
   parser.add_argument("--small", action="store_true", help="tiny sizes: seconds on a CPU")
   parser.add_argument("--check", action="store_true", help="compare outputs and gradients")
   parser.add_argument("--repeats", type=int, default=10, help="timed calls; the median counts")

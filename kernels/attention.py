@@ -4,9 +4,7 @@ History tokens attend causally to their own prefix; candidates attend to the
 history prefix they were requested after and to themselves, never to each
 other. `kernels/candidate_attention.py` computes the same in Pallas. Both take
 an optional learned recency bias: a per-head table over T5 buckets of the
-query-key distance, added to the attention logits. The references also take a
-time bias (HSTU's temporal one): a per-head table over log2 buckets of the
-seconds between the query's action (or request) and the key's.
+query-key distance, added to the attention logits.
 """
 
 from __future__ import annotations
@@ -33,27 +31,11 @@ def relative_buckets(distance: jax.Array, num_buckets: int, max_distance: int) -
   return buckets.astype(jnp.int32)
 
 
-def time_buckets(gaps: jax.Array, num_buckets: int) -> jax.Array:
-  """Seconds from key to query (>= 0) -> int32 buckets floor(log2(gap)), in [0, num_buckets).
-
-  Gaps under 2 s share bucket 0; each later bucket doubles the gap, so the
-  minutes inside a visit, the hours to the next and the days between visits
-  each get buckets of their own (an hour is bucket 11, a day 16).
-  """
-  buckets = jnp.floor(jnp.log2(jnp.maximum(gaps, 1.0)))
-  return jnp.minimum(buckets, num_buckets - 1).astype(jnp.int32)
-
-
-def _table_bias(table: jax.Array, buckets: jax.Array) -> jax.Array:
-  """[H, buckets] table, [T, L] or [B, T, L] bucket ids -> bias broadcast to [B, H, T, L]."""
-  bias = jnp.take(table, buckets, axis=1)
-  # [T, L] buckets are the same for every user: one [H, T, L] bias for the whole batch.
-  return bias[None] if buckets.ndim == 2 else jnp.moveaxis(bias, 0, 1)
-
-
 def _logit_bias(table: jax.Array, distance: jax.Array, max_distance: int) -> jax.Array:
   """[H, buckets] table, [T, L] or [B, T, L] distances -> bias broadcast to [B, H, T, L]."""
-  return _table_bias(table, relative_buckets(distance, table.shape[1], max_distance))
+  bias = jnp.take(table, relative_buckets(distance, table.shape[1], max_distance), axis=1)
+  # [T, L] distances are the same for every user: one [H, T, L] bias for the whole batch.
+  return bias[None] if distance.ndim == 2 else jnp.moveaxis(bias, 0, 1)
 
 
 def causal_attention(
@@ -64,8 +46,6 @@ def causal_attention(
   query_positions: jax.Array | None = None,
   relative_bias: jax.Array | None = None,
   max_distance: int = 0,
-  time_bias: jax.Array | None = None,
-  time_gap_buckets: jax.Array | None = None,
 ) -> jax.Array:
   """Causal self-attention over right-padded histories.
 
@@ -76,8 +56,6 @@ def causal_attention(
     query_positions: [B, T] history position of each query; 0..L - 1 if omitted.
     relative_bias: [H, buckets] logit bias on the query-key distance; none if omitted.
     max_distance: the distance where the last, logarithmic bucket ends (`relative_buckets`).
-    time_bias: [H, buckets] logit bias on the time from key to query; none if omitted.
-    time_gap_buckets: [B, T, L] `time_buckets` of those times, with `time_bias`.
 
   Returns:
     [B, T, H, Dh]; rows past `lengths` are finite but meaningless.
@@ -92,8 +70,6 @@ def causal_attention(
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
   if relative_bias is not None:
     logits = logits + _logit_bias(relative_bias, distance, max_distance)
-  if time_bias is not None:
-    logits = logits + _table_bias(time_bias, time_gap_buckets)
   logits = jnp.where(allowed[:, None], logits, jnp.finfo(logits.dtype).min)
   weights = jax.nn.softmax(logits, axis=-1)
   return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
@@ -108,8 +84,6 @@ def candidate_attention(
   prefix: jax.Array,
   relative_bias: jax.Array | None = None,
   max_distance: int = 0,
-  time_bias: jax.Array | None = None,
-  time_gap_buckets: jax.Array | None = None,
 ) -> jax.Array:
   """Each candidate attends to its history prefix and to itself only.
 
@@ -121,9 +95,6 @@ def candidate_attention(
       candidate sits where the next action would, `prefix - j` after history position j
       and at distance 0 from itself.
     max_distance: the distance where the last, logarithmic bucket ends (`relative_buckets`).
-    time_bias: [H, buckets] logit bias on the time from a history action to the candidate's
-      request; none if omitted. A candidate is 0 s from itself.
-    time_gap_buckets: [B, C, L] `time_buckets` of those times, with `time_bias`.
 
   Returns:
     [B, C, H, Dh].
@@ -140,9 +111,6 @@ def candidate_attention(
   if relative_bias is not None:
     history_logits = history_logits + _logit_bias(relative_bias, distance, max_distance)
     self_logits = self_logits + relative_bias[None, :, 0, None]  # distance 0 is bucket 0
-  if time_bias is not None:
-    history_logits = history_logits + _table_bias(time_bias, time_gap_buckets)
-    self_logits = self_logits + time_bias[None, :, 0, None]  # 0 s is bucket 0
   history_logits = jnp.where((distance > 0)[:, None], history_logits, jnp.finfo(q.dtype).min)
   # The softmax over [history, self] by hand: concatenating the self logit to the
   # [B, H, C, L] history logits (and slicing it off again) copies them twice, which
