@@ -6,14 +6,11 @@ import sys
 import numpy as np
 import pytest
 
+from unipinrec.data.action_tables import read_actions_table
 from unipinrec.data.interactions import DataFormatError
-from unipinrec.data.readers import (
-  ML100K_GENRES,
-  read_actions_table,
-  read_interactions,
-  read_movielens,
-  read_sasrec,
-)
+from unipinrec.data.movielens import ML100K_GENRES, read_movielens
+from unipinrec.data.readers import read_interactions
+from unipinrec.data.sasrec import read_sasrec
 
 U_DATA = (
   "196\t242\t3\t881250949\n186\t302\t4\t891717742\n196\t377\t5\t878887116\n196\t242\t3\t800\n"

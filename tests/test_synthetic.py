@@ -7,12 +7,8 @@ import numpy as np
 import pytest
 
 from unipinrec.data import examples as examples_lib
-from unipinrec.data.synthetic import (
-  SyntheticConfig,
-  examination,
-  generate_world,
-  history_interests,
-)
+from unipinrec.data.synthetic import SyntheticConfig, examination, generate_world
+from unipinrec.data.synthetic_history import history_interests
 
 SMALL = SyntheticConfig(num_users=150, num_items=800, num_topics=6, requests_per_user=30, seed=3)
 

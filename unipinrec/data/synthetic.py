@@ -12,6 +12,13 @@ import dataclasses
 
 import numpy as np
 
+from unipinrec.data.synthetic_logs import logs_from_requests
+from unipinrec.data.synthetic_sampling import (
+  draw_slots,
+  gumbel_top_k,
+  inclusion_probs,
+  sample_popular,
+)
 from unipinrec.types import UserLogs
 
 OUTCOME_NAMES = ("click", "save")
@@ -78,7 +85,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
   return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def _normalize(x: np.ndarray) -> np.ndarray:
+def normalize(x: np.ndarray) -> np.ndarray:
+  """Rows of `x` scaled to unit length; zero rows stay zero."""
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
@@ -176,8 +184,8 @@ class SyntheticWorld:
     rows = np.arange(len(slate_ids))[:, None]
     logits_rel = np.full(allowed.shape, -np.inf)
     logits_rel[rows, pool] = pool_logits
-    pi_pop = _inclusion_probs(logits_pop, allowed, cfg.num_popular)
-    pi_rel = _inclusion_probs(logits_rel, allowed, cfg.slate_size - cfg.num_popular)
+    pi_pop = inclusion_probs(logits_pop, allowed, cfg.num_popular)
+    pi_rel = inclusion_probs(logits_rel, allowed, cfg.slate_size - cfg.num_popular)
     shown = 1.0 - (1.0 - pi_pop) * (1.0 - pi_rel)
     all_items = np.broadcast_to(np.arange(cfg.num_items + 1), allowed.shape)
     engage, _ = _outcome_model(
@@ -190,38 +198,6 @@ class SyntheticWorld:
     scores = shown * examination(cfg).mean() * engage
     scores[:, 0] = -np.inf
     return scores
-
-
-def history_interests(
-  world: SyntheticWorld,
-  history: dict[str, np.ndarray],
-  request_times: np.ndarray,
-  session_decay: float = 0.4,
-  action_decay: float = 0.97,
-) -> np.ndarray:
-  """[R, D] unit interests estimated from histories with the true item vectors.
-
-  A weighted mean of the history's true item vectors: weight
-  `session_decay ** (sessions back) * action_decay ** (actions back)`, with
-  sessions split at gaps of `MIN_SESSION_GAP_S`. It is what a history-based
-  model could at best know of each item, so the oracle with these interests
-  in place of the true ones shows how much of the oracle's lead no model of
-  the history can close. A simple estimator, not the Bayes-optimal one.
-
-  Args:
-    world: the synthetic world.
-    history: `EvalExamples` history fields (`items`, `times`, `history_lengths`).
-    request_times: [R] the requests' times, on the histories' time origin.
-  """
-  items, times, lengths = history["items"], history["times"], history["history_lengths"]
-  positions = np.arange(items.shape[1])[None, :]
-  inside = positions < lengths[:, None]
-  gaps = np.diff(np.concatenate([times, request_times[:, None]], axis=1), axis=1)
-  # Sessions back from each action to the request: gaps at or after it.
-  sessions_back = np.flip(np.cumsum(np.flip(gaps >= MIN_SESSION_GAP_S, 1), 1), 1)
-  weights = session_decay**sessions_back * action_decay ** (lengths[:, None] - 1 - positions)
-  estimate = np.einsum("rl,rld->rd", np.where(inside, weights, 0.0), world.item_vectors[items])
-  return _normalize(estimate)
 
 
 def _outcome_model(
@@ -249,32 +225,6 @@ def _outcome_model(
   return np.where(items > 0, engage, 0.0), save
 
 
-def _inclusion_probs(logits: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
-  """[L, N + 1] approximate P(item among k drawn without replacement)."""
-  if k == 0:
-    return np.zeros(logits.shape)
-  weights = np.where(allowed, np.exp(logits - np.max(logits, axis=1, keepdims=True)), 0.0)
-  # Newton on the concave sum(1 - exp(-c w)) = k from below never overshoots.
-  c = k / np.maximum(weights.sum(axis=1, keepdims=True), 1e-300)
-  for _ in range(30):
-    decay = np.exp(-c * weights)
-    excess = np.sum(1.0 - decay, axis=1, keepdims=True) - k
-    slope = np.sum(weights * decay, axis=1, keepdims=True)
-    c = c - excess / np.maximum(slope, 1e-300)
-  return 1.0 - np.exp(-c * weights)
-
-
-def _gumbel_top_k(rng: np.random.Generator, logits: np.ndarray, k: int) -> np.ndarray:
-  """[U, M] logits (-inf = banned) -> [U, k] columns drawn without replacement.
-
-  Columns of banned entries come back as -1 when a row has fewer than k
-  allowed entries.
-  """
-  keys = logits + rng.gumbel(size=logits.shape)
-  top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
-  return np.where(np.isfinite(np.take_along_axis(keys, top, axis=1)), top, -1)
-
-
 def _policy_pool(
   cfg: SyntheticConfig, policy_interests: np.ndarray, vectors: np.ndarray, log_pop: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -284,38 +234,6 @@ def _policy_pool(
   )
   pool = np.argpartition(-logits, cfg.policy_pool - 1, axis=1)[:, : cfg.policy_pool]
   return pool + 1, np.take_along_axis(logits, pool, axis=1)
-
-
-def _sample_popular(
-  rng: np.random.Generator, log_pop: np.ndarray, banned: np.ndarray, k: int
-) -> np.ndarray:
-  """[U, N + 1] banned mask -> [U, k] items drawn without replacement, p ∝ popularity.
-
-  Rejection of repeated or banned draws from cheap with-replacement draws is
-  exactly successive sampling; rows still short finish by Gumbel-top-k.
-  """
-  num_u = banned.shape[0]
-  cdf = np.cumsum(np.exp(log_pop[1:] - log_pop[1:].max()))
-  draws = 1 + np.searchsorted(cdf, rng.random((num_u, 4 * k)) * cdf[-1], side="right")
-  draws = np.minimum(draws, len(cdf))
-  earlier = np.tril(np.ones((4 * k, 4 * k), dtype=bool), -1)
-  repeat = np.any((draws[:, :, None] == draws[:, None, :]) & earlier, axis=2)
-  valid = ~repeat & ~np.take_along_axis(banned, draws, axis=1)
-  first = np.argsort(~valid, axis=1, kind="stable")[:, :k]
-  picks = np.where(np.take_along_axis(valid, first, axis=1), np.take_along_axis(draws, first, 1), 0)
-  for u in np.nonzero(np.any(picks == 0, axis=1))[0]:  # rare: continue the draw exactly
-    got = picks[u][picks[u] > 0]
-    logits = np.where(banned[u], -np.inf, log_pop)
-    logits[got] = -np.inf
-    more = _gumbel_top_k(rng, logits[None], k - len(got))[0]
-    picks[u] = np.concatenate([got, np.maximum(more, 0)])
-  return picks
-
-
-def _draw_slots(rng: np.random.Generator, mix: np.ndarray) -> np.ndarray:
-  """[U, K] mix weights (rows sum to 1) -> [U] one slot per user, drawn by the weights."""
-  below = np.cumsum(mix, axis=1) <= rng.random(mix.shape[0])[:, None]
-  return np.minimum(below.sum(axis=1), np.count_nonzero(mix, axis=1) - 1)
 
 
 def generate_world(config: SyntheticConfig) -> SyntheticWorld:
@@ -328,14 +246,14 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
     raise ValueError("min_actions cannot exceed requests_per_user")
 
   # Items: row 0 is padding and stays zero.
-  centres = _normalize(rng.standard_normal((cfg.num_topics, dim)))
+  centres = normalize(rng.standard_normal((cfg.num_topics, dim)))
   num_sub = cfg.num_topics * cfg.subtopics_per_topic
   sub_noise = cfg.subtopic_noise * rng.standard_normal((num_sub, dim)) / np.sqrt(dim)
-  sub_centres = _normalize(np.repeat(centres, cfg.subtopics_per_topic, axis=0) + sub_noise)
+  sub_centres = normalize(np.repeat(centres, cfg.subtopics_per_topic, axis=0) + sub_noise)
   subtopics = rng.integers(0, num_sub, num_n)  # the primary topic is subtopic // S
   noise = cfg.item_noise * rng.standard_normal((num_n, dim)) / np.sqrt(dim)
   vectors = np.zeros((num_n + 1, dim))
-  vectors[1:] = _normalize(sub_centres[subtopics] + noise)
+  vectors[1:] = normalize(sub_centres[subtopics] + noise)
   ranks = rng.permutation(num_n) + 1.0
   log_pop = np.zeros(num_n + 1)
   log_pop[1:] = -cfg.zipf_exponent * np.log(ranks)
@@ -350,16 +268,16 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
   mix /= mix.sum(axis=1, keepdims=True)
   user_topics = rng.integers(0, cfg.num_topics, (num_u, cfg.max_user_topics))
   interest = np.einsum("ut,utd->ud", mix, centres[user_topics])
-  interest = _normalize(
+  interest = normalize(
     interest + cfg.user_offset * rng.standard_normal((num_u, dim)) / np.sqrt(dim)
   )
   if cfg.multi_interest:
     # Drawn only here, so the single-interest world keeps its random stream.
-    slots = _normalize(
+    slots = normalize(
       centres[user_topics]
       + cfg.user_offset * rng.standard_normal((num_u, cfg.max_user_topics, dim)) / np.sqrt(dim)
     )
-    active = _draw_slots(rng, mix)
+    active = draw_slots(rng, mix)
     interest = slots[np.arange(num_u), active]
   policy_error = cfg.policy_noise * rng.standard_normal((num_u, dim)) / np.sqrt(dim)
 
@@ -393,12 +311,12 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
       if cfg.multi_interest:
         # The ending session keeps its interest's state; the next resumes one of the user's.
         slots[users, active] = interest
-        active = np.where(new_session, _draw_slots(rng, mix), active)
+        active = np.where(new_session, draw_slots(rng, mix), active)
         interest = slots[users, active]
       step = cfg.drift * rng.standard_normal((num_u, dim)) / np.sqrt(dim)
-      drifted = _normalize(interest + step)
+      drifted = normalize(interest + step)
       jump_to = centres[rng.integers(0, cfg.num_topics, num_u)]
-      jumped = _normalize((1.0 - cfg.jump_strength) * drifted + cfg.jump_strength * jump_to)
+      jumped = normalize((1.0 - cfg.jump_strength) * drifted + cfg.jump_strength * jump_to)
       jump = new_session & (rng.random(num_u) < cfg.jump_prob)
       interest = np.where(new_session[:, None], np.where(jump[:, None], jumped, drifted), interest)
       session_surface = np.where(
@@ -408,12 +326,12 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
     request_interest = interest
     if cfg.session_momentum:
       # Item 0's vector is zero: before the session's first action the interest is the session's.
-      request_interest = _normalize(interest + cfg.session_momentum * vectors[last_engaged])
+      request_interest = normalize(interest + cfg.session_momentum * vectors[last_engaged])
     # A request mostly stays on its session's surface.
     surface = np.where(
       rng.random(num_u) < 0.8, session_surface, rng.integers(0, cfg.num_surfaces, num_u)
     )
-    policy_interest = _normalize(request_interest + policy_error)
+    policy_interest = normalize(request_interest + policy_error)
 
     # Logging policy: popular slots, then relevant slots from the session's
     # candidate pool, ordered by the policy's score.
@@ -421,11 +339,11 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
     pool[refresh], pool_logits[refresh] = _policy_pool(
       cfg, policy_interest[refresh], vectors, log_pop
     )
-    popular = _sample_popular(rng, log_pop, engaged_before, num_pop)
+    popular = sample_popular(rng, log_pop, engaged_before, num_pop)
     taken = engaged_before[users[:, None], pool] | np.any(
       pool[:, :, None] == popular[:, None, :], axis=2
     )
-    relevant = _gumbel_top_k(rng, np.where(taken, -np.inf, pool_logits), num_c - num_pop)
+    relevant = gumbel_top_k(rng, np.where(taken, -np.inf, pool_logits), num_c - num_pop)
     relevant = np.where(relevant >= 0, np.take_along_axis(pool, np.maximum(relevant, 0), 1), 0)
     slate = np.concatenate([popular, relevant], axis=1)
     score = cfg.policy_temperature * np.einsum("ud,ucd->uc", policy_interest, vectors[slate])
@@ -450,25 +368,14 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
     engaged_before[users[:, None], np.where(engaged, slate, 0)] = True
     counts = counts + engaged.sum(axis=1)
 
-  # CSR layout: users back to back; requests (and actions) in time order.
-  slate_items = slates.transpose(1, 0, 2).reshape(num_u * num_r, num_c)
-  slate_outcomes = outcomes.transpose(1, 0, 2, 3).reshape(num_u * num_r, num_c, 2)
-  slate_times = times.T.reshape(-1)
-  slate_surfaces = surfaces.T.reshape(-1)
-  is_action = slate_outcomes.any(axis=-1)  # [S, C]
-  rows, cols = np.nonzero(is_action)  # row-major: per user, time then position
-  logs = UserLogs(
-    action_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-    action_items=slate_items[rows, cols].astype(np.int32),
-    action_outcomes=slate_outcomes[rows, cols],
-    action_times=slate_times[rows] + cfg.seconds_per_position * (cols + 1),
-    action_surfaces=slate_surfaces[rows],
-    slate_offsets=np.arange(num_u + 1, dtype=np.int64) * num_r,
-    slate_prefix=prefixes.T.reshape(-1),
-    slate_times=slate_times,
-    slate_surfaces=slate_surfaces,
-    slate_items=slate_items,
-    slate_outcomes=slate_outcomes,
+  logs = logs_from_requests(
+    slates,
+    outcomes,
+    times,
+    surfaces,
+    prefixes,
+    counts,
+    seconds_per_position=cfg.seconds_per_position,
     num_items=num_n,
     num_surfaces=cfg.num_surfaces,
     outcome_names=OUTCOME_NAMES,

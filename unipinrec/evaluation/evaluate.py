@@ -18,7 +18,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from unipinrec.data.examples import EvalExamples
-from unipinrec.data.synthetic import history_interests
+from unipinrec.data.synthetic_history import history_interests
 from unipinrec.evaluation import metrics
 from unipinrec.model.heads import outcome_probabilities
 from unipinrec.model.unified import UniPinRec

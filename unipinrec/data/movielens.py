@@ -1,0 +1,219 @@
+"""MovieLens ratings with their item side data, in each of the layouts MovieLens ships.
+
+Titles lose their trailing "(year)", which goes to `item_years`, so the titles match across
+layouts (RecBole's ml-100k.item already splits them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+
+import numpy as np
+
+from unipinrec.data.interactions import Interactions
+from unipinrec.data.tables import (
+  PathLike,
+  Table,
+  csv_table,
+  parse_finite_float,
+  parse_flag,
+  parse_numeric_seconds,
+  split_table,
+)
+
+MOVIELENS_OUTCOMES = ("low", "high")
+HIGH_RATING = 4.0  # PROTOCOL.md: a rating >= 4 is "high"; anything lower (3.5 too) is "low"
+
+# u.genre's names, in the order of u.item's 19 flags, for a copy without u.genre.
+ML100K_GENRES = (
+  "unknown",
+  "Action",
+  "Adventure",
+  "Animation",
+  "Children's",
+  "Comedy",
+  "Crime",
+  "Documentary",
+  "Drama",
+  "Fantasy",
+  "Film-Noir",
+  "Horror",
+  "Musical",
+  "Mystery",
+  "Romance",
+  "Sci-Fi",
+  "Thriller",
+  "War",
+  "Western",
+)
+
+MOVIELENS_LAYOUTS = (
+  "u.data with u.item and u.genre (ML-100K; also its u1.base ... ub.test splits)",
+  "<name>.inter with <name>.item (RecBole atomic files, e.g. ml-100k.inter)",
+  "ratings.dat with movies.dat (ML-1M, ML-10M)",
+  "ratings.csv with movies.csv (ML-20M, ML-25M, ML-32M)",
+)
+
+# "Title (1995)", "Title (1975-1979)": the year is the first one.
+_TITLE_YEAR = re.compile(r"^(.*?)\s*\((\d{4})(?:\s*[-\u2013]\s*\d{0,4})?\)\s*$")
+_ML100K_DATA = re.compile(r"^u(\d*|[a-z])\.(data|base|test)$")
+
+
+@dataclasses.dataclass
+class _Items:
+  titles: dict[int, str] = dataclasses.field(default_factory=dict)
+  years: dict[int, int] = dataclasses.field(default_factory=dict)
+  genres: dict[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+  def add(self, item: int, title: str, year: int | None, genres: tuple[str, ...]) -> None:
+    self.titles[item] = title
+    if year is not None:
+      self.years[item] = year
+    self.genres[item] = genres
+
+
+def _title_year(title: str) -> tuple[str, int | None]:
+  """ "Toy Story (1995)" -> ("Toy Story", 1995); a title without a year stays whole."""
+  match = _TITLE_YEAR.match(title)
+  if not match or not match[1]:
+    return title.strip(), None
+  return match[1], int(match[2])
+
+
+def _ml100k_items(item_path: pathlib.Path, genre_path: pathlib.Path) -> _Items:
+  """u.item: id|title (year)|release date|video date|url|19 genre flags (u.genre's order)."""
+  genres = ML100K_GENRES
+  if genre_path.is_file():
+    genre_table = split_table(genre_path, "|", ("genre", "index"))
+    indices = genre_table.ints("index")
+    genres = tuple(str(genre_table.column("genre")[i]).strip() for i in np.argsort(indices))
+  names = ("item", "title", "release_date", "video_release_date", "url", *genres)
+  table = split_table(item_path, "|", names)
+  items, out = table.ints("item"), _Items()
+  titles, dates = table.column("title"), table.column("release_date")
+  flags = [table.convert(g, parse_flag, f"{g} must be a 0/1 flag") for g in genres]
+  for row, item in enumerate(items.tolist()):
+    title, year = _title_year(titles[row])
+    date = dates[row].strip()
+    if year is None and re.fullmatch(r".*\d{4}", date):
+      year = int(date[-4:])
+    out.add(item, title, year, tuple(g for g, f in zip(genres, flags, strict=True) if f[row]))
+  return out
+
+
+def _recbole_items(path: pathlib.Path) -> _Items:
+  """RecBole's <name>.item: item_id, movie_title, release_year, class (space-separated genres)."""
+  table = split_table(path, "\t", recbole=True)
+  items, out = table.ints("item_id"), _Items()
+  blank = [""] * len(table)
+  titles = table.column("movie_title") if table.has("movie_title") else blank
+  years = table.column("release_year") if table.has("release_year") else blank
+  genres = table.column("class") if table.has("class") else blank
+  for row, item in enumerate(items.tolist()):
+    year = years[row].strip()
+    # ml-100k.item spells an unknown year "unkonwn" and has one "V".
+    out.add(
+      item, titles[row].strip(), int(year) if year.isdigit() else None, tuple(genres[row].split())
+    )
+  return out
+
+
+def _movies_items(table: Table, item: str, title: str, genres: str) -> _Items:
+  """movies.dat / movies.csv: id, "Title (year)", "Genre|Genre" ("(no genres listed)": none)."""
+  items, out = table.ints(item), _Items()
+  titles, genre_lists = table.column(title), table.column(genres)
+  for row, item_id in enumerate(items.tolist()):
+    name, year = _title_year(titles[row])
+    listed = genre_lists[row].strip()
+    kinds = () if listed in ("", "(no genres listed)") else tuple(listed.split("|"))
+    out.add(item_id, name, year, kinds)
+  return out
+
+
+def _movielens_interactions(
+  table: Table, user: str, item: str, rating: str, timestamp: str, items: _Items
+) -> Interactions:
+  ratings = np.asarray(table.convert(rating, parse_finite_float, "rating must be a number"))
+  times = table.convert(timestamp, parse_numeric_seconds, "timestamp must be integer seconds")
+  return Interactions(
+    path=table.path,
+    users=table.ints(user),
+    items=table.ints(item),
+    timestamps=np.asarray(times, np.int64),
+    outcomes=(ratings >= HIGH_RATING).astype(np.int32),
+    outcome_names=MOVIELENS_OUTCOMES,
+    lines=np.asarray(table.lines, np.int64),
+    ratings=ratings.astype(np.float32),
+    item_titles=items.titles,
+    item_years=items.years,
+    item_genres=items.genres,
+  )
+
+
+def _movielens_file(path: pathlib.Path) -> pathlib.Path:
+  """The ratings file of a MovieLens folder, or `path` itself when it is one."""
+  looked_for = "; ".join(MOVIELENS_LAYOUTS)
+  if path.is_dir():
+    for candidate in (path / "u.data", path / f"{path.name}.inter"):
+      if candidate.is_file():
+        return candidate
+    inter = sorted(path.glob("*.inter"))
+    if len(inter) > 1:
+      raise ValueError(f"{path}: several .inter files and none named {path.name}.inter: {inter}")
+    for candidate in (*inter, path / "ratings.dat", path / "ratings.csv"):
+      if candidate.is_file():
+        return candidate
+    raise FileNotFoundError(
+      f"{path}: no MovieLens ratings file in this folder; looked for {looked_for}"
+    )
+  if not path.exists():
+    raise FileNotFoundError(f"{path}: no such file or folder; looked for MovieLens as {looked_for}")
+  if is_movielens_name(path.name):
+    return path
+  raise ValueError(f"{path}: not a MovieLens ratings file name; expected {looked_for}")
+
+
+def is_movielens_name(name: str) -> bool:
+  """Whether `name` is a MovieLens ratings file name of one of `MOVIELENS_LAYOUTS`."""
+  return (
+    bool(_ML100K_DATA.match(name))
+    or name.endswith(".inter")
+    or name in ("ratings.dat", "ratings.csv")
+  )
+
+
+def read_movielens(path: PathLike) -> Interactions:
+  """MovieLens ratings with their item side data; `path` is a MovieLens folder or ratings file.
+
+  Layouts (`MOVIELENS_LAYOUTS`): ML-100K u.data, RecBole's <name>.inter, ML-1M/10M ratings.dat
+  and ML-20M/25M/32M ratings.csv, each with its item file when present beside it. Outcomes are
+  `MOVIELENS_OUTCOMES`: "high" for a rating >= 4, "low" otherwise; `ratings` keeps the stars.
+  """
+  file = _movielens_file(pathlib.Path(path))
+  folder, name = file.parent, file.name
+  if _ML100K_DATA.match(name):
+    table = split_table(file, None, ("user", "item", "rating", "timestamp"))
+    item_file = folder / "u.item"
+    items = _ml100k_items(item_file, folder / "u.genre") if item_file.is_file() else _Items()
+    return _movielens_interactions(table, "user", "item", "rating", "timestamp", items)
+  if name.endswith(".inter"):
+    table = split_table(file, "\t", recbole=True)
+    item_file = file.with_suffix(".item")
+    items = _recbole_items(item_file) if item_file.is_file() else _Items()
+    return _movielens_interactions(table, "user_id", "item_id", "rating", "timestamp", items)
+  if name == "ratings.dat":
+    table = split_table(file, "::", ("user", "item", "rating", "timestamp"))
+    item_file = folder / "movies.dat"
+    items = _Items()
+    if item_file.is_file():
+      movies = split_table(item_file, "::", ("item", "title", "genres"))
+      items = _movies_items(movies, "item", "title", "genres")
+    return _movielens_interactions(table, "user", "item", "rating", "timestamp", items)
+  table = csv_table(file)
+  item_file = folder / "movies.csv"
+  items = _Items()
+  if item_file.is_file():
+    items = _movies_items(csv_table(item_file), "movieId", "title", "genres")
+  return _movielens_interactions(table, "userId", "movieId", "rating", "timestamp", items)

@@ -1,0 +1,66 @@
+"""Draws without replacement for the synthetic world, and their inclusion probabilities.
+
+The logging policy and the users draw; the oracle uses the inclusion probabilities in their place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def gumbel_top_k(rng: np.random.Generator, logits: np.ndarray, k: int) -> np.ndarray:
+  """[U, M] logits (-inf = banned) -> [U, k] columns drawn without replacement.
+
+  Columns of banned entries come back as -1 when a row has fewer than k
+  allowed entries.
+  """
+  keys = logits + rng.gumbel(size=logits.shape)
+  top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+  return np.where(np.isfinite(np.take_along_axis(keys, top, axis=1)), top, -1)
+
+
+def sample_popular(
+  rng: np.random.Generator, log_pop: np.ndarray, banned: np.ndarray, k: int
+) -> np.ndarray:
+  """[U, N + 1] banned mask -> [U, k] items drawn without replacement, p ∝ popularity.
+
+  Rejection of repeated or banned draws from cheap with-replacement draws is
+  exactly successive sampling; rows still short finish by Gumbel-top-k.
+  """
+  num_u = banned.shape[0]
+  cdf = np.cumsum(np.exp(log_pop[1:] - log_pop[1:].max()))
+  draws = 1 + np.searchsorted(cdf, rng.random((num_u, 4 * k)) * cdf[-1], side="right")
+  draws = np.minimum(draws, len(cdf))
+  earlier = np.tril(np.ones((4 * k, 4 * k), dtype=bool), -1)
+  repeat = np.any((draws[:, :, None] == draws[:, None, :]) & earlier, axis=2)
+  valid = ~repeat & ~np.take_along_axis(banned, draws, axis=1)
+  first = np.argsort(~valid, axis=1, kind="stable")[:, :k]
+  picks = np.where(np.take_along_axis(valid, first, axis=1), np.take_along_axis(draws, first, 1), 0)
+  for u in np.nonzero(np.any(picks == 0, axis=1))[0]:  # rare: continue the draw exactly
+    got = picks[u][picks[u] > 0]
+    logits = np.where(banned[u], -np.inf, log_pop)
+    logits[got] = -np.inf
+    more = gumbel_top_k(rng, logits[None], k - len(got))[0]
+    picks[u] = np.concatenate([got, np.maximum(more, 0)])
+  return picks
+
+
+def draw_slots(rng: np.random.Generator, mix: np.ndarray) -> np.ndarray:
+  """[U, K] mix weights (rows sum to 1) -> [U] one slot per user, drawn by the weights."""
+  below = np.cumsum(mix, axis=1) <= rng.random(mix.shape[0])[:, None]
+  return np.minimum(below.sum(axis=1), np.count_nonzero(mix, axis=1) - 1)
+
+
+def inclusion_probs(logits: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
+  """[L, N + 1] approximate P(item among k drawn without replacement)."""
+  if k == 0:
+    return np.zeros(logits.shape)
+  weights = np.where(allowed, np.exp(logits - np.max(logits, axis=1, keepdims=True)), 0.0)
+  # Newton on the concave sum(1 - exp(-c w)) = k from below never overshoots.
+  c = k / np.maximum(weights.sum(axis=1, keepdims=True), 1e-300)
+  for _ in range(30):
+    decay = np.exp(-c * weights)
+    excess = np.sum(1.0 - decay, axis=1, keepdims=True) - k
+    slope = np.sum(weights * decay, axis=1, keepdims=True)
+    c = c - excess / np.maximum(slope, 1e-300)
+  return 1.0 - np.exp(-c * weights)
