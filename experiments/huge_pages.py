@@ -1,14 +1,13 @@
-"""Huge pages for the host's malloc: 1.3-1.4x faster train steps on CPU.
+"""Huge pages for the host's malloc: faster train steps on CPU.
 
 XLA:CPU allocates each step's buffers anew with malloc. glibc serves those
 above 32 MiB with a fresh mmap and returns them with munmap, so every step
-faults its temporaries back in 4 KiB at a time: on the synthetic default,
-2.7 million page faults in 18 steps, and over a quarter of a training run's
-CPU time spent in the kernel. glibc's tunable `glibc.malloc.hugetlb=1` (glibc
-2.35 and later) asks for transparent huge pages instead: a tenth of the
-faults, and the default's step takes 402 ms instead of 559 (RESULTS.md,
-"Training benchmark"). The tunable is read when a process starts, so the
-launchers re-execute themselves once with it.
+faults its temporaries back in 4 KiB at a time, and a large share of a
+training run's CPU time goes to the kernel. glibc's tunable
+`glibc.malloc.hugetlb=1` (glibc 2.35 and later) asks for transparent huge
+pages instead: far fewer faults (RESULTS.md, "Training speed", has the
+measured steps). The tunable is read when a process starts, so the launchers
+re-execute themselves once with it.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from hang_guard import HANG_SECONDS
 
 from unipinrec.data.pipeline import training_iterator
 
@@ -36,7 +37,6 @@ RUN = [
 ]
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 FIGURES = ("retrieval", "retrieval_unfiltered", "ranking", "ranking_by_retrieval_head")
-TIMEOUT_S = 240
 
 
 def test_process_parts_form_the_same_global_batches_on_any_process_count():
@@ -124,7 +124,7 @@ def _figures(workdir: pathlib.Path) -> dict[str, float]:
 @pytest.mark.slow
 def test_two_processes_preempted_then_resumed_on_one_device_match_an_uninterrupted_run(tmp_path):
   preempted, straight = tmp_path / "preempted", tmp_path / "straight"
-  deadline = time.time() + TIMEOUT_S
+  deadline = time.time() + HANG_SECONDS
   launched = []
   try:
     # The reference: 2 processes on a (1, 2, 2) mesh, uninterrupted, evaluated across them.

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 import sharded_run
+from hang_guard import HANG_SECONDS
 from jax.sharding import AbstractMesh, PartitionSpec
 
 from unipinrec import sharding
@@ -40,7 +41,7 @@ def runs(tmp_path_factory):
     # The reference runs here while the subprocess compiles: two cores, two jobs.
     one_device = sharding.make_mesh(sharding.MeshConfig(1, 1, 1), jax.devices()[:1])
     reference, _ = sharded_run.train_steps(one_device)
-    _, stderr = process.communicate(timeout=300)
+    _, stderr = process.communicate(timeout=HANG_SECONDS)
   finally:
     if process.poll() is None:
       process.kill()

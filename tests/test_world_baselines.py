@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+from hang_guard import HANG_SECONDS
 
 from experiments.configs import synthetic
 from unipinrec.config import from_mapping
@@ -24,7 +25,7 @@ def _world_baselines(*args: str) -> subprocess.CompletedProcess:
     env=dict(os.environ, JAX_PLATFORMS="cpu"),
     capture_output=True,
     text=True,
-    timeout=300,
+    timeout=HANG_SECONDS,
   )
 
 
