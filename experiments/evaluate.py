@@ -12,7 +12,7 @@ from absl import app, flags
 
 from experiments import huge_pages, launch
 from unipinrec import records
-from unipinrec.run import evaluate_workdir
+from unipinrec.run import RESULTS_FILE, evaluate_workdir
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "A training run's work directory.")
 
@@ -25,7 +25,7 @@ def main(argv):
     document = evaluate_workdir(run, _WORKDIR.value, launch.command("evaluate"), started)
   except FileNotFoundError as error:  # no checkpoint
     raise app.UsageError(str(error)) from error
-  launch.log_summary(document, os.path.join(_WORKDIR.value, "results.json"))
+  launch.log_summary(document, os.path.join(_WORKDIR.value, RESULTS_FILE))
 
 
 if __name__ == "__main__":

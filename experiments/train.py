@@ -14,7 +14,7 @@ from ml_collections import config_flags
 
 from experiments import huge_pages, launch
 from unipinrec import records
-from unipinrec.run import train_and_evaluate
+from unipinrec.run import RESULTS_FILE, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", launch.DEFAULT_CONFIG, "ml_collections config file, optionally `file.py:variant`."
@@ -28,7 +28,7 @@ def main(argv):
   run = launch.start(_CONFIG.value, _WORKDIR.value)
   document = train_and_evaluate(run, _WORKDIR.value, launch.command("train"), started)
   if document is not None:  # None: preempted after a save; exit 0 so the scheduler restarts it
-    launch.log_summary(document, os.path.join(_WORKDIR.value, "results.json"))
+    launch.log_summary(document, os.path.join(_WORKDIR.value, RESULTS_FILE))
 
 
 if __name__ == "__main__":
