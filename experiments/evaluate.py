@@ -3,6 +3,8 @@
   python -m experiments.evaluate --workdir=runs/synthetic
 
 The run's configuration is read from WORKDIR/config.json, written by training.
+It holds WORKDIR's lock like the training: while one runs there it is refused
+with one line on stderr and exit status 2.
 """
 
 import os
@@ -23,18 +25,19 @@ def main(argv):
   start = time.time()
   start_commit = report.git_commit()  # the code this process loaded, whatever happens later
   run = launch.load_run_config(_WORKDIR.value)
-  experiment, params, step, best_step = launch.restore_run(run, _WORKDIR.value)
-  figures = evaluate_state(experiment, params)
-  figures["best_step"] = best_step
-  document = write_results(
-    experiment,
-    _WORKDIR.value,
-    figures,
-    step,
-    launch.command("evaluate"),
-    time.time() - start,
-    start_commit,
-  )
+  with launch.workdir_locked(_WORKDIR.value):  # a training there would rewrite results.json
+    experiment, params, step, best_step = launch.restore_run(run, _WORKDIR.value)
+    figures = evaluate_state(experiment, params)
+    figures["best_step"] = best_step
+    document = write_results(
+      experiment,
+      _WORKDIR.value,
+      figures,
+      step,
+      launch.command("evaluate"),
+      time.time() - start,
+      start_commit,
+    )
   launch.log_summary(document, os.path.join(_WORKDIR.value, "results.json"))
 
 

@@ -4,6 +4,8 @@
 
 Re-running the same command resumes from the newest checkpoint in WORKDIR, on
 any mesh. On SIGTERM it saves at the next step and exits with status 0.
+While it runs it holds WORKDIR's lock: a second launch on WORKDIR is refused
+with one line on stderr and exit status 2.
 """
 
 import os
@@ -33,6 +35,12 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "Checkpoints, logs a
 
 def main(argv):
   del argv
+  with launch.workdir_locked(_WORKDIR.value):
+    _train_and_evaluate()
+
+
+def _train_and_evaluate() -> None:
+  """Trains (or resumes) in WORKDIR, evaluates the result and writes results.json."""
   start = time.time()
   start_commit = report.git_commit()  # the code this process loaded, whatever happens later
   run = launch.start(_CONFIG.value, _WORKDIR.value)
