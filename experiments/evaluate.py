@@ -3,6 +3,8 @@
   python -m experiments.evaluate --workdir=runs/synthetic
 
 The run's configuration is read from WORKDIR/config.json, written by training.
+It holds WORKDIR's lock like the training: while one runs there it is refused
+with one line on stderr and exit status 2.
 """
 
 import os
@@ -21,10 +23,11 @@ def main(argv):
   del argv
   started = (time.time(), records.git_commit())  # the code this process loaded
   run = launch.load_run_config(_WORKDIR.value)
-  try:
-    document = evaluate_workdir(run, _WORKDIR.value, launch.command("evaluate"), started)
-  except FileNotFoundError as error:  # no checkpoint
-    raise app.UsageError(str(error)) from error
+  with launch.workdir_locked(_WORKDIR.value):  # a training there would rewrite results.json
+    try:
+      document = evaluate_workdir(run, _WORKDIR.value, launch.command("evaluate"), started)
+    except FileNotFoundError as error:  # no checkpoint
+      raise app.UsageError(str(error)) from error
   launch.log_summary(document, os.path.join(_WORKDIR.value, RESULTS_FILE))
 
 

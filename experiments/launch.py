@@ -1,20 +1,26 @@
 """What every launcher shares: the run config at the edge, the command line, the summary."""
 
+import contextlib
+import functools
 import json
 import logging as std_logging
 import math
 import os
 import shlex
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from absl import app, flags, logging
+from jax.experimental import multihost_utils
 
 from unipinrec.config import RunConfig, from_mapping, to_dict
 from unipinrec.records import write_json_atomic
 from unipinrec.train.experiment import CONFIG_FILE, Experiment, read_run_config, restore_trained
+from unipinrec.workdir_lock import WorkdirLock, WorkdirLocked
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "synthetic.py")
 
@@ -42,6 +48,7 @@ class _QuietLibraries(std_logging.Filter):
     return record.levelno >= std_logging.WARNING or not noisy
 
 
+@functools.cache  # once per process, whichever launcher function comes first
 def _prepare_process() -> None:
   """Quiets library chatter and joins the other processes of a multi-host run."""
   logging.get_absl_handler().addFilter(_QuietLibraries())
@@ -55,6 +62,32 @@ def command(module: str) -> str:
   return " ".join(
     ["python", "-m", f"experiments.{module}"] + [shlex.quote(a) for a in sys.argv[1:]]
   )
+
+
+@contextlib.contextmanager
+def workdir_locked(workdir: str) -> Iterator[None]:
+  """Holds WORKDIR's lock (`unipinrec.workdir_lock`) meanwhile; process 0 takes it for all.
+
+  A refusal ends every process with one line on stderr and exit status 2.
+  """
+  _prepare_process()
+  lock = WorkdirLock(workdir, primary=jax.process_index() == 0)
+  try:
+    lock.acquire()
+  except WorkdirLocked as error:
+    refusal = str(error)
+  else:
+    refusal = None
+  # The other processes learn process 0's answer: none may write where another run does.
+  if jax.process_count() > 1 and not multihost_utils.broadcast_one_to_all(np.int32(not refusal)):
+    refusal = refusal or f"process 0 was refused the lock of work directory {workdir}"
+  if refusal:
+    print(f"error: {refusal}", file=sys.stderr)
+    sys.exit(2)
+  try:
+    yield
+  finally:
+    lock.release()
 
 
 def start(config: ml_collections.ConfigDict, workdir: str) -> RunConfig:

@@ -5,7 +5,13 @@
 Serves the run's best validated (else newest) checkpoint from the usearch
 index in WORKDIR/index, built there first when absent (settings: the run
 config's `index` block). unipinrec/serving/batch.py documents the line formats.
+
+A user line that is not valid JSON or has a bad field gets an error record at
+its place in OUT; every other line is answered. Then the launcher exits with
+status 1 after one line on stderr: "3 of 120 lines failed; see error records in OUT".
 """
+
+import sys
 
 from absl import app, flags, logging
 
@@ -23,8 +29,15 @@ _REBUILD = flags.DEFINE_bool(
 def main(argv):
   del argv
   run = launch.load_run_config(_WORKDIR.value)
-  served = recommend_file(_WORKDIR.value, _USERS.value, _OUT.value, _REBUILD.value, run)
+  summary = recommend_file(_WORKDIR.value, _USERS.value, _OUT.value, _REBUILD.value, run)
+  served = summary.lines - summary.failed
   logging.info("wrote recommendations for %d users to %s", served, _OUT.value)
+  if summary.failed:
+    print(
+      f"{summary.failed} of {summary.lines} lines failed; see error records in {_OUT.value}",
+      file=sys.stderr,
+    )
+    sys.exit(1)
 
 
 if __name__ == "__main__":

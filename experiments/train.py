@@ -3,7 +3,10 @@
   python -m experiments.train --config=experiments/configs/synthetic.py --workdir=runs/synthetic
 
 Re-running the same command resumes from the newest checkpoint in WORKDIR, on
-any mesh. On SIGTERM it saves at the next step and exits with status 0.
+any mesh (a newest checkpoint that does not restore is set aside, with a warning, for
+the one before). On SIGTERM it saves at the next step and exits with status 0. The
+work directory is locked while it runs: a second launch there is refused with one
+line on stderr and exit status 2.
 """
 
 import os
@@ -25,8 +28,10 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "Checkpoints, logs a
 def main(argv):
   del argv
   started = (time.time(), records.git_commit())  # the code this process loaded
-  run = launch.start(_CONFIG.value, _WORKDIR.value)
-  document = train_and_evaluate(run, _WORKDIR.value, launch.command("train"), started)
+  # Locked before config.json is written, so that a refused launch overwrites nothing.
+  with launch.workdir_locked(_WORKDIR.value):
+    run = launch.start(_CONFIG.value, _WORKDIR.value)
+    document = train_and_evaluate(run, _WORKDIR.value, launch.command("train"), started)
   if document is not None:  # None: preempted after a save; exit 0 so the scheduler restarts it
     launch.log_summary(document, os.path.join(_WORKDIR.value, RESULTS_FILE))
 

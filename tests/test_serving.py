@@ -3,6 +3,9 @@
 import dataclasses
 import json
 import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +28,7 @@ from unipinrec.train.experiment import CONFIG_FILE, setup_experiment
 from unipinrec.train.state import example_batch
 from unipinrec.types import TrainBatch
 
+REPO = pathlib.Path(__file__).resolve().parent.parent
 NUM_ITEMS, NUM_OUTCOMES, MAX_LENGTH = 300, 2, 12
 EXACT = IndexConfig(dtype="f32", exact=True)
 CONFIG = ServingConfig(num_candidates=24, num_results=10, batch_size=4)
@@ -278,26 +282,42 @@ def test_request_lines_parse_and_reject_bad_fields():
   assert request.condition == 2 and request.request_time is None
   default = batch_lib.parse_request({"user": "u", "items": [4]}, names)
   np.testing.assert_array_equal(default.outcomes, [[True, False]])
-  with pytest.raises(ValueError, match="unknown outcome 'like'"):
-    batch_lib.parse_request({"user": 1, "items": [4], "outcomes": ["like"]}, names)
-  with pytest.raises(ValueError, match="1 times for 2 items"):
-    batch_lib.parse_request({"user": 1, "items": [4, 5], "times": [0]}, names)
-  with pytest.raises(ValueError, match="unknown condition"):
-    batch_lib.parse_request({"user": 1, "items": [], "condition": "buy"}, names)
+  bad = [
+    ({"user": 1, "items": [4], "outcomes": ["like"]}, "field 'outcomes': unknown outcome 'like'"),
+    ({"user": 1, "items": [4, 5], "times": [0]}, "field 'times': 1 times for 2 items"),
+    ({"user": 1, "items": [], "condition": "buy"}, "field 'condition': unknown condition 'buy'"),
+    ({"user": 1, "items": [4, "5"]}, "field 'items': expected a list of integers, got [4, '5']"),
+    ({"user": 1, "items": [4], "surfaces": [True]}, "field 'surfaces': expected a list of int"),
+    ({"user": 1, "items": [4], "budgets": {"save": 0}}, "field 'budgets': expected non-negative"),
+    ({"items": [4]}, "field 'user': missing"),
+  ]
+  for record, message in bad:
+    with pytest.raises(ValueError) as error:
+      batch_lib.parse_request(record, names)
+    assert str(error.value).startswith(message), (record, str(error.value))
 
 
-def test_recommend_file_serves_json_lines_from_a_checkpoint(tmp_path):
-  """The CLI's library function on a runlocal checkpoint: builds the index, then reuses it."""
+@pytest.fixture(scope="module")
+def checkpoint_run(tmp_path_factory):
+  """(work directory, run config) of a runlocal run whose step 0 is its initial state."""
   run = from_mapping(synthetic.get_config("runlocal").to_dict())
-  run = dataclasses.replace(run, serving=ServingConfig(num_candidates=16, num_results=5))
+  run = dataclasses.replace(
+    run, serving=ServingConfig(num_candidates=16, num_results=5, batch_size=4)
+  )
   experiment = setup_experiment(run)
-  workdir = str(tmp_path / "run")
+  workdir = str(tmp_path_factory.mktemp("run"))
   manager = checkpoint.make_manager(workdir, run.checkpoint)
   iterator = training_iterator(experiment.data.train_examples, run.batch_size, run.seed)
   checkpoint.save(manager, 0, experiment.initial_state, iterator, force=True)
   manager.wait_until_finished()
   with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
     json.dump(dataclasses.asdict(run), f)
+  return workdir, run
+
+
+def test_recommend_file_serves_json_lines_from_a_checkpoint(checkpoint_run, tmp_path):
+  """The CLI's library function on a runlocal checkpoint: builds the index (or reuses it)."""
+  workdir, run = checkpoint_run
   users = tmp_path / "users.jsonl"
   users.write_text(
     json.dumps({"user": "a", "items": [1, 2, 3], "outcomes": ["click", "save", "click"]})
@@ -306,14 +326,82 @@ def test_recommend_file_serves_json_lines_from_a_checkpoint(tmp_path):
     + "\n"
   )
   out = tmp_path / "recs.jsonl"
-  assert batch_lib.recommend_file(workdir, str(users), str(out)) == 2
+  assert batch_lib.recommend_file(workdir, str(users), str(out)) == batch_lib.FileSummary(2, 0)
   lines = [json.loads(line) for line in out.read_text().splitlines()]
   assert [line["user"] for line in lines] == ["a", "b"]
   assert lines[1]["cold_start"] and lines[1]["unknown_items"] == [99999]
   for line in lines:
     assert len(line["items"]) == 5 and len(set(line["items"])) == 5
-    assert set(line["probabilities"]) == set(experiment.data.logs.outcome_names)
+    assert set(line["probabilities"]) == {"click", "save"}
     assert line["scores"] == sorted(line["scores"], reverse=True)
   manifest = store.load(os.path.join(workdir, batch_lib.INDEX_DIR)).manifest
   assert manifest.step == 0 and manifest.config_hash == config_hash(run)
   assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
+
+
+# Good user lines (more than a batch of 4) with bad ones between them, and each bad line's error.
+GOOD = [
+  {"user": "a", "items": [1, 2, 3], "outcomes": ["click", "save", "click"]},
+  {"user": "b", "items": [99999]},
+  {"user": "c", "items": [5, 6], "condition": "save"},
+  {"user": "d", "items": []},
+  {"user": "e", "items": [7, 8, 9, 10], "budgets": {"save": 1, "click": 1}},
+  {"user": "f", "items": [11, 12]},
+]
+BAD = {
+  3: ('{"user": "j", "items": [1, 2', "invalid JSON: Expecting ',' delimiter at column 29"),
+  4: (
+    '{"user": "m", "outcomes": []}',
+    "field 'items': missing; a user line needs 'user' and 'items'",
+  ),
+  7: (
+    '{"user": "o", "items": [1, 2], "outcomes": ["click", "like"]}',
+    "field 'outcomes': unknown outcome 'like'; expected ('click', 'save')",
+  ),
+  8: ('{"user": "s", "items": "12"}', "field 'items': expected a list of integers, got '12'"),
+  10: ("[1, 2]", "expected a JSON object, got [1, 2]"),
+  11: ('{"user": "t", "items": [1], "times": [0, 60]}', "field 'times': 2 times for 1 items"),
+}
+MIXED = {1: GOOD[0], 2: GOOD[1], 6: GOOD[2], 9: GOOD[3], 12: GOOD[4], 13: GOOD[5]}  # 5 is blank
+
+
+@pytest.mark.slow
+def test_recommend_answers_every_good_line_and_writes_an_error_record_per_bad_one(
+  checkpoint_run, tmp_path
+):
+  workdir, _ = checkpoint_run
+  good, mixed = tmp_path / "good.jsonl", tmp_path / "mixed.jsonl"
+  good.write_text("".join(json.dumps(user) + "\n" for user in GOOD))
+  lines = {number: json.dumps(user) for number, user in MIXED.items()}
+  lines.update({number: text for number, (text, _) in BAD.items()})
+  mixed.write_text("".join(lines.get(number, "") + "\n" for number in range(1, 14)))
+  expected = tmp_path / "good-recs.jsonl"
+  assert batch_lib.recommend_file(workdir, str(good), str(expected)) == batch_lib.FileSummary(6, 0)
+
+  out = tmp_path / "recs.jsonl"
+  done = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "experiments.recommend",
+      f"--workdir={workdir}",
+      f"--users={mixed}",
+      f"--out={out}",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=REPO,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
+  assert done.returncode == 1, done.stderr[-3000:]
+  assert f"6 of 12 lines failed; see error records in {out}" in done.stderr.splitlines()
+  assert "Traceback" not in done.stderr
+  records = [json.loads(line) for line in out.read_text().splitlines()]
+  numbers = [n for n in range(1, 14) if n != 5]
+  answered = {n: r for n, r in zip(numbers, records, strict=True) if n in MIXED}
+  assert list(answered.values()) == [json.loads(line) for line in expected.read_text().splitlines()]
+  errors = {n: r for n, r in zip(numbers, records, strict=True) if n in BAD}
+  assert errors == {
+    n: {"line": n, "error": f"line {n}: {message}"} for n, (_, message) in BAD.items()
+  }

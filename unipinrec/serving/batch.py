@@ -10,18 +10,25 @@ minute apart, surfaces to 0, the request time to the last action's, the
 condition to "any" (else an outcome name: retrieve for that outcome); "budgets"
 (outcome name -> weight) splits the candidates across outcomes instead.
 
-One output line per user, in input order:
+One output line per non-blank input line, in input order:
   {"user": "u1", "items": [...], "scores": [...], "retrieval_scores": [...],
    "probabilities": {"click": [...], "save": [...]}, "retrieved_for": ["any", ...],
    "cold_start": false, "unknown_items": []}
+or, where the input line is not valid JSON or has a bad field, an error
+record naming the line (numbered from 1, blank ones counted) and the field:
+  {"line": 7, "error": "line 7: field 'items': expected a list of integers, got '12'"}
+Every good line is answered; experiments/recommend.py then exits with status 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import reprlib
 import tempfile
-from collections.abc import Iterator, Sequence
+import types
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import tqdm
@@ -37,56 +44,94 @@ from unipinrec.train.experiment import read_run_config
 INDEX_DIR = "index"  # under the work directory
 
 
-def parse_request(record: dict, outcome_names: Sequence[str]) -> UserRequest:
-  """A `UserRequest` from one decoded input line; malformed fields raise ValueError."""
-  if "user" not in record or "items" not in record:
-    raise ValueError(f"a user line needs 'user' and 'items': {record!r}")
-  user = record["user"]
-  items = np.asarray(record["items"], dtype=np.int64).reshape(-1)
+def parse_request(record: object, outcome_names: Sequence[str]) -> UserRequest:
+  """A `UserRequest` from one decoded input line.
+
+  Raises:
+    ValueError: for a malformed line; the message names the field.
+  """
+  if not isinstance(record, dict):
+    raise ValueError(f"expected a JSON object, got {reprlib.repr(record)}")
+  user = record.get("user")
+  items = _array(record, "items", np.int64)
+  for name, value in (("user", user), ("items", items)):
+    if value is None:
+      raise ValueError(f"field {name!r}: missing; a user line needs 'user' and 'items'")
   num_actions = len(items)
-
-  def column(name: str, default: np.ndarray) -> np.ndarray:
-    values = record.get(name)
-    if values is None:
-      return default
-    if len(values) != num_actions:
-      raise ValueError(f"user {user!r}: {len(values)} {name} for {num_actions} items")
-    return np.asarray(values)
-
+  times = _array(record, "times", np.float64, num_actions)
+  surfaces = _array(record, "surfaces", np.int64, num_actions)
   actions = record.get("outcomes")
   if actions is None:
     actions = [outcome_names[0]] * num_actions
+  elif not isinstance(actions, list) or not all(isinstance(a, str | list) for a in actions):
+    raise ValueError(
+      f"field 'outcomes': expected a list of outcome names or lists of them, "
+      f"got {reprlib.repr(actions)}"
+    )
   elif len(actions) != num_actions:
-    raise ValueError(f"user {user!r}: {len(actions)} outcomes for {num_actions} items")
+    raise ValueError(f"field 'outcomes': {len(actions)} outcomes for {num_actions} items")
   outcomes = np.zeros((num_actions, len(outcome_names)), bool)
   for action, names in enumerate(actions):
     for name in [names] if isinstance(names, str) else names:
       if name not in outcome_names:
-        raise ValueError(f"user {user!r}: unknown outcome {name!r}; expected {outcome_names}")
+        raise ValueError(f"field 'outcomes': unknown outcome {name!r}; expected {outcome_names}")
       outcomes[action, outcome_names.index(name)] = True
   condition = record.get("condition", "any")
   conditions = ["any", *outcome_names]
   if condition not in conditions:
-    raise ValueError(f"user {user!r}: unknown condition {condition!r}; expected {conditions}")
+    raise ValueError(f"field 'condition': unknown condition {condition!r}; expected {conditions}")
   request_time = record.get("request_time")
+  if request_time is not None and not _is(request_time, int | float):
+    raise ValueError(f"field 'request_time': expected a number, got {reprlib.repr(request_time)}")
+  surface = record.get("surface", 0)
+  if not _is(surface, int):
+    raise ValueError(f"field 'surface': expected an integer, got {reprlib.repr(surface)}")
   budgets = record.get("budgets")
-  if budgets is not None:
-    unknown = sorted(set(budgets) - set(outcome_names))
-    if unknown or any(not isinstance(w, int) or w < 0 for w in budgets.values()):
-      raise ValueError(
-        f"user {user!r}: budgets need non-negative integer weights of {outcome_names}: {budgets!r}"
-      )
+  if budgets is not None and (
+    not isinstance(budgets, dict)
+    or set(budgets) - set(outcome_names)
+    or not all(_is(w, int) and w >= 0 for w in budgets.values())
+    or (budgets and not sum(budgets.values()))
+  ):
+    raise ValueError(
+      f"field 'budgets': expected non-negative integer weights of {outcome_names} with a "
+      f"positive total, got {reprlib.repr(budgets)}"
+    )
   return UserRequest(
     user=user,
     items=items,
     outcomes=outcomes,
-    times=column("times", 60.0 * np.arange(num_actions)).astype(np.float64),
-    surfaces=column("surfaces", np.zeros(num_actions, np.int64)).astype(np.int64),
+    times=60.0 * np.arange(num_actions) if times is None else times,
+    surfaces=np.zeros(num_actions, np.int64) if surfaces is None else surfaces,
     request_time=None if request_time is None else float(request_time),
-    request_surface=int(record.get("surface", 0)),
+    request_surface=surface,
     condition=conditions.index(condition),
     budgets=budgets,
   )
+
+
+def _is(value: object, kinds: type | types.UnionType) -> bool:
+  """`isinstance`, except that JSON's true and false are no numbers."""
+  return isinstance(value, kinds) and not isinstance(value, bool)
+
+
+def _array(
+  record: dict, name: str, dtype: type[np.generic], length: int | None = None
+) -> np.ndarray | None:
+  """Field `name`, a list of `length` integers (or numbers, for a float `dtype`), or None."""
+  values = record.get(name)
+  if values is None:
+    return None
+  integers = np.issubdtype(dtype, np.integer)
+  kinds, what = (int, "integers") if integers else (int | float, "numbers")
+  if not isinstance(values, list) or not all(_is(v, kinds) for v in values):
+    raise ValueError(f"field {name!r}: expected a list of {what}, got {reprlib.repr(values)}")
+  if length is not None and len(values) != length:
+    raise ValueError(f"field {name!r}: {len(values)} {name} for {length} items")
+  try:
+    return np.asarray(values, dtype)
+  except OverflowError:
+    raise ValueError(f"field {name!r}: {what} out of range in {reprlib.repr(values)}") from None
 
 
 def format_recommendation(recommendation: Recommendation, outcome_names: Sequence[str]) -> dict:
@@ -119,21 +164,66 @@ def open_index(
   return store.load(index_dir, view=run.serving.view, expected=manifest)
 
 
-def _batches(path: str, size: int) -> Iterator[list[dict]]:
-  with open(path) as f:
-    batch = []
+@dataclasses.dataclass(frozen=True)
+class FileSummary:
+  """What `recommend_file` wrote: one line per non-blank input line, `failed` of them errors."""
+
+  lines: int
+  failed: int
+
+
+_Entry = tuple[int, UserRequest | str]  # (line number, its request or its error)
+
+
+def _read_requests(path: str, outcome_names: Sequence[str]) -> Iterator[_Entry]:
+  """The entries of the non-blank lines of `path`, in order."""
+  with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is that line's error only
     for number, line in enumerate(f, 1):
       if not line.strip():
         continue
       try:
-        batch.append(json.loads(line))
+        record = json.loads(line.rstrip())
       except json.JSONDecodeError as error:
-        raise ValueError(f"{path}:{number}: not JSON ({error})") from None
-      if len(batch) == size:
-        yield batch
-        batch = []
-    if batch:
-      yield batch
+        yield number, f"line {number}: invalid JSON: {error.msg} at column {error.colno}"
+        continue
+      except UnicodeDecodeError as error:
+        yield number, f"line {number}: invalid JSON: {error}"
+        continue
+      try:
+        request = parse_request(record, outcome_names)
+      except ValueError as error:
+        yield number, f"line {number}: {error}"
+        continue
+      yield number, request
+
+
+def _chunks(entries: Iterable[_Entry], size: int) -> Iterator[list[_Entry]]:
+  """Consecutive entries holding `size` requests each (the last may hold fewer).
+
+  Error lines ride along, so the good lines are batched as if the file held only them.
+  """
+  chunk, requests = [], 0
+  for entry in entries:
+    chunk.append(entry)
+    requests += isinstance(entry[1], UserRequest)
+    if requests == size:
+      yield chunk
+      chunk, requests = [], 0
+  if chunk:
+    yield chunk
+
+
+def _answers(
+  chunk: list[_Entry], recommender: Recommender, outcome_names: Sequence[str]
+) -> Iterator[dict]:
+  """The output records of `chunk`, in order: recommendations and error records."""
+  requests = [entry for _, entry in chunk if isinstance(entry, UserRequest)]
+  recommendations = iter(recommender.recommend(requests) if requests else [])
+  for number, entry in chunk:
+    if isinstance(entry, UserRequest):
+      yield format_recommendation(next(recommendations), outcome_names)
+    else:
+      yield {"line": number, "error": entry}
 
 
 def recommend_file(
@@ -142,8 +232,11 @@ def recommend_file(
   out_path: str,
   rebuild_index: bool = False,
   run: RunConfig | None = None,
-) -> int:
+) -> FileSummary:
   """Recommends for every user line of `users_path` into `out_path` (written atomically).
+
+  A line that is not valid JSON or has a bad field gets an error record at its
+  place instead (the module docstring's format); every other line is answered.
 
   Args:
     workdir: the training run's work directory (checkpoints, config.json, index/).
@@ -153,7 +246,7 @@ def recommend_file(
     run: the run's configuration; read from `workdir/config.json` when omitted.
 
   Returns:
-    The number of users served.
+    How many lines were answered and how many of them with an error record.
   """
   run = run or read_run_config(workdir)
   serving, _ = restore_serving_model(workdir, run)
@@ -161,24 +254,24 @@ def recommend_file(
   logging.info("index %s: %s", index.path, index.manifest.index)
   recommender = Recommender(serving, index, run.serving)
   names = serving.outcome_names
-  with open(users_path) as f:
+  with open(users_path, "rb") as f:
     total = sum(1 for line in f if line.strip())
   directory = os.path.dirname(os.path.abspath(out_path))
   os.makedirs(directory, exist_ok=True)
   handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".jsonl")
-  served = 0
+  lines = failed = 0
   try:
     with os.fdopen(handle, "w") as out, tqdm.tqdm(total=total, desc="users", unit="user") as bar:
-      for records in _batches(users_path, run.serving.batch_size):
-        requests = [parse_request(record, names) for record in records]
-        for recommendation in recommender.recommend(requests):
-          out.write(json.dumps(format_recommendation(recommendation, names)) + "\n")
-        served += len(records)
-        bar.update(len(records))
+      for chunk in _chunks(_read_requests(users_path, names), run.serving.batch_size):
+        for record in _answers(chunk, recommender, names):
+          out.write(json.dumps(record) + "\n")
+        lines += len(chunk)
+        failed += sum(isinstance(entry, str) for _, entry in chunk)
+        bar.update(len(chunk))
       out.flush()
       os.fsync(out.fileno())
     os.replace(temporary, out_path)
   except BaseException:
     os.unlink(temporary)
     raise
-  return served
+  return FileSummary(lines, failed)

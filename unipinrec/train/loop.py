@@ -79,7 +79,9 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
     sharding.process_batch_shard(mesh, run.batch_size),
   )
   manager = checkpoint.make_manager(workdir, run.checkpoint)
-  state = checkpoint.restore_latest(manager, abstract_state(experiment), data_iterator)
+  state = checkpoint.restore_latest(
+    manager, abstract_state(experiment), data_iterator, set_aside_unreadable=True
+  )
   if state is None:
     state = fresh_state(experiment)
   else:
