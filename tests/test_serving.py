@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hang_guard import HANG_SECONDS
 
 from experiments.configs import synthetic
 from unipinrec import checkpoint
@@ -390,7 +391,7 @@ def test_recommend_answers_every_good_line_and_writes_an_error_record_per_bad_on
     ],
     capture_output=True,
     text=True,
-    timeout=300,
+    timeout=HANG_SECONDS,
     cwd=REPO,
     env={**os.environ, "JAX_PLATFORMS": "cpu"},
   )

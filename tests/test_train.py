@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 from absl import flags
+from hang_guard import HANG_SECONDS
 from ml_collections import config_flags
 
 from experiments.configs import synthetic
@@ -140,7 +141,7 @@ def _train(workdir: pathlib.Path, **popen) -> subprocess.Popen:
 
 
 def _finish(process: subprocess.Popen) -> None:
-  _, stderr = process.communicate(timeout=300)
+  _, stderr = process.communicate(timeout=HANG_SECONDS)
   assert process.returncode == 0, stderr[-3000:]
 
 
@@ -167,10 +168,10 @@ def straight_run(tmp_path_factory) -> pathlib.Path:
 
 
 def _wait_for_mid_run_checkpoint(process: subprocess.Popen, workdir: pathlib.Path) -> None:
-  deadline = time.time() + 240
+  deadline = time.time() + HANG_SECONDS
   while not any(20 <= s < 160 for s in _saved_steps(workdir)):
     assert process.poll() is None, "training ended before a mid-run checkpoint appeared"
-    assert time.time() < deadline, "no checkpoint within 240 s"
+    assert time.time() < deadline, "no checkpoint before the hang guard"
     time.sleep(0.05)
 
 
@@ -200,7 +201,7 @@ def test_sigterm_saves_at_the_next_step_exits_0_and_the_rerun_ends_like_an_unint
   try:
     _wait_for_mid_run_checkpoint(process, stopped)
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
+    _, stderr = process.communicate(timeout=HANG_SECONDS)
   finally:
     if process.poll() is None:
       process.kill()
@@ -226,7 +227,7 @@ def test_an_unreadable_newest_checkpoint_is_set_aside_and_the_rerun_ends_like_an
   size = truncated.stat().st_size
 
   process = _train(workdir)
-  _, stderr = process.communicate(timeout=300)
+  _, stderr = process.communicate(timeout=HANG_SECONDS)
   assert process.returncode == 0, stderr[-3000:]
   assert f"checkpoint step 160 in {newest} does not restore, skipping it: " in stderr
   assert f"moved the unreadable checkpoint {newest} aside to {newest}.corrupt" in stderr
@@ -244,7 +245,7 @@ def _launch(module: str, workdir: pathlib.Path, returncode: int = 0) -> str:
     [sys.executable, "-m", f"experiments.{module}", f"--workdir={workdir}"],
     capture_output=True,
     text=True,
-    timeout=300,
+    timeout=HANG_SECONDS,
     cwd=REPO,
     env={**os.environ, "JAX_PLATFORMS": "cpu"},
   )

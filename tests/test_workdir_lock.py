@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from hang_guard import HANG_SECONDS
 
 from unipinrec.workdir_lock import LOCK_FILE, WorkdirLock, WorkdirLocked
 
@@ -111,15 +112,15 @@ def test_a_second_training_in_a_work_directory_in_use_exits_2_and_the_first_fini
   with open(tmp_path / "first.log", "w") as log:
     first = _train(workdir, stdout=subprocess.DEVNULL, stderr=log)
   try:
-    deadline = time.time() + 300
+    deadline = time.time() + HANG_SECONDS
     while not (workdir / LOCK_FILE).exists():
       assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-      assert time.time() < deadline, "no lock file within 300 s"
+      assert time.time() < deadline, "no lock file before the hang guard"
       time.sleep(0.05)
     holder = _holder(workdir)
     second = _train(workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, stderr = second.communicate(timeout=300)
-    first.wait(timeout=600)
+    _, stderr = second.communicate(timeout=HANG_SECONDS)
+    first.wait(timeout=HANG_SECONDS)
   finally:
     if first.poll() is None:
       first.kill()
