@@ -8,12 +8,12 @@ The run's configuration is read from WORKDIR/config.json, written by training.
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 
-from experiments import launch
+from experiments import cli, launch
 from unipinrec import huge_pages
 from unipinrec.evaluation import report
-from unipinrec.experiment import evaluate_state, write_results
+from unipinrec.experiment import evaluate_state, restore_trained, write_results
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "A training run's work directory.")
 
@@ -23,7 +23,7 @@ def main(argv):
   start = time.time()
   start_commit = report.git_commit()  # the code this process loaded, whatever happens later
   run = launch.load_run_config(_WORKDIR.value)
-  experiment, params, step, best_step = launch.restore_run(run, _WORKDIR.value)
+  experiment, params, step, best_step = restore_trained(run, _WORKDIR.value)
   figures = evaluate_state(experiment, params)
   figures["best_step"] = best_step
   document = write_results(
@@ -40,4 +40,4 @@ def main(argv):
 
 if __name__ == "__main__":
   huge_pages.reexec_with_huge_pages()  # restarts the process once, before any work
-  app.run(main)
+  cli.run(main)

@@ -6,15 +6,15 @@ import math
 import os
 import shlex
 import sys
-from typing import Any
 
 import jax
 import ml_collections
-from absl import app, flags, logging
+from absl import flags, logging
 
 from unipinrec.config import RunConfig, from_mapping, to_dict
 from unipinrec.evaluation.report import write_json_atomic
-from unipinrec.experiment import CONFIG_FILE, Experiment, restore_trained
+from unipinrec.experiment import CONFIG_FILE
+from unipinrec.export.checkpoint import read_run_config
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "synthetic.py")
 
@@ -68,29 +68,13 @@ def start(config: ml_collections.ConfigDict, workdir: str) -> RunConfig:
 
 
 def load_run_config(workdir: str) -> RunConfig:
-  """The configuration a training run recorded in its work directory.
+  """The configuration a training run recorded in its work directory, once libraries are quiet.
 
   Raises:
-    app.UsageError: when `workdir` holds no config.json (absl prints it with the usage).
+    MissingPathError: when `workdir` or its config.json does not exist.
   """
   _prepare_process()
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise app.UsageError(f"{path}: no config.json; is {workdir} a training work directory?")
-  with open(path) as f:
-    return from_mapping(json.load(f))
-
-
-def restore_run(run: RunConfig, workdir: str) -> tuple[Experiment, Any, int, int | None]:
-  """`restore_trained` for the launchers that read a trained run (`run` from `load_run_config`).
-
-  Raises:
-    app.UsageError: when `workdir` holds no checkpoint (absl prints it with the usage).
-  """
-  try:
-    return restore_trained(run, workdir)
-  except FileNotFoundError as error:
-    raise app.UsageError(str(error)) from error
+  return read_run_config(workdir)
 
 
 def log_figures(rows: list[tuple[str, dict]]) -> None:

@@ -7,9 +7,9 @@ index in WORKDIR/index, built there first when absent (settings: the run
 config's `index` block). unipinrec/serving/batch.py documents the line formats.
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from experiments import launch
+from experiments import cli, launch
 from unipinrec import huge_pages
 from unipinrec.serving.batch import recommend_file
 
@@ -30,4 +30,4 @@ def main(argv):
 
 if __name__ == "__main__":
   huge_pages.reexec_with_huge_pages()  # restarts the process once, before any work
-  app.run(main)
+  cli.run(main)

@@ -9,10 +9,9 @@ any mesh. On SIGTERM it saves at the next step and exits with status 0.
 import os
 import time
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
-from experiments import launch
+from experiments import cli, launch
 from unipinrec import huge_pages
 from unipinrec.evaluation import report
 from unipinrec.experiment import (
@@ -25,7 +24,7 @@ from unipinrec.experiment import (
 from unipinrec.train.loop import train
 from unipinrec.train.preemption import Preempted
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = cli.define_config_file(
   "config", launch.DEFAULT_CONFIG, "ml_collections config file, optionally `file.py:variant`."
 )
 _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "Checkpoints, logs and results.")
@@ -59,4 +58,4 @@ def main(argv):
 
 if __name__ == "__main__":
   huge_pages.reexec_with_huge_pages()  # restarts the process once, before any work
-  app.run(main)
+  cli.run(main)

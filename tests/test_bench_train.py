@@ -5,13 +5,13 @@ import dataclasses
 import statistics
 
 import pytest
-from absl import app
 
 from experiments import bench_train
 from experiments.configs import ml100k, synthetic
 from unipinrec import benchmark, sharding, timing
 from unipinrec.config import from_mapping
 from unipinrec.data.pipeline import training_iterator
+from unipinrec.errors import MissingPathError
 from unipinrec.experiment import setup_experiment
 from unipinrec.model.config import ModelConfig
 from unipinrec.types import TrainBatch
@@ -123,5 +123,5 @@ def test_ml100k_size_is_the_ml100k_config_at_sasrec_dimensions(tmp_path):
   # Everything but the dimensions is the ml-100k config's: its loss and data, not the synthetic's.
   assert config.step.loss.full_softmax == expected.step.loss.full_softmax is True
   assert config.data.source == "movielens" and config.data.path == str(tmp_path)
-  with pytest.raises(app.UsageError, match="no ml-100k folder at .*missing"):
+  with pytest.raises(MissingPathError, match="no ml-100k folder at .*missing"):
     bench_train.size_config("ml100k", str(tmp_path / "missing"))

@@ -200,7 +200,7 @@ def test_evaluate_and_evaluate_generation_read_a_finished_run(straight_run, tmp_
   generation = json.loads((workdir / "generation.json").read_text())
   assert generation["step"] == 160 and generation["tokens"]
   # A directory that is no run: a usage error that names the file, not a traceback.
-  stderr = _launch("evaluate", tmp_path, returncode=1)
+  stderr = _launch("evaluate", tmp_path, returncode=2)
   assert f"{tmp_path}/config.json: no config.json" in stderr and "Traceback" not in stderr
 
 

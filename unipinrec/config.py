@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from unipinrec.checkpoint import CheckpointConfig
 from unipinrec.data.dataset import DataConfig
 from unipinrec.data.synthetic import SyntheticConfig
+from unipinrec.errors import ConfigError
 from unipinrec.evaluation.generation import GenerationConfig
 from unipinrec.index.manifest import IndexConfig
 from unipinrec.losses import LossConfig
@@ -70,16 +71,19 @@ class RunConfig:
 
 
 def _build(cls, values: Mapping, path: str):
-  """Instantiates dataclass `cls` from a nested mapping, naming any unknown field."""
+  """Instantiates dataclass `cls` from a nested mapping; `ConfigError` names a bad field's path."""
   fields = {f.name: f for f in dataclasses.fields(cls)}
   unknown = sorted(set(values) - set(fields))
   if unknown:
-    raise ValueError(f"unknown config field(s) {', '.join(path + k for k in unknown)}")
+    raise ConfigError(f"unknown config field(s) {', '.join('config.' + path + k for k in unknown)}")
   kwargs = {}
   for name, value in values.items():
     nested = _NESTED.get((cls, name))
     kwargs[name] = _build(nested, value, f"{path}{name}.") if nested else value
-  return cls(**kwargs)
+  try:
+    return cls(**kwargs)
+  except (TypeError, ValueError) as error:  # a dataclass's validation of its fields
+    raise ConfigError(f"{('config.' + path).rstrip('.')}: {error}") from error
 
 
 _NESTED = {

@@ -17,6 +17,7 @@ from unipinrec import checkpoint, sharding
 from unipinrec.config import RunConfig, to_dict
 from unipinrec.data import protocol as data_protocol
 from unipinrec.data.dataset import PreparedData, prepare_data
+from unipinrec.errors import MissingPathError
 from unipinrec.evaluation import evaluate, report
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
@@ -218,12 +219,12 @@ def restore_trained(run: RunConfig, workdir: str) -> tuple[Experiment, Any, int,
   newest checkpoint's.
 
   Raises:
-    FileNotFoundError: when `workdir` holds no checkpoint.
+    MissingPathError: when `workdir` holds no checkpoint.
   """
   experiment = setup_experiment(run)
   manager = checkpoint.make_manager(workdir, run.checkpoint)
   state = checkpoint.restore_latest(manager, abstract_state(experiment), data_iterator=None)
   if state is None:
-    raise FileNotFoundError(f"no checkpoint in {os.path.abspath(workdir)}/checkpoints")
+    raise MissingPathError(f"no checkpoint in {os.path.abspath(workdir)}/checkpoints")
   params, best_step = best_params(experiment, workdir, state)
   return experiment, params, int(state.step), best_step

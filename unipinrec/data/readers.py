@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from unipinrec.data.interactions import DataFormatError, Interactions
+from unipinrec.errors import ConfigError, MissingPathError
 
 PathLike = str | os.PathLike
 
@@ -425,18 +426,22 @@ def _movielens_file(path: pathlib.Path) -> pathlib.Path:
         return candidate
     inter = sorted(path.glob("*.inter"))
     if len(inter) > 1:
-      raise ValueError(f"{path}: several .inter files and none named {path.name}.inter: {inter}")
+      raise DataFormatError(
+        str(path), None, None, f"several .inter files and none named {path.name}.inter: {inter}"
+      )
     for candidate in (*inter, path / "ratings.dat", path / "ratings.csv"):
       if candidate.is_file():
         return candidate
-    raise FileNotFoundError(
+    raise MissingPathError(
       f"{path}: no MovieLens ratings file in this folder; looked for {looked_for}"
     )
   if not path.exists():
-    raise FileNotFoundError(f"{path}: no such file or folder; looked for MovieLens as {looked_for}")
+    raise MissingPathError(f"{path}: no such file or folder; looked for MovieLens as {looked_for}")
   if _is_movielens_name(path.name):
     return path
-  raise ValueError(f"{path}: not a MovieLens ratings file name; expected {looked_for}")
+  raise DataFormatError(
+    str(path), None, None, f"not a MovieLens ratings file name; expected {looked_for}"
+  )
 
 
 def _is_movielens_name(name: str) -> bool:
@@ -489,7 +494,7 @@ def _existing_file(path: PathLike, layout: str) -> pathlib.Path:
   file = pathlib.Path(path)
   if not file.is_file():
     what = "a folder, not a file" if file.is_dir() else "no such file"
-    raise FileNotFoundError(f"{file}: {what}; expected {layout}")
+    raise MissingPathError(f"{file}: {what}; expected {layout}")
   return file
 
 
@@ -549,7 +554,7 @@ def read_actions_table(
   unknown = set(columns) - {"user", "item", "timestamp", "outcome", "surface"}
   missing = {"user", "item", "timestamp"} - set(columns)
   if unknown or missing:
-    raise ValueError(
+    raise ConfigError(
       f"columns needs 'user', 'item', 'timestamp' and optionally 'outcome' and 'surface'; "
       f"missing {sorted(missing)}, unknown {sorted(unknown)}"
     )
@@ -630,13 +635,16 @@ def read_interactions(path: PathLike, format: str = "auto", **kwargs: Any) -> In
     elif file.suffix == ".txt" and file.is_file() and _looks_like_sasrec(file):
       format = "sasrec"
     elif not file.exists():
-      raise FileNotFoundError(
+      raise MissingPathError(
         f"{file}: no such file or folder; looked for MovieLens as {'; '.join(MOVIELENS_LAYOUTS)}; "
         f"{SASREC_LAYOUT} (.txt); {ACTIONS_LAYOUTS} (pass columns=)"
       )
     else:
-      raise ValueError(
-        f"{file}: cannot tell the format; pass format= one of {', '.join(FORMATS[1:])}"
+      raise DataFormatError(
+        str(file),
+        None,
+        None,
+        f"cannot tell the format; pass format= one of {', '.join(FORMATS[1:])}",
       )
   if format == "movielens":
     return read_movielens(file, **kwargs)

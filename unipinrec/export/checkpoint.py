@@ -8,6 +8,7 @@ import os
 
 from unipinrec import checkpoint
 from unipinrec.config import RunConfig, from_mapping, to_dict
+from unipinrec.errors import MissingPathError
 from unipinrec.experiment import (
   CONFIG_FILE,
   Experiment,
@@ -28,10 +29,16 @@ def config_hash(run: RunConfig) -> str:
 
 
 def read_run_config(workdir: str) -> RunConfig:
-  """The configuration a training run recorded as `workdir/config.json`."""
+  """The configuration a training run recorded as `workdir/config.json`.
+
+  Raises:
+    MissingPathError: when `workdir` or its config.json does not exist.
+  """
+  if not os.path.isdir(workdir):
+    raise MissingPathError(f"{workdir}: no such work directory")
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no config.json; is {workdir} a training work directory?")
+    raise MissingPathError(f"{path}: no config.json; is {workdir} a training work directory?")
   with open(path) as f:
     return from_mapping(json.load(f))
 
@@ -42,7 +49,7 @@ def restore_serving_model(experiment: Experiment, workdir: str) -> ServingModel:
   manager = checkpoint.make_manager(workdir, run.checkpoint)
   state = checkpoint.restore_latest(manager, abstract_state(experiment), data_iterator=None)
   if state is None:
-    raise FileNotFoundError(f"no checkpoint in {os.path.abspath(workdir)}/checkpoints")
+    raise MissingPathError(f"no checkpoint in {os.path.abspath(workdir)}/checkpoints")
   params, best_step = best_params(experiment, workdir, state)
   return ServingModel(
     model=experiment.model,

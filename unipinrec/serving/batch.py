@@ -28,6 +28,8 @@ import tqdm
 from absl import logging
 
 from unipinrec.config import RunConfig
+from unipinrec.data.interactions import DataFormatError
+from unipinrec.errors import MissingPathError
 from unipinrec.export.checkpoint import load_serving_model, read_run_config
 from unipinrec.export.model import ServingModel
 from unipinrec.index import store
@@ -118,21 +120,30 @@ def open_index(
   return store.load(index_dir, view=run.serving.view, expected=manifest)
 
 
-def _batches(path: str, size: int) -> Iterator[list[dict]]:
+def _batches(path: str, size: int) -> Iterator[list[tuple[int, dict]]]:
+  """Batches of (1-based line number, decoded line) from the JSON lines at `path`."""
   with open(path) as f:
     batch = []
     for number, line in enumerate(f, 1):
       if not line.strip():
         continue
       try:
-        batch.append(json.loads(line))
+        batch.append((number, json.loads(line)))
       except json.JSONDecodeError as error:
-        raise ValueError(f"{path}:{number}: not JSON ({error})") from None
+        raise DataFormatError(path, number, None, f"not JSON ({error})") from None
       if len(batch) == size:
         yield batch
         batch = []
     if batch:
       yield batch
+
+
+def _parse_line(path: str, number: int, record: dict, outcome_names: Sequence[str]) -> UserRequest:
+  """`parse_request` of line `number` of `path`, naming the line when it is malformed."""
+  try:
+    return parse_request(record, outcome_names)
+  except (ValueError, TypeError) as error:  # TypeError: numpy's, on a field of the wrong kind
+    raise DataFormatError(path, number, None, str(error)) from None
 
 
 def recommend_file(
@@ -154,6 +165,8 @@ def recommend_file(
   Returns:
     The number of users served.
   """
+  if not os.path.isfile(users_path):
+    raise MissingPathError(f"{users_path}: no such users file")
   run = run or read_run_config(workdir)
   serving = load_serving_model(workdir, run)
   index = open_index(serving, run, os.path.join(workdir, INDEX_DIR), rebuild_index)
@@ -169,7 +182,7 @@ def recommend_file(
   try:
     with os.fdopen(handle, "w") as out, tqdm.tqdm(total=total, desc="users", unit="user") as bar:
       for records in _batches(users_path, run.serving.batch_size):
-        requests = [parse_request(record, names) for record in records]
+        requests = [_parse_line(users_path, n, record, names) for n, record in records]
         for recommendation in recommender.recommend(requests):
           out.write(json.dumps(format_recommendation(recommendation, names)) + "\n")
         served += len(records)
