@@ -10,9 +10,9 @@ catalogue and on a synthetic clustered one (unipinrec/serving/benchmark.py).
 `--ann_items=20000 --lengths=16 --requests=3` makes it a quick check.
 """
 
-from absl import app, flags
+from absl import flags
 
-from experiments import huge_pages, launch
+from experiments import cli, huge_pages, launch
 from unipinrec.bench import serving as benchmark
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's work directory.", required=True)
@@ -47,4 +47,4 @@ def main(argv):
 
 if __name__ == "__main__":
   huge_pages.reexec_with_huge_pages()  # restarts the process once, before any work
-  app.run(main)
+  cli.run(main)

@@ -38,13 +38,14 @@ import time
 
 import jax
 import ml_collections
-from absl import app, flags, logging
+from absl import flags, logging
 
-from experiments import huge_pages
+from experiments import cli, huge_pages
 from experiments.configs import ml100k, synthetic
 from unipinrec.bench import timing
 from unipinrec.bench import train_step as benchmark
 from unipinrec.config import from_mapping
+from unipinrec.errors import MissingPathError
 from unipinrec.records import git_commit, write_json_atomic
 from unipinrec.train.experiment import setup_experiment
 
@@ -92,11 +93,13 @@ def size_config(name: str, ml100k_path: str | None = None) -> ml_collections.Con
     if ml100k_path:
       config.data.path = ml100k_path
     if not os.path.isdir(config.data.path):
-      raise app.UsageError(
+      raise MissingPathError(
         f"size ml100k: no ml-100k folder at {config.data.path}; pass --ml100k_path=FOLDER"
       )
   else:
-    raise app.UsageError(f"unknown size {name!r}; expected sasrec, ml100k, default or runlocal")
+    raise cli.CommandLineError(
+      f"flag --sizes: unknown size {name!r}; expected sasrec, ml100k, default or runlocal"
+    )
   if name in ("sasrec", "ml100k"):
     config.batch_size = 128
     config.model.max_length = 200
@@ -170,4 +173,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   huge_pages.reexec_with_huge_pages()  # restarts the process once, before any work
-  app.run(main)
+  cli.run(main)

@@ -10,9 +10,9 @@ with one line on stderr and exit status 2.
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 
-from experiments import huge_pages, launch
+from experiments import cli, huge_pages, launch
 from unipinrec import records
 from unipinrec.run import RESULTS_FILE, evaluate_workdir
 
@@ -24,13 +24,10 @@ def main(argv):
   started = (time.time(), records.git_commit())  # the code this process loaded
   run = launch.load_run_config(_WORKDIR.value)
   with launch.workdir_locked(_WORKDIR.value):  # a training there would rewrite results.json
-    try:
-      document = evaluate_workdir(run, _WORKDIR.value, launch.command("evaluate"), started)
-    except FileNotFoundError as error:  # no checkpoint
-      raise app.UsageError(str(error)) from error
+    document = evaluate_workdir(run, _WORKDIR.value, launch.command("evaluate"), started)
   launch.log_summary(document, os.path.join(_WORKDIR.value, RESULTS_FILE))
 
 
 if __name__ == "__main__":
   huge_pages.reexec_with_huge_pages()  # restarts the process once, before any work
-  app.run(main)
+  cli.run(main)

@@ -10,11 +10,12 @@ the `generation` block sets list sizes and the vectors compared).
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from experiments import huge_pages, launch
+from experiments import cli, huge_pages, launch
 from unipinrec.evaluation.generation import evaluate_generation
 from unipinrec.records import git_commit, write_json_atomic
+from unipinrec.train.experiment import restore_trained
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "A training run's work directory.")
 GENERATION_FILE = "generation.json"
@@ -24,7 +25,7 @@ def main(argv):
   del argv
   start = time.time()
   run = launch.load_run_config(_WORKDIR.value)
-  experiment, params, step, _ = launch.restore_run(run, _WORKDIR.value)
+  experiment, params, step, _ = restore_trained(run, _WORKDIR.value)
   figures = evaluate_generation(
     experiment.model,
     params,
@@ -51,4 +52,4 @@ def main(argv):
 
 if __name__ == "__main__":
   huge_pages.reexec_with_huge_pages()  # restarts the process once, before any work
-  app.run(main)
+  cli.run(main)

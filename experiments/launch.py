@@ -9,17 +9,16 @@ import os
 import shlex
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from jax.experimental import multihost_utils
 
 from unipinrec.config import RunConfig, from_mapping, to_dict
 from unipinrec.records import write_json_atomic
-from unipinrec.train.experiment import CONFIG_FILE, Experiment, read_run_config, restore_trained
+from unipinrec.train.experiment import CONFIG_FILE, read_run_config
 from unipinrec.workdir_lock import WorkdirLock, WorkdirLocked
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "synthetic.py")
@@ -68,7 +67,9 @@ def command(module: str) -> str:
 def workdir_locked(workdir: str) -> Iterator[None]:
   """Holds WORKDIR's lock (`unipinrec.workdir_lock`) meanwhile; process 0 takes it for all.
 
-  A refusal ends every process with one line on stderr and exit status 2.
+  Raises:
+    WorkdirLocked: in every process when process 0 is refused (`cli.run` reports it in one line
+      with exit status 2).
   """
   _prepare_process()
   lock = WorkdirLock(workdir, primary=jax.process_index() == 0)
@@ -82,8 +83,7 @@ def workdir_locked(workdir: str) -> Iterator[None]:
   if jax.process_count() > 1 and not multihost_utils.broadcast_one_to_all(np.int32(not refusal)):
     refusal = refusal or f"process 0 was refused the lock of work directory {workdir}"
   if refusal:
-    print(f"error: {refusal}", file=sys.stderr)
-    sys.exit(2)
+    raise WorkdirLocked(refusal)
   try:
     yield
   finally:
@@ -101,28 +101,13 @@ def start(config: ml_collections.ConfigDict, workdir: str) -> RunConfig:
 
 
 def load_run_config(workdir: str) -> RunConfig:
-  """The configuration a training run recorded in its work directory.
+  """The configuration a training run recorded in its work directory, once libraries are quiet.
 
   Raises:
-    app.UsageError: when `workdir` holds no config.json (absl prints it with the usage).
+    MissingPathError: when `workdir` or its config.json does not exist.
   """
   _prepare_process()
-  try:
-    return read_run_config(workdir)
-  except FileNotFoundError as error:
-    raise app.UsageError(str(error)) from error
-
-
-def restore_run(run: RunConfig, workdir: str) -> tuple[Experiment, Any, int, int | None]:
-  """`restore_trained` for the launchers that read a trained run (`run` from `load_run_config`).
-
-  Raises:
-    app.UsageError: when `workdir` holds no checkpoint (absl prints it with the usage).
-  """
-  try:
-    return restore_trained(run, workdir)
-  except FileNotFoundError as error:
-    raise app.UsageError(str(error)) from error
+  return read_run_config(workdir)
 
 
 def log_figures(rows: list[tuple[str, dict]]) -> None:

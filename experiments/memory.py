@@ -10,14 +10,13 @@ Nothing is allocated: the state is abstract and the step is compiled only.
 """
 
 import jax
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from experiments import launch
+from experiments import cli, launch
 from unipinrec.bench.memory import GIB, format_plan, plan_memory
 from unipinrec.config import from_mapping
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = cli.define_config_file(
   "config", launch.DEFAULT_CONFIG, "ml_collections config file, optionally `file.py:variant`."
 )
 _DEVICES = flags.DEFINE_integer(
@@ -55,4 +54,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

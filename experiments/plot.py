@@ -6,8 +6,10 @@ python -m experiments.plot --workdir=runs/synthetic
 import json
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from experiments import cli
+from unipinrec.errors import MissingPathError
 from unipinrec.evaluation.plots import plot_generation
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "Holds generation.json.")
@@ -17,7 +19,7 @@ def main(argv):
   del argv
   path = os.path.join(_WORKDIR.value, "generation.json")
   if not os.path.exists(path):
-    raise app.UsageError(f"{path} is missing: run python -m experiments.evaluate_generation first")
+    raise MissingPathError(f"{path}: missing; run python -m experiments.evaluate_generation first")
   with open(path) as f:
     document = json.load(f)
   for written in plot_generation(document, _WORKDIR.value):
@@ -25,4 +27,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -16,12 +16,14 @@ import os
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from experiments import launch
+from experiments import cli, launch
 from unipinrec import records
 from unipinrec.bench import ranking_gap
+from unipinrec.errors import ConfigError
 from unipinrec.evaluation import evaluate
+from unipinrec.train.experiment import restore_trained
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "A synthetic training run's directory.")
 
@@ -33,8 +35,8 @@ def main(argv):
   start = time.time()
   run = launch.load_run_config(_WORKDIR.value)
   if run.data.source != "synthetic":
-    raise app.UsageError(f"data.source is {run.data.source!r}: only a synthetic world has oracles")
-  experiment, params, step, _ = launch.restore_run(run, _WORKDIR.value)
+    raise ConfigError(f"config.data.source={run.data.source!r}: only a synthetic world has oracles")
+  experiment, params, step, _ = restore_trained(run, _WORKDIR.value)
   examples, world = experiment.data.eval_examples, experiment.data.world
   model_probabilities, _ = evaluate.slate_scores(
     experiment.model, params, examples, run.eval_batch_size
@@ -71,4 +73,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

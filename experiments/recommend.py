@@ -13,9 +13,9 @@ status 1 after one line on stderr: "3 of 120 lines failed; see error records in 
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from experiments import huge_pages, launch
+from experiments import cli, huge_pages, launch
 from unipinrec.serving.batch import recommend_file
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's work directory.", required=True)
@@ -42,4 +42,4 @@ def main(argv):
 
 if __name__ == "__main__":
   huge_pages.reexec_with_huge_pages()  # restarts the process once, before any work
-  app.run(main)
+  cli.run(main)

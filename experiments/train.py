@@ -12,14 +12,13 @@ line on stderr and exit status 2.
 import os
 import time
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from experiments import huge_pages, launch
+from experiments import cli, huge_pages, launch
 from unipinrec import records
 from unipinrec.run import RESULTS_FILE, train_and_evaluate
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = cli.define_config_file(
   "config", launch.DEFAULT_CONFIG, "ml_collections config file, optionally `file.py:variant`."
 )
 _WORKDIR = flags.DEFINE_string("workdir", "runs/synthetic", "Checkpoints, logs and results.")
@@ -38,4 +37,4 @@ def main(argv):
 
 if __name__ == "__main__":
   huge_pages.reexec_with_huge_pages()  # restarts the process once, before any work
-  app.run(main)
+  cli.run(main)

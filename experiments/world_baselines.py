@@ -12,16 +12,16 @@ world's targets can be judged before a 12-minute training run.
 import json
 import time
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
-from experiments import launch
+from experiments import cli, launch
 from unipinrec import records
 from unipinrec.config import from_mapping, to_dict
 from unipinrec.data.dataset import prepare_data
+from unipinrec.errors import ConfigError
 from unipinrec.evaluation import report
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = cli.define_config_file(
   "config", launch.DEFAULT_CONFIG, "ml_collections config file, optionally `file.py:variant`."
 )
 _OUTPUT = flags.DEFINE_string("output", "", "JSON file for the figures ('' = log them only).")
@@ -32,7 +32,7 @@ def main(argv):
   start = time.time()
   run = from_mapping(_CONFIG.value.to_dict())
   if run.data.source != "synthetic":
-    raise app.UsageError(f"data.source is {run.data.source!r}: only a synthetic world has oracles")
+    raise ConfigError(f"config.data.source={run.data.source!r}: only a synthetic world has oracles")
   data = prepare_data(run.data, run.model.max_length, run.seed)
   baselines = report.baseline_reports(data)
   launch.log_figures(list(baselines.items()))
@@ -53,4 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -5,7 +5,6 @@ import dataclasses
 import statistics
 
 import pytest
-from absl import app
 
 from experiments import bench_train
 from experiments.configs import ml100k, synthetic
@@ -14,6 +13,7 @@ from unipinrec.bench import timing
 from unipinrec.bench import train_step as benchmark
 from unipinrec.config import from_mapping
 from unipinrec.data.pipeline import training_iterator
+from unipinrec.errors import MissingPathError
 from unipinrec.model.config import ModelConfig
 from unipinrec.train.experiment import setup_experiment
 from unipinrec.types import TrainBatch
@@ -129,5 +129,5 @@ def test_ml100k_size_is_the_ml100k_config_at_sasrec_dimensions(tmp_path):
   # Everything but the dimensions is the ml-100k config's: its loss and data, not the synthetic's.
   assert config.step.loss.full_softmax == expected.step.loss.full_softmax is True
   assert config.data.source == "movielens" and config.data.path == str(tmp_path)
-  with pytest.raises(app.UsageError, match="no ml-100k folder at .*missing"):
+  with pytest.raises(MissingPathError, match="no ml-100k folder at .*missing"):
     bench_train.size_config("ml100k", str(tmp_path / "missing"))

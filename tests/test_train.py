@@ -19,8 +19,9 @@ from ml_collections import config_flags
 
 from experiments.configs import synthetic
 from unipinrec import checkpoint
-from unipinrec.config import ConfigError, from_mapping
+from unipinrec.config import from_mapping
 from unipinrec.data.pipeline import training_iterator
+from unipinrec.errors import ConfigError
 from unipinrec.train.experiment import abstract_state, setup_experiment
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -60,7 +61,7 @@ def test_config_json_of_older_runs_names_the_renamed_field():
 
 
 def test_bad_config_values_name_their_field():
-  with pytest.raises(ConfigError, match="config model: kernel must be one of"):
+  with pytest.raises(ConfigError, match="config.model: kernel must be one of"):
     from_mapping({"model": {"kernel": "cuda"}})
   with pytest.raises(ConfigError, match="model.num_items is the data's"):
     from_mapping({"model": {"num_items": 10}})
@@ -264,7 +265,7 @@ def test_evaluate_and_evaluate_generation_read_a_finished_run(straight_run, tmp_
   generation = json.loads((workdir / "generation.json").read_text())
   assert generation["step"] == 160 and generation["tokens"]
   # A directory that is no run: a usage error that names the file, not a traceback.
-  stderr = _launch("evaluate", tmp_path, returncode=1)
+  stderr = _launch("evaluate", tmp_path, returncode=2)
   assert f"{tmp_path}/config.json: no config.json" in stderr and "Traceback" not in stderr
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from unipinrec.checkpoint import CheckpointConfig
 from unipinrec.data.dataset import DataConfig
 from unipinrec.data.synthetic import SyntheticConfig
+from unipinrec.errors import ConfigError
 from unipinrec.index.manifest import IndexConfig
 from unipinrec.losses import LossConfig
 from unipinrec.model.config import ModelConfig
@@ -124,26 +125,22 @@ class RunConfig:
         raise ValueError(f"model.{name} is the data's: a run config leaves it unset")
 
 
-class ConfigError(ValueError):
-  """A configuration that cannot be built, naming the field."""
-
-
 def _build(cls, values: Mapping, path: str):
   """Instantiates dataclass `cls` from a nested mapping, naming any unknown or bad field."""
   fields = {f.name: f for f in dataclasses.fields(cls)}
   unknown = sorted(set(values) - set(fields))
   if unknown:
-    raise ConfigError(f"unknown config field(s) {', '.join(path + k for k in unknown)}")
+    raise ConfigError(f"unknown config field(s) {', '.join('config.' + path + k for k in unknown)}")
   kwargs = {}
   for name, value in values.items():
     nested = _NESTED.get((cls, name))
     kwargs[name] = _build(nested, value, f"{path}{name}.") if nested else value
   try:
     return cls(**kwargs)
-  except (TypeError, ValueError) as error:
+  except (TypeError, ValueError) as error:  # a dataclass's validation of its fields
     if isinstance(error, ConfigError):
       raise
-    raise ConfigError(f"config {path.rstrip('.') or 'root'}: {error}") from error
+    raise ConfigError(f"{('config.' + path).rstrip('.')}: {error}") from error
 
 
 _NESTED = {

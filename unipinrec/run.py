@@ -81,7 +81,7 @@ def evaluate_workdir(
   its results.json; `run` is the work directory's (`read_run_config`).
 
   Raises:
-    FileNotFoundError: when `workdir` holds no checkpoint.
+    MissingPathError: when `workdir` holds no checkpoint.
   """
   experiment, params, step, best_step = restore_trained(run, workdir)
   return _write_results(experiment, workdir, params, step, best_step, command, started)

@@ -19,10 +19,12 @@ import tempfile
 
 from absl import logging
 
+from unipinrec.errors import UserInputError
+
 LOCK_FILE = "lock.json"  # in the work directory
 
 
-class WorkdirLocked(RuntimeError):
+class WorkdirLocked(UserInputError, RuntimeError):
   """The work directory is in use by another launch."""
 
 

@@ -17,6 +17,7 @@ from unipinrec.data.tables import (
   parquet_table,
   parse_any_seconds,
 )
+from unipinrec.errors import ConfigError
 
 ACTIONS_LAYOUTS = "a CSV file with a header line (.tsv: tab-separated) or a .parquet file"
 
@@ -69,7 +70,7 @@ def read_actions_table(
   unknown = set(columns) - {"user", "item", "timestamp", "outcome", "surface"}
   missing = {"user", "item", "timestamp"} - set(columns)
   if unknown or missing:
-    raise ValueError(
+    raise ConfigError(
       f"columns needs 'user', 'item', 'timestamp' and optionally 'outcome' and 'surface'; "
       f"missing {sorted(missing)}, unknown {sorted(unknown)}"
     )

@@ -17,6 +17,7 @@ from unipinrec.data import examples as examples_lib
 from unipinrec.data import protocol, tfds_builders
 from unipinrec.data.sequences import data_card, leave_last_out, to_user_logs
 from unipinrec.data.synthetic import SyntheticConfig, SyntheticWorld, generate_world
+from unipinrec.errors import ConfigError, MissingPathError
 from unipinrec.types import UserLogs
 
 
@@ -98,9 +99,9 @@ def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData
 def _prepare_public(config: DataConfig, max_length: int, seed: int) -> PreparedData:
   """A public log under PROTOCOL.md: leave-last-out, sampled training slates."""
   if not config.path:
-    raise ValueError(f"data.source={config.source!r} needs --config.data.path=FOLDER_OR_FILE")
+    raise ConfigError(f"data.source={config.source!r} needs --config.data.path=FOLDER_OR_FILE")
   if not os.path.exists(config.path):
-    raise FileNotFoundError(
+    raise MissingPathError(
       f"data.source={config.source!r}: no data at {config.path!r} (the public-data configs "
       "look in ../shared/data beside the checkout); pass --config.data.path=FOLDER_OR_FILE"
     )

@@ -11,8 +11,10 @@ import dataclasses
 
 import numpy as np
 
+from unipinrec.errors import UserInputError
 
-class DataFormatError(ValueError):
+
+class DataFormatError(UserInputError, ValueError):
   """Bad input, with the file, the 1-based line and the field it concerns."""
 
   def __init__(self, path: str, line: int | None, field: str | None, message: str):

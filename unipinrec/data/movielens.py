@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from unipinrec.data.interactions import Interactions
+from unipinrec.data.interactions import DataFormatError, Interactions
 from unipinrec.data.tables import (
   PathLike,
   Table,
@@ -22,6 +22,7 @@ from unipinrec.data.tables import (
   parse_numeric_seconds,
   split_table,
 )
+from unipinrec.errors import MissingPathError
 
 MOVIELENS_OUTCOMES = ("low", "high")
 HIGH_RATING = 4.0  # PROTOCOL.md: a rating >= 4 is "high"; anything lower (3.5 too) is "low"
@@ -161,18 +162,22 @@ def _movielens_file(path: pathlib.Path) -> pathlib.Path:
         return candidate
     inter = sorted(path.glob("*.inter"))
     if len(inter) > 1:
-      raise ValueError(f"{path}: several .inter files and none named {path.name}.inter: {inter}")
+      raise DataFormatError(
+        str(path), None, None, f"several .inter files and none named {path.name}.inter: {inter}"
+      )
     for candidate in (*inter, path / "ratings.dat", path / "ratings.csv"):
       if candidate.is_file():
         return candidate
-    raise FileNotFoundError(
+    raise MissingPathError(
       f"{path}: no MovieLens ratings file in this folder; looked for {looked_for}"
     )
   if not path.exists():
-    raise FileNotFoundError(f"{path}: no such file or folder; looked for MovieLens as {looked_for}")
+    raise MissingPathError(f"{path}: no such file or folder; looked for MovieLens as {looked_for}")
   if is_movielens_name(path.name):
     return path
-  raise ValueError(f"{path}: not a MovieLens ratings file name; expected {looked_for}")
+  raise DataFormatError(
+    str(path), None, None, f"not a MovieLens ratings file name; expected {looked_for}"
+  )
 
 
 def is_movielens_name(name: str) -> bool:

@@ -14,10 +14,11 @@ import pathlib
 from typing import Any
 
 from unipinrec.data.action_tables import ACTIONS_LAYOUTS, read_actions_table
-from unipinrec.data.interactions import Interactions
+from unipinrec.data.interactions import DataFormatError, Interactions
 from unipinrec.data.movielens import MOVIELENS_LAYOUTS, is_movielens_name, read_movielens
 from unipinrec.data.sasrec import SASREC_LAYOUT, read_sasrec
 from unipinrec.data.tables import PathLike
+from unipinrec.errors import MissingPathError
 
 FORMATS = ("auto", "movielens", "sasrec", "actions")
 
@@ -50,13 +51,16 @@ def read_interactions(path: PathLike, format: str = "auto", **kwargs: Any) -> In
     elif file.suffix == ".txt" and file.is_file() and _looks_like_sasrec(file):
       format = "sasrec"
     elif not file.exists():
-      raise FileNotFoundError(
+      raise MissingPathError(
         f"{file}: no such file or folder; looked for MovieLens as {'; '.join(MOVIELENS_LAYOUTS)}; "
         f"{SASREC_LAYOUT} (.txt); {ACTIONS_LAYOUTS} (pass columns=)"
       )
     else:
-      raise ValueError(
-        f"{file}: cannot tell the format; pass format= one of {', '.join(FORMATS[1:])}"
+      raise DataFormatError(
+        str(file),
+        None,
+        None,
+        f"cannot tell the format; pass format= one of {', '.join(FORMATS[1:])}",
       )
   if format == "movielens":
     return read_movielens(file, **kwargs)

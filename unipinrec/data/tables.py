@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from unipinrec.data.interactions import DataFormatError
+from unipinrec.errors import MissingPathError
 
 PathLike = str | os.PathLike
 
@@ -145,7 +146,7 @@ def existing_file(path: PathLike, layout: str) -> pathlib.Path:
   file = pathlib.Path(path)
   if not file.is_file():
     what = "a folder, not a file" if file.is_dir() else "no such file"
-    raise FileNotFoundError(f"{file}: {what}; expected {layout}")
+    raise MissingPathError(f"{file}: {what}; expected {layout}")
   return file
 
 

@@ -39,6 +39,7 @@ from etils import epath
 from unipinrec.data.readers import read_interactions
 from unipinrec.data.sequences import UserSequences as ProtocolSequences
 from unipinrec.data.sequences import sequences_from_records, user_records
+from unipinrec.errors import MissingPathError
 
 SPLIT = "train"
 
@@ -140,7 +141,7 @@ def user_sequences_builder(
   """The builder for `source_path` (a file, or a folder such as ml-100k's), not yet prepared."""
   source = pathlib.Path(source_path).resolve()
   if not source.exists():
-    raise FileNotFoundError(f"no interaction file or folder at {source}")
+    raise MissingPathError(f"no interaction file or folder at {source}")
   stem = re.sub(r"[^\w.\-]", "_", source.stem if source.is_file() else source.name)
   fingerprint = source_fingerprint(source, format, reader_kwargs)
   config = UserSequencesConfig(

@@ -29,7 +29,7 @@ def restore_serving_model(
   catalogue size and outcome names come from them.
 
   Raises:
-    FileNotFoundError: when `workdir` holds no config.json or no checkpoint.
+    MissingPathError: when `workdir` holds no config.json or no checkpoint.
   """
   run = run or read_run_config(workdir)
   experiment, params, step, best_step = restore_trained(run, workdir)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from unipinrec.errors import UserInputError
 
-class IndexMismatchError(ValueError):
+
+class IndexMismatchError(UserInputError, ValueError):
   """The index was built from another model (step, configuration, catalogue or width)."""
 
 

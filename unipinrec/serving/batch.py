@@ -35,6 +35,7 @@ import tqdm
 from absl import logging
 
 from unipinrec.config import RunConfig
+from unipinrec.errors import MissingPathError
 from unipinrec.export.checkpoint import restore_serving_model
 from unipinrec.export.model import ServingModel
 from unipinrec.index import store
@@ -248,6 +249,8 @@ def recommend_file(
   Returns:
     How many lines were answered and how many of them with an error record.
   """
+  if not os.path.isfile(users_path):
+    raise MissingPathError(f"{users_path}: no such users file")
   run = run or read_run_config(workdir)
   serving, _ = restore_serving_model(workdir, run)
   index = open_index(serving, run, os.path.join(workdir, INDEX_DIR), rebuild_index)

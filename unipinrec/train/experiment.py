@@ -16,6 +16,7 @@ from jax.sharding import Mesh
 from unipinrec import checkpoint, sharding
 from unipinrec.config import RunConfig, from_mapping
 from unipinrec.data.dataset import PreparedData, prepare_data
+from unipinrec.errors import MissingPathError
 from unipinrec.model.unified import UniPinRec
 from unipinrec.train import item_init, partition
 from unipinrec.train import state as state_lib
@@ -40,11 +41,13 @@ def read_run_config(workdir: str) -> RunConfig:
   """The configuration a training run recorded as `workdir/config.json`.
 
   Raises:
-    FileNotFoundError: when `workdir` holds no config.json.
+    MissingPathError: when `workdir` or its config.json does not exist.
   """
+  if not os.path.isdir(workdir):
+    raise MissingPathError(f"{workdir}: no such work directory")
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no config.json; is {workdir} a training work directory?")
+    raise MissingPathError(f"{path}: no config.json; is {workdir} a training work directory?")
   with open(path) as f:
     return from_mapping(json.load(f))
 
@@ -121,12 +124,12 @@ def restore_trained(run: RunConfig, workdir: str) -> tuple[Experiment, Any, int,
   newest checkpoint's.
 
   Raises:
-    FileNotFoundError: when `workdir` holds no checkpoint.
+    MissingPathError: when `workdir` holds no checkpoint.
   """
   experiment = setup_experiment(run)
   manager = checkpoint.make_manager(workdir, run.checkpoint)
   state = checkpoint.restore_latest(manager, abstract_state(experiment), data_iterator=None)
   if state is None:
-    raise FileNotFoundError(f"no checkpoint in {os.path.abspath(workdir)}/checkpoints")
+    raise MissingPathError(f"no checkpoint in {os.path.abspath(workdir)}/checkpoints")
   params, best_step = best_params(experiment, workdir, state)
   return experiment, params, int(state.step), best_step
