@@ -96,7 +96,7 @@ def _write_run(workdir: pathlib.Path) -> None:
 
 
 def _write_inputs(tmp: pathlib.Path) -> None:
-  """The cases' files: a data file bad on line 3, a users file, a run and a copy with a foreign index."""
+  """The cases' files: a data file bad on line 3, a users file, a run, one with a foreign index."""
   (tmp / "ml-100k").mkdir()
   (tmp / "ml-100k" / "u.data").write_text("1\t10\t5\t881250949\n1\t11\t3\t881250950\n2\tx\t4\t9\n")
   (tmp / "users.jsonl").write_text(json.dumps({"user": "a", "items": [1, 2]}) + "\n")
