@@ -17,10 +17,10 @@ from experiments.configs import synthetic
 from unipinrec import checkpoint
 from unipinrec.config import from_mapping, to_dict
 from unipinrec.data.pipeline import training_iterator
-from unipinrec.experiment import CONFIG_FILE, setup_experiment
 from unipinrec.index import store
 from unipinrec.index.manifest import IndexConfig, Manifest
 from unipinrec.serving.batch import INDEX_DIR
+from unipinrec.train.experiment import CONFIG_FILE, setup_experiment
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "experiments" / "configs"

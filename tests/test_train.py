@@ -56,7 +56,9 @@ def test_command_line_overrides_reach_the_run_config():
 
 
 def test_config_json_of_older_runs_names_the_renamed_field():
-  with pytest.raises(ConfigError, match=r"unknown config field\(s\) step.loss.offset_logq_corr"):
+  with pytest.raises(
+    ConfigError, match=r"unknown config field\(s\) config.step.loss.offset_logq_corr"
+  ):
     from_mapping({"step": {"loss": {"offset_logq_correction": True}}})
 
 
