@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from typing import TextIO
 
 
 def git_commit() -> str:
@@ -38,18 +41,29 @@ def commit_record(start_commit: str) -> dict[str, str]:
   return record
 
 
-def write_json_atomic(path: str, document: dict) -> None:
-  """Writes JSON to a temporary file beside `path`, then renames it into place."""
+@contextlib.contextmanager
+def atomic_text_file(path: str) -> Iterator[TextIO]:
+  """A text file written beside `path` and renamed into place when the block ends.
+
+  A failure (or a kill) leaves whatever `path` held before untouched.
+  """
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+  suffix = os.path.splitext(path)[1]
+  handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
   try:
     with os.fdopen(handle, "w") as f:
-      json.dump(document, f, indent=2, sort_keys=False, allow_nan=True)
-      f.write("\n")
+      yield f
       f.flush()
       os.fsync(f.fileno())
     os.replace(temporary, path)
   except BaseException:
     os.unlink(temporary)
     raise
+
+
+def write_json_atomic(path: str, document: dict) -> None:
+  """Writes JSON to a temporary file beside `path`, then renames it into place."""
+  with atomic_text_file(path) as f:
+    json.dump(document, f, indent=2, sort_keys=False, allow_nan=True)
+    f.write("\n")

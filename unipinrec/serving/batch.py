@@ -26,7 +26,6 @@ import dataclasses
 import json
 import os
 import reprlib
-import tempfile
 import types
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -34,6 +33,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
+from unipinrec import records
 from unipinrec.config import RunConfig
 from unipinrec.errors import MissingPathError
 from unipinrec.export.checkpoint import restore_serving_model
@@ -259,22 +259,15 @@ def recommend_file(
   names = serving.outcome_names
   with open(users_path, "rb") as f:
     total = sum(1 for line in f if line.strip())
-  directory = os.path.dirname(os.path.abspath(out_path))
-  os.makedirs(directory, exist_ok=True)
-  handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".jsonl")
   lines = failed = 0
-  try:
-    with os.fdopen(handle, "w") as out, tqdm.tqdm(total=total, desc="users", unit="user") as bar:
-      for chunk in _chunks(_read_requests(users_path, names), run.serving.batch_size):
-        for record in _answers(chunk, recommender, names):
-          out.write(json.dumps(record) + "\n")
-        lines += len(chunk)
-        failed += sum(isinstance(entry, str) for _, entry in chunk)
-        bar.update(len(chunk))
-      out.flush()
-      os.fsync(out.fileno())
-    os.replace(temporary, out_path)
-  except BaseException:
-    os.unlink(temporary)
-    raise
+  with (
+    records.atomic_text_file(out_path) as out,
+    tqdm.tqdm(total=total, desc="users", unit="user") as bar,
+  ):
+    for chunk in _chunks(_read_requests(users_path, names), run.serving.batch_size):
+      for record in _answers(chunk, recommender, names):
+        out.write(json.dumps(record) + "\n")
+      lines += len(chunk)
+      failed += sum(isinstance(entry, str) for _, entry in chunk)
+      bar.update(len(chunk))
   return FileSummary(lines, failed)
