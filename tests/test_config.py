@@ -14,7 +14,7 @@ SHIPPED = [
   *(
     (name, variant)
     for name in ("ml100k", "games", "sequences")
-    for variant in ("", "retrieval_only", "ranking_only", "runlocal")
+    for variant in ("", "retrieval_only", "ranking_only", "sasrec_ce", "runlocal")
   ),
 ]
 

@@ -1,11 +1,17 @@
 """The losses against NumPy references on small hand-made cases."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from unipinrec import losses
+from unipinrec.config import StepConfig
+from unipinrec.model.config import ModelConfig
+from unipinrec.model.unified import UniPinRec
+from unipinrec.train.state import example_batch
+from unipinrec.train.step import blended_loss
 
 
 def test_future_positives_by_hand():
@@ -212,6 +218,69 @@ def test_full_softmax_is_the_exact_softmax_over_the_catalogue():
   )
   logits = vectors[1:] @ query / 0.5  # item 3 is the positive once, never its own negative
   np.testing.assert_allclose(float(got), -(logits[2] - np.log(np.exp(logits).sum())), rtol=1e-5)
+
+
+def test_any_condition_alone_is_the_full_softmax_over_the_catalogue():
+  # SASRec's cross-entropy: each anchor's next item against every catalogue item, "any" query.
+  b, length, n, temperature = 2, 5, 9, 0.5
+  model = UniPinRec(
+    ModelConfig(
+      num_items=n,
+      num_outcomes=2,
+      max_length=length,
+      embed_dim=8,
+      action_dim=4,
+      num_layers=1,
+      mlp_dim=16,
+      head_hidden_dim=8,
+      temperature=temperature,
+      dropout_rate=0.0,
+      offsets_seconds=(0.0,),
+      relative_position_buckets=0,
+      exclusive_outcomes=False,
+    )
+  )
+  rng = np.random.default_rng(4)
+  lengths = np.array([length, 3], np.int32)
+  items = rng.integers(1, n + 1, (b, length)).astype(np.int32)
+  items[np.arange(length)[None] >= lengths[:, None]] = 0
+  # No slates: the variant trains none.
+  batch = example_batch(model, b, 0, 4).replace(
+    items=items,
+    outcomes=rng.random((b, length, 2)) < 0.5,
+    times=np.cumsum(rng.exponential(100.0, (b, length)), axis=1).astype(np.float32),
+    history_lengths=lengths,
+  )
+  params = nn.unbox(model.init(jax.random.key(0), batch, jnp.zeros((b, length), bool))["params"])
+
+  def step_metrics(outcome_conditions: bool) -> dict:
+    loss = losses.LossConfig(
+      full_softmax=True,
+      future_window_seconds=0.0,
+      max_future_positives=1,
+      outcome_conditions=outcome_conditions,
+      mam_weight=0.0,
+      ranking_weight=0.0,
+    )
+    config = StepConfig(mask_prob=0.0, loss=loss)
+    log_frequency = np.full(n + 1, -np.log(n), np.float32)
+    return blended_loss(params, model, config, batch, log_frequency, jax.random.key(1))[1]
+
+  got = step_metrics(False)
+  outputs = model.apply({"params": params}, batch, jnp.zeros((b, length), bool))
+  queries = np.asarray(outputs.queries[:, :, 0])
+  table = np.asarray(outputs.item_table[1 : n + 1])
+  table = table / np.linalg.norm(table, axis=1, keepdims=True)
+  want = []
+  for row in range(b):
+    for t in range(lengths[row] - 1):
+      logits = table @ queries[row, t] / temperature
+      target = logits[items[row, t + 1] - 1]
+      want.append(np.log(np.exp(logits - logits.max()).sum()) + logits.max() - target)
+  np.testing.assert_allclose(float(got["retrieval_loss"]), np.mean(want), rtol=1e-5)
+  np.testing.assert_allclose(float(got["loss"]), np.mean(want), rtol=1e-5)
+  # With the conditions, the outcome queries' losses join the mean: another figure.
+  assert abs(float(step_metrics(True)["retrieval_loss"]) - np.mean(want)) > 1e-4
 
 
 def test_masked_bce_matches_numpy():

@@ -37,6 +37,9 @@ class LossConfig:
   # Below 1 the offset lists are more diverse than autoregressive generation's at equal recall.
   offset_logq_strength: float = 0.8
   full_softmax: bool = False  # every catalogue item is a negative (small catalogues): no sampling
+  # Train a query per outcome condition; False trains the "any" query alone (a plain next-item
+  # model), and evaluation then reports that query only.
+  outcome_conditions: bool = True
   # An item the user already acted on (in the window, up to the anchor) is no negative. Meant
   # for catalogues consumed once (films rated once), whose filtered figures drop history items
   # from the ranking: the loss then stops spending the query on pushing them down.

@@ -2,7 +2,8 @@
 
 Launch (from the repository root; the file defaults to ../shared/data/amazon-games/games.txt):
   python -m experiments.train --config=experiments/configs/games.py --workdir=runs/games
-Any other SASRec-format file: experiments/configs/sequences.py.
+Any other SASRec-format file: experiments/configs/sequences.py, whose variants (such as the
+`games.py:sasrec_ce` baseline) this config takes too.
 """
 
 import ml_collections

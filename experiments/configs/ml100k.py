@@ -3,6 +3,8 @@
 Launch (from the repository root; the data folder defaults to ../shared/data/ml-100k):
   python -m experiments.train --config=experiments/configs/ml100k.py --workdir=runs/ml100k
 Ablations, same command line: `ml100k.py:retrieval_only`, `ml100k.py:ranking_only`.
+Baseline: `ml100k.py:sasrec_ce`, SASRec with full softmax cross-entropy on this transformer
+(`public_data.apply_variant`); its `ranking` figures are an untrained ranking head's.
 Other layouts (u.data, ratings.dat, ratings.csv): `--config.data.path=FOLDER`.
 Outcomes: rating >= 4 is "high" (PinRec's save), <= 3 "low" (click).
 """
@@ -13,7 +15,8 @@ from experiments.configs import public_data
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """The run configuration; variants "", "retrieval_only", "ranking_only", "runlocal"."""
+  """The run configuration; variants "", "retrieval_only", "ranking_only", "sasrec_ce",
+  "runlocal"."""
   config = public_data.base_config("movielens", "ml-100k")
   config.data.ranking_slates = True
   config.data.max_slates = 4  # sampled slates per example: cheap ranking signal, costly steps

@@ -45,8 +45,16 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
   """The variants every public-data config takes.
 
   "retrieval_only" and "ranking_only" are the ablations of the unified model
-  (the same command line with one head's losses switched off); "runlocal"
-  shrinks the run to a few steps for tests and CI.
+  (the same command line with one head's losses switched off). "sasrec_ce" is
+  the baseline of SASRec with full softmax cross-entropy (Klenitskiy & Vasilev,
+  RecSys 2023) on this framework's transformer: a plain next-item model, the
+  "any" query trained on the next action against the whole catalogue, nothing
+  else (no outcome conditions, MAM, ranking loss, item bias, seen-negative
+  exclusion or training slates). Its ranking head is never trained, so its
+  `ranking` figures are an untrained head's; `ranking_by_retrieval_head` is
+  its ranker. Same budget and early stopping as the unified config: validation
+  stops it when it has converged. "runlocal" shrinks the run to a few steps for
+  tests and CI.
   """
   if variant == "retrieval_only":
     config.step.loss.ranking_weight = 0.0
@@ -56,6 +64,18 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
     # Validation scores retrieval, which this variant does not train: a fixed budget instead.
     config.eval_every = 0
     config.num_steps = RANKING_ONLY_STEPS
+  elif variant == "sasrec_ce":
+    loss = config.step.loss
+    loss.full_softmax = True
+    loss.future_window_seconds = 0.0
+    loss.max_future_positives = 1
+    loss.outcome_conditions = False
+    loss.ranking_weight = 0.0
+    loss.mam_weight = 0.0
+    loss.exclude_seen_negatives = False
+    config.step.mask_prob = 0.0  # masked actions are there for the MAM loss only
+    config.model.item_bias = False
+    config.data.max_slates = 0
   elif variant == "runlocal":
     config.num_steps = 20
     config.log_every = 10
@@ -69,6 +89,7 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
     config.model.head_hidden_dim = 16
   elif variant:
     raise ValueError(
-      f"unknown variant {variant!r}; expected '', 'retrieval_only', 'ranking_only' or 'runlocal'"
+      f"unknown variant {variant!r}; expected '', 'retrieval_only', 'ranking_only', "
+      "'sasrec_ce' or 'runlocal'"
     )
   return config

@@ -5,7 +5,10 @@ Launch (from the repository root):
     --config.data.path=FILE --workdir=runs/NAME
 Such files carry no time and one kind of action: an interaction's time is its
 line's position, so the retrieval positives' "future window" counts actions.
-Variants: "runlocal" (a few steps, for tests), "retrieval_only", "ranking_only".
+Variants: "runlocal" (a few steps, for tests), "retrieval_only", "ranking_only", and
+"sasrec_ce", SASRec with full softmax cross-entropy on this transformer
+(`public_data.apply_variant`): every step scores the whole catalogue, a [anchors, items]
+logit matrix a chunk of anchors at a time, so it suits catalogues of tens of thousands.
 """
 
 import ml_collections

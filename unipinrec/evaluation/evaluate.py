@@ -216,11 +216,15 @@ def evaluate_model(
   outcome_names: Sequence[str],
   batch_size: int = 256,
   sampled_negatives: np.ndarray | None = None,
+  outcome_conditions: bool = True,
 ) -> dict[str, dict]:
   """The model's retrieval metrics, its ranking head's, and its retrieval head's as a ranker.
 
   Ranking is reported only when `examples` hold ranking slates. Every process
   scores every example: the figures are the same whatever the process count.
+  Without `outcome_conditions` (a model that trained the "any" query alone)
+  no conditioned query is read: no `retrieval_by_condition`, and the retrieval
+  head ranks every outcome's column by the "any" query.
   """
   score_catalogue = functools.partial(model_scorers(model, _mesh_of(params))[0], params)
 
@@ -234,13 +238,15 @@ def evaluate_model(
 
   ranks = chunked_ranks(scorer(0, examples), examples, sampled_negatives)
   report = retrieval_report(ranks)
-  if len(outcome_names) > 1:
+  if outcome_conditions and len(outcome_names) > 1:
     report["retrieval_by_condition"] = _conditioning_report(
       scorer, examples, ranks["retrieval"], outcome_names
     )
   if not len(examples.ranking_items):
     return report
   probabilities, dot = slate_scores(model, params, examples, batch_size)
+  if not outcome_conditions:
+    dot = np.repeat(dot[..., :1], dot.shape[-1], axis=-1)
   valid = examples.ranking_items > 0
   scores, gain = probabilities_to_candidate_scores(probabilities)
   report["ranking"] = ranking_report(scores, gain, examples.ranking_outcomes, valid, outcome_names)

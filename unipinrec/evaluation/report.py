@@ -72,7 +72,12 @@ def validation_target(experiment: Experiment) -> Callable[[Any], float] | None:
 
   def target(params) -> float:
     report = evaluate.evaluate_model(
-      experiment.model, params, valid.examples, names, experiment.run.eval_batch_size
+      experiment.model,
+      params,
+      valid.examples,
+      names,
+      experiment.run.eval_batch_size,
+      outcome_conditions=experiment.run.step.loss.outcome_conditions,
     )
     return report["retrieval"]["ndcg@10"]
 
@@ -122,6 +127,7 @@ def evaluate_state(experiment: Experiment, params) -> dict:
     data.logs.outcome_names,
     experiment.run.eval_batch_size,
     data.eval_negatives,
+    experiment.run.step.loss.outcome_conditions,
   )
   baselines = baseline_reports(data)
   return {

@@ -230,5 +230,5 @@ class UniPinRec(nn.Module):
       item_table=self.tokenizer.item_vectors(whole_table=True),
       item_bias=self.tokenizer.item_biases(whole_table=True),
       history_task_logits=self.task_logits(states, batch.items),
-      candidate_task_logits=candidate_logits.reshape(b, s, c, -1),
+      candidate_task_logits=candidate_logits.reshape(b, s, c, self.config.num_outcomes),
     )

@@ -42,13 +42,20 @@ def blended_loss(
   )
   flat = positions.reshape(b, -1)
   positive_items = jnp.take_along_axis(batch.items, flat, axis=1).reshape(positions.shape)
-  positive_outcomes = jnp.take_along_axis(batch.outcomes, flat[..., None], axis=1).reshape(
-    positions.shape + (batch.outcomes.shape[-1],)
-  )
-  # Condition 0 ("any") learns every positive, condition o + 1 those with outcome o.
-  positive_weights = jnp.concatenate(
-    [positive_valid[..., None], positive_outcomes & positive_valid[..., None]], axis=-1
-  ).astype(jnp.float32)
+  # Condition 0 ("any") learns every positive, condition o + 1 those with outcome o; without
+  # outcome conditions the "any" query is the only one trained.
+  queries = outputs.queries
+  positive_weights = positive_valid[..., None]
+  if loss_cfg.outcome_conditions:
+    positive_outcomes = jnp.take_along_axis(batch.outcomes, flat[..., None], axis=1).reshape(
+      positions.shape + (batch.outcomes.shape[-1],)
+    )
+    positive_weights = jnp.concatenate(
+      [positive_weights, positive_outcomes & positive_weights], axis=-1
+    )
+  else:
+    queries = queries[:, :, :1]
+  positive_weights = positive_weights.astype(jnp.float32)
   negatives, log_q = losses.sample_negatives(
     negative_rng,
     batch.items,
@@ -60,7 +67,7 @@ def blended_loss(
   )
   seen = losses.seen_negatives(batch.items, negatives) if loss_cfg.exclude_seen_negatives else None
   retrieval = losses.sampled_softmax_loss(
-    outputs.queries,
+    queries,
     outputs.item_table,
     positive_items,
     positive_weights,
