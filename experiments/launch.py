@@ -110,11 +110,13 @@ def load_run_config(workdir: str) -> RunConfig:
   return read_run_config(workdir)
 
 
-def log_figures(rows: list[tuple[str, dict]]) -> None:
-  """A table of (name, report) rows: retrieval HR/NDCG@10 and MRR, ranking AUC and NDCG@5."""
+def log_figures(rows: list[tuple[str, dict]], primary: str) -> None:
+  """A table of (name, report) rows: HR/NDCG@10 and MRR of the `primary` retrieval figure
+  ("retrieval" or "retrieval_unfiltered"), ranking AUC and NDCG@5."""
+  logging.info("retrieval figures: %s (primary)", primary)
   logging.info("%-15s %8s %8s %8s %10s %8s", "", "HR@10", "NDCG@10", "MRR", "AUC(eng)", "NDCG@5")
   for name, figures in rows:
-    retrieval = figures["retrieval"]
+    retrieval = figures[primary]
     ranking = figures.get("ranking", {"auc_engaged": math.nan, "ndcg@5": math.nan})
     logging.info(
       "%-15s %8.4f %8.4f %8.4f %10.4f %8.4f",
@@ -129,6 +131,6 @@ def log_figures(rows: list[tuple[str, dict]]) -> None:
 
 def log_summary(document: dict, path: str) -> None:
   """One screen of the headline figures, model beside the baselines."""
-  log_figures([("model", document)] + list(document["baselines"].items()))
+  log_figures([("model", document)] + list(document["baselines"].items()), document["primary"])
   logging.info("checks: %s", json.dumps(document["checks"]))
   logging.info("wrote %s", path)

@@ -3,10 +3,11 @@
   python -m experiments.world_baselines --config.data.synthetic.drift=0.05 --output=world.json
 
 Generates the world of `--config` (the synthetic default unless told otherwise), cuts the
-held-out users' examples as training's evaluation does, and reports popularity, the oracle
-and the history oracle, with the checks issue 2 judges a world by. The history oracle's gap
-to the oracle is the part of the oracle's lead that no model of the history can close, so a
-world's targets can be judged before a 12-minute training run.
+held-out users' examples as training's evaluation does, and reports popularity, the history
+baselines (most recent, most frequent), the oracle and the history oracle, with the checks
+issue 2 judges a world by. The history oracle's gap to the oracle is the part of the oracle's
+lead that no model of the history can close, so a world's targets can be judged before a
+12-minute training run.
 """
 
 import json
@@ -35,11 +36,14 @@ def main(argv):
     raise ConfigError(f"config.data.source={run.data.source!r}: only a synthetic world has oracles")
   data = prepare_data(run.data, run.model.max_length, run.seed)
   baselines = report.baseline_reports(data)
-  launch.log_figures(list(baselines.items()))
-  checks = report.world_checks(baselines)
+  primary = data.repeats.primary
+  launch.log_figures(list(baselines.items()), primary)
+  checks = report.world_checks(baselines, primary)
   logging.info("checks: %s", json.dumps(checks))
   if _OUTPUT.value:
     document = {
+      "primary": primary,
+      "repeats": data.repeats.as_dict(),
       "baselines": baselines,
       "checks": checks,
       "config": to_dict(run),

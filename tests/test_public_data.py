@@ -52,6 +52,12 @@ def test_ml100k_results_follow_the_protocol(ml100k_experiment, tmp_path):
   assert weighted == pytest.approx(figures["retrieval"]["hr@50"])
   popularity = figures["baselines"]["popularity"]
   assert popularity["retrieval"]["num_users"] == 943 and "oracle" not in figures["baselines"]
+  assert figures["primary"] == "retrieval" and figures["repeats"]["test"]["target_in_history"] == 0
+  # No film is rated twice: without the history, the history baselines are popularity; with it,
+  # each user's 19 or more earlier films outrank the target.
+  for name in ("most_recent", "most_frequent"):
+    assert figures["baselines"][name]["retrieval"] == popularity["retrieval"]
+    assert figures["baselines"][name]["retrieval_unfiltered"]["hr@10"] == 0
 
 
 def test_missing_data_names_the_place_looked_in(tmp_path):

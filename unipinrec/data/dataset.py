@@ -15,7 +15,14 @@ from absl import logging
 
 from unipinrec.data import examples as examples_lib
 from unipinrec.data import protocol, tfds_builders
-from unipinrec.data.sequences import data_card, leave_last_out, to_user_logs
+from unipinrec.data.repeats import Repeats, last_action_shares, repeat_shares
+from unipinrec.data.sequences import (
+  MIN_TEST_LENGTH,
+  data_card,
+  leave_last_out,
+  target_repeats,
+  to_user_logs,
+)
 from unipinrec.data.synthetic import SyntheticConfig, SyntheticWorld, generate_world
 from unipinrec.errors import ConfigError, MissingPathError
 from unipinrec.types import UserLogs
@@ -41,6 +48,13 @@ class DataConfig:
   sampled_slates_per_user: int = 16  # public logs: training slates built per user
   sampled_slate_size: int = 10  # public logs: one real action among never-seen items
   ranking_slates: bool = False  # public logs: PROTOCOL.md's ranking slates (rated data)
+  # The unfiltered figure is primary from this share of validation targets that repeat a history
+  # item: at a fifth, the filtered rule's leak (the target alone among them) can reorder models.
+  repeat_threshold: float = 0.2
+
+  def __post_init__(self):
+    if not 0.0 <= self.repeat_threshold <= 1.0:
+      raise ValueError(f"data.repeat_threshold={self.repeat_threshold}; expected a share in [0, 1]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +66,7 @@ class PreparedData:
   train_examples: dict[str, np.ndarray]
   eval_examples: examples_lib.EvalExamples
   item_log_frequency: np.ndarray  # [N + 1] from training users only
+  repeats: Repeats  # how often targets repeat the history, and the primary figure it chooses
   eval_negatives: np.ndarray | None = None  # [U, 100] sampled-100 items, public logs
   valid_examples: protocol.ProtocolExamples | None = None  # validation targets, public logs
   eval_users: np.ndarray | None = None  # held-out users of the synthetic split
@@ -70,6 +85,13 @@ def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData
   eval_examples = examples_lib.evaluation_examples(
     logs, eval_users, max_length, config.eval_slates_per_user
   )
+  repeats = Repeats(
+    test=repeat_shares(eval_examples.retrieval_targets, eval_examples.retrieval_seen),
+    selection=last_action_shares(logs, train_users, MIN_TEST_LENGTH),
+    selection_targets="training users' last actions",
+    threshold=config.repeat_threshold,
+  )
+  logging.info("%s", repeats.describe())
   lengths = np.diff(logs.action_offsets)
   logging.info(
     "data: %d users (%d train, %d held out), %d items, %d actions (length p50 %d, p90 %d), "
@@ -92,6 +114,7 @@ def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData
     train_examples=train_examples,
     eval_examples=eval_examples,
     item_log_frequency=examples_lib.item_log_frequency(logs, train_users),
+    repeats=repeats,
     eval_users=eval_users,
   )
 
@@ -114,6 +137,13 @@ def _prepare_public(config: DataConfig, max_length: int, seed: int) -> PreparedD
   )
   split = leave_last_out(sequences)
   logging.info("\n%s", data_card(sequences, split))
+  repeats = Repeats(
+    test=target_repeats(sequences, split, split.test_rows),
+    selection=target_repeats(sequences, split, split.valid_rows),
+    selection_targets="validation targets",
+    threshold=config.repeat_threshold,
+  )
+  logging.info("%s", repeats.describe())
   train_logs = to_user_logs(sequences, split.training_lengths(sequences))
   train_logs = protocol.sampled_impressions(
     train_logs, config.sampled_slates_per_user, config.sampled_slate_size, seed
@@ -128,6 +158,7 @@ def _prepare_public(config: DataConfig, max_length: int, seed: int) -> PreparedD
     ),
     eval_examples=test.examples,
     item_log_frequency=examples_lib.item_log_frequency(train_logs, users),
+    repeats=repeats,
     eval_negatives=test.sampled_negatives,
     valid_examples=protocol.protocol_examples(sequences, split, max_length, "valid", False),
   )

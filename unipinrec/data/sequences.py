@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from unipinrec.data.interactions import DataFormatError, Interactions
+from unipinrec.data.repeats import RepeatShares, repeat_shares
 from unipinrec.types import UserLogs
 
 MIN_TEST_LENGTH = 3  # the protocol's threshold for a test user
@@ -138,6 +139,14 @@ def leave_last_out(sequences: UserSequences) -> LeaveLastOut:
   return LeaveLastOut(test_users=test_users, test_rows=ends - 1, valid_rows=ends - 2)
 
 
+def target_repeats(sequences: UserSequences, split: LeaveLastOut, rows: np.ndarray) -> RepeatShares:
+  """Repeat shares of the targets at `rows` (`split.test_rows` or `valid_rows`) against every
+  earlier item of their user (the whole history, as the filtered protocol removes it)."""
+  starts = sequences.offsets[split.test_users]
+  histories = [sequences.items[s:r] for s, r in zip(starts, rows, strict=True)]
+  return repeat_shares(sequences.items[rows], histories)
+
+
 def split_checksum(sequences: UserSequences, split: LeaveLastOut) -> str:
   """sha256 of the (user, test item, validation item) lines, as `SPLITS.md` defines it."""
   tuples = zip(
@@ -194,6 +203,7 @@ def data_card(sequences: UserSequences, split: LeaveLastOut) -> str:
     )
   )
   density = len(sequences.items) / (sequences.num_users * sequences.num_items)
+  test, valid = (target_repeats(sequences, split, r) for r in (split.test_rows, split.valid_rows))
   rows = [
     f"data card: {sequences.path}",
     f"  users {sequences.num_users:,}  items {sequences.num_items:,}  "
@@ -202,6 +212,9 @@ def data_card(sequences: UserSequences, split: LeaveLastOut) -> str:
     "  outcome mix "
     + "  ".join(f"{n} {m:.1%}" for n, m in zip(sequences.outcome_names, mix, strict=True)),
     f"  repeated (user, item) pairs {repeats:,}  time span {span:,.0f} days",
+    f"  targets repeating a history item: test {test.in_history:.1%} (the last item "
+    f"{test.last_item:.1%})  validation {valid.in_history:.1%} (the last item "
+    f"{valid.last_item:.1%})",
     f"  test users (>= {MIN_TEST_LENGTH} interactions) {len(split.test_users):,}  "
     f"split sha256 {split_checksum(sequences, split)}",
   ]
