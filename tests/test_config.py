@@ -11,6 +11,7 @@ from unipinrec.config import RunConfig, from_mapping, to_dict
 SHIPPED = [
   ("synthetic", ""),
   ("synthetic", "runlocal"),
+  ("synthetic", "revisit"),
   *(
     (name, variant)
     for name in ("ml100k", "games", "sequences")

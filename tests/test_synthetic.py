@@ -1,6 +1,7 @@
 """The synthetic world: deterministic, consistent, and with the structure it claims."""
 
 import dataclasses
+import hashlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -150,3 +151,137 @@ def test_save_affinity_makes_saves_follow_the_users_interest(world):
 
   keen = generate_world(dataclasses.replace(SMALL, save_affinity=3.0))
   assert correlation(keen) > correlation(world) + 0.3
+
+
+RETURNING = dataclasses.replace(SMALL, revisit=0.5)
+# The logs of SMALL as generated before returns existed: revisit 0 must leave them bit for bit.
+SMALL_LOGS_SHA256 = "d39391d2394e8f1bc59ad02d1e735c7e4ef13c501a38a019f03148ca3e8e4e36"
+LOGGED = (
+  "action_items",
+  "action_times",
+  "slate_items",
+  "slate_outcomes",
+  "slate_prefix",
+  "slate_times",
+  "slate_surfaces",
+)
+
+
+@pytest.fixture(scope="module")
+def returning_world():
+  return generate_world(RETURNING)
+
+
+def _earlier(world, requests: np.ndarray) -> list[np.ndarray]:
+  """The items each request's user engaged with before it, oldest first."""
+  logs = world.logs
+  starts = logs.action_offsets[world.request_users[requests]]
+  return [
+    logs.action_items[s : s + n] for s, n in zip(starts, logs.slate_prefix[requests], strict=True)
+  ]
+
+
+def _shown_returns(world) -> np.ndarray:
+  """[S, C] bool: slate items the user had engaged with before the request."""
+  logs = world.logs
+  earlier = _earlier(world, np.arange(len(logs.slate_items)))
+  return np.stack([np.isin(s, h) & (s > 0) for s, h in zip(logs.slate_items, earlier, strict=True)])
+
+
+def test_revisit_zero_is_the_world_without_returns(world, returning_world):
+  digest = hashlib.sha256()
+  for name in LOGGED:
+    digest.update(np.ascontiguousarray(getattr(world.logs, name)).tobytes())
+  assert digest.hexdigest() == SMALL_LOGS_SHA256
+  # Returns draw from their own stream: before a user's first action every draw is the same.
+  first = world.logs.slate_offsets[:-1]
+  for name in ("slate_items", "slate_outcomes"):
+    np.testing.assert_array_equal(
+      getattr(returning_world.logs, name)[first], getattr(world.logs, name)[first]
+    )
+  np.testing.assert_array_equal(returning_world.item_vectors, world.item_vectors)
+
+
+def test_returns_come_at_the_rate_the_truth_implies(returning_world):
+  logs = returning_world.logs
+  returns = _shown_returns(returning_world)
+  with_history = logs.slate_prefix > 0
+  # Half the requests of users with earlier actions are returns, and show only earlier items.
+  assert abs(returns.any(1)[with_history].mean() - RETURNING.revisit) < 0.03
+  np.testing.assert_array_equal(returns.any(1), (returns | (logs.slate_items == 0)).all(1))
+  # Users engage with a return slate by the outcome model: the share of engagements that
+  # return is what the true probabilities of the slates shown imply.
+  engaged = logs.slate_outcomes.any(-1)
+  share = (engaged & returns).sum() / engaged.sum()
+  probs = returning_world.true_outcome_probs(np.arange(len(logs.slate_items)), logs.slate_items)
+  expected = probs.sum(-1) * examination(RETURNING)
+  assert share > 0.3
+  assert abs(share - (expected * returns).sum() / expected.sum()) < 0.02
+
+
+def test_returns_favour_recent_and_relevant_items(returning_world):
+  logs = returning_world.logs
+  returns = _shown_returns(returning_world)
+  requests = np.flatnonzero(returns.any(1))
+  recency, uniform, affinity, mean_affinity = [], [], [], []
+  for request, earlier in zip(requests, _earlier(returning_world, requests), strict=True):
+    distinct = list(dict.fromkeys(earlier[::-1]))  # most recent first
+    if len(distinct) <= RETURNING.slate_size:
+      continue  # a return shows them all
+    shown = logs.slate_items[request][returns[request]]
+    recency.extend(distinct.index(item) for item in shown)
+    uniform.append((len(distinct) - 1) / 2)
+    interest = returning_world.request_policy_interests[request]
+    affinity.extend(returning_world.item_vectors[shown] @ interest)
+    mean_affinity.append(np.mean(returning_world.item_vectors[distinct] @ interest))
+  assert len(uniform) > 100
+  assert np.mean(recency) < 0.7 * np.mean(uniform)
+  assert np.mean(affinity) > np.mean(mean_affinity) + 0.05
+
+
+def test_the_oracle_knows_returns(returning_world):
+  from unipinrec.evaluation import metrics
+
+  logs = returning_world.logs
+  requests = np.arange(1, len(logs.slate_items), 8)
+  engaged = logs.slate_outcomes[requests].any(-1)
+  rows = np.repeat(np.arange(len(requests)), engaged.sum(1))
+  targets = logs.slate_items[requests][engaged]
+  earlier = _earlier(returning_world, requests)
+  is_return = np.array([np.isin(t, earlier[r]) for r, t in zip(rows, targets, strict=True)])
+  hits = metrics.target_ranks(returning_world.oracle_retrieval_scores(requests)[rows], targets) < 10
+  # Blind to returns, the oracle scores every earlier item 0: none is in its top 10.
+  blind_world = dataclasses.replace(returning_world, config=SMALL)
+  blind = metrics.target_ranks(blind_world.oracle_retrieval_scores(requests)[rows], targets) < 10
+  assert is_return.mean() > 0.3
+  assert hits[is_return].mean() > 0.8 and not blind[is_return].any()
+  # The rule "most recent earlier items first, then popular ones" is worse: the oracle also
+  # knows which earlier items the user is still interested in, and which new items come.
+  log_frequency = examples_lib.item_log_frequency(logs, np.arange(logs.num_users))
+  recency = np.repeat(log_frequency[None] - log_frequency.max() - 1.0, len(requests), 0)
+  for row, items in enumerate(earlier):
+    distinct, back = np.unique(items[::-1], return_index=True)
+    recency[row, distinct] = len(items) - back  # the later an item's latest action, the higher
+  recency_hits = metrics.target_ranks(recency[rows], targets) < 10
+  assert hits.mean() > recency_hits.mean() + 0.02
+
+
+def test_held_out_return_targets_are_kept_and_ranked(returning_world):
+  """The evaluation keeps a target the user engaged with before, under both protocols."""
+  from unipinrec.evaluation import evaluate
+
+  logs = returning_world.logs
+  held_out = examples_lib.evaluation_examples(logs, np.arange(logs.num_users), 16, 5)
+  assert len(held_out.retrieval_targets) == np.sum(np.diff(logs.action_offsets) >= 3)
+  is_return = np.array(
+    [
+      np.isin(t, s)
+      for t, s in zip(held_out.retrieval_targets, held_out.retrieval_seen, strict=True)
+    ]
+  )
+  assert is_return.mean() > 0.3
+  ranks = evaluate.chunked_ranks(
+    lambda rows: returning_world.oracle_retrieval_scores(held_out.retrieval_requests[rows]),
+    held_out,
+  )
+  assert np.mean(ranks["retrieval_unfiltered"][is_return] < 10) > 0.7

@@ -3,7 +3,11 @@
 Launch (from the repository root):
   python -m experiments.train --config=experiments/configs/synthetic.py --workdir=runs/synthetic
 Variants: `--config=experiments/configs/synthetic.py:runlocal` shrinks everything
-for tests and CI (seconds, not minutes). Override any field with
+for tests and CI (seconds, not minutes). `synthetic.py:revisit` is the default with returning
+users: half the requests of a user with earlier actions show earlier items again
+(`data.synthetic.revisit = 0.5`, unipinrec/data/synthetic_revisit.py), so a retrieval target
+can be an item of the user's history; "retrieval_unfiltered" ranks it against the whole
+catalogue, "retrieval" against the items the user has not engaged with. Override any field with
 `--config.a.b=value`, e.g. `--config.num_steps=500`; every knob of the world is
 `--config.data.synthetic.NAME`.
 
@@ -19,7 +23,7 @@ from unipinrec.config import RunConfig, to_dict
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """The run configuration; `variant` is "" (default) or "runlocal"."""
+  """The run configuration; `variant` is "" (default), "runlocal" or "revisit"."""
   config = ml_collections.ConfigDict(to_dict(RunConfig()))
   if variant == "runlocal":
     config.num_steps = 40
@@ -47,6 +51,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.generation.timing_repeats = 1
     config.serving.num_candidates = 64
     config.serving.batch_size = 8
+  elif variant == "revisit":
+    config.data.synthetic.revisit = 0.5
   elif variant:
-    raise ValueError(f"unknown variant {variant!r}; expected '' or 'runlocal'")
+    raise ValueError(f"unknown variant {variant!r}; expected '', 'runlocal' or 'revisit'")
   return config

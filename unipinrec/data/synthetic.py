@@ -1,9 +1,10 @@
 """A deterministic synthetic recommender world with known ground truth.
 
 Items live in a latent space around topic centres; users' interests drift
-through it. A logging policy shows slates mixing popular and relevant items;
-examination falls with position and engagement follows a known logistic
-model, so every probability a model tries to learn is available exactly.
+through it. A logging policy shows slates mixing popular and relevant items
+(or, with `revisit`, the user's earlier items); examination falls with position
+and engagement follows a known logistic model, so every probability a model
+tries to learn is available exactly.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from unipinrec.data import synthetic_revisit as revisit_lib
 from unipinrec.data.synthetic_logs import logs_from_requests
 from unipinrec.data.synthetic_sampling import (
   draw_slots,
@@ -74,6 +76,8 @@ class SyntheticConfig:
   save_quality: float = 1.0  # save logit per unit quality
   save_affinity: float = 0.0  # save logit per unit true affinity
   min_actions: int = 3  # every user is guaranteed this many actions
+  revisit: float = 0.0  # chance a request shows earlier items again (synthetic_revisit.py)
+  revisit_decay: float = 0.8  # a return's weight per action since the item's latest
 
   @property
   def num_popular(self) -> int:
@@ -161,32 +165,24 @@ class SyntheticWorld:
 
     Returns:
       [L, N + 1] float64; column 0 is -inf, items the user engaged with
-      before the request score 0 (the policy never shows them again).
+      before the request score 0 unless `revisit` shows them again.
     """
     cfg, logs = self.config, self.logs
     slate_ids = np.asarray(slate_ids)
-    users = self.request_users[slate_ids]
-    starts = logs.action_offsets[users]
-    prefix = logs.slate_prefix[slate_ids].astype(np.int64)
-    row = np.repeat(np.arange(len(slate_ids)), prefix)
-    seen_idx = (
-      np.repeat(starts, prefix)
-      + np.arange(prefix.sum())
-      - np.repeat(np.cumsum(prefix) - prefix, prefix)
-    )
+    history, lengths = revisit_lib.earlier_actions(logs, self.request_users[slate_ids], slate_ids)
     allowed = np.ones((len(slate_ids), cfg.num_items + 1), dtype=bool)
     allowed[:, 0] = False
-    allowed[row, logs.action_items[seen_idx]] = False
+    np.put_along_axis(allowed, history, False, axis=1)
     logits_pop = np.broadcast_to(self.item_log_popularity, allowed.shape)
-    pool, pool_logits = _policy_pool(
-      cfg, self.request_policy_interests[slate_ids], self.item_vectors, self.item_log_popularity
-    )
+    policy = self.request_policy_interests[slate_ids]
+    pool, pool_logits = _policy_pool(cfg, policy, self.item_vectors, self.item_log_popularity)
     rows = np.arange(len(slate_ids))[:, None]
     logits_rel = np.full(allowed.shape, -np.inf)
     logits_rel[rows, pool] = pool_logits
     pi_pop = inclusion_probs(logits_pop, allowed, cfg.num_popular)
     pi_rel = inclusion_probs(logits_rel, allowed, cfg.slate_size - cfg.num_popular)
     shown = 1.0 - (1.0 - pi_pop) * (1.0 - pi_rel)
+    shown = revisit_lib.shown_with_returns(cfg, shown, history, lengths, policy, self.item_vectors)
     all_items = np.broadcast_to(np.arange(cfg.num_items + 1), allowed.shape)
     engage, _ = _outcome_model(
       cfg,
@@ -244,6 +240,9 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
   num_r, num_c, num_pop = cfg.requests_per_user, cfg.slate_size, cfg.num_popular
   if cfg.min_actions > num_r:
     raise ValueError("min_actions cannot exceed requests_per_user")
+  revisit_lib.check_revisit(cfg)
+  # Returns draw from a stream of their own, so every other draw is the world's without them.
+  revisit_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(1)[0])
 
   # Items: row 0 is padding and stays zero.
   centres = normalize(rng.standard_normal((cfg.num_topics, dim)))
@@ -301,6 +300,7 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
   pool_logits = np.zeros((num_u, cfg.policy_pool))
   policy_interests = np.zeros((num_r, num_u, dim))
   last_engaged = np.zeros(num_u, dtype=np.int64)  # this session's latest action, 0 = none
+  history = np.zeros((num_u, num_r * num_c), dtype=np.int32)  # every user's actions so far
   for t in range(num_r):
     # Sessions: drift and jumps happen between sessions only.
     new_session = rng.random(num_u) < 1.0 / cfg.mean_session_length
@@ -346,6 +346,11 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
     relevant = gumbel_top_k(rng, np.where(taken, -np.inf, pool_logits), num_c - num_pop)
     relevant = np.where(relevant >= 0, np.take_along_axis(pool, np.maximum(relevant, 0), 1), 0)
     slate = np.concatenate([popular, relevant], axis=1)
+    if cfg.revisit:  # a return request shows earlier items in place of the usual slate
+      returned = revisit_lib.draw_returns(
+        revisit_rng, cfg, history, counts, policy_interest, vectors
+      )
+      slate = np.where(returned.any(axis=1, keepdims=True), returned, slate)
     score = cfg.policy_temperature * np.einsum("ud,ucd->uc", policy_interest, vectors[slate])
     score = np.where(slate > 0, score + cfg.policy_popularity * log_pop[slate], -np.inf)
     order = np.argsort(-score, axis=1, kind="stable")
@@ -366,6 +371,7 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
     latest = num_c - 1 - np.argmax(engaged[:, ::-1], axis=1)
     last_engaged = np.where(engaged.any(axis=1), slate[users, latest], last_engaged)
     engaged_before[users[:, None], np.where(engaged, slate, 0)] = True
+    revisit_lib.record_actions(history, counts, slate, engaged)
     counts = counts + engaged.sum(axis=1)
 
   logs = logs_from_requests(
