@@ -86,7 +86,7 @@ def test_before_any_step_evaluation_reads_the_initial_parameters():
 
 def test_lookup_tables_learn_at_the_embedding_rate_and_the_rest_at_the_dense_rate():
   """Adam's early steps move each weight by its group's rate, whatever the gradient's size: the
-  item table and the attention-bias tables by one rate, the kernels by the other."""
+  item table, the attention-bias and history-bias tables by one rate, the kernels by the other."""
   config = OptimizerConfig(
     learning_rate=1e-3, embedding_learning_rate=1e-1, warmup_steps=1, weight_decay=0.0
   )
@@ -94,12 +94,14 @@ def test_lookup_tables_learn_at_the_embedding_rate_and_the_rest_at_the_dense_rat
   params = {
     "tokenizer": {"item_embedding": jnp.ones((4, 2))},
     "block_0": {"relative_bias": jnp.ones((2, 3))},
+    "repeat_bias": {"recency": jnp.ones((4, 3)), "frequency": jnp.ones((3, 3))},
     "head": {"kernel": jnp.ones((2, 2))},
   }
   state = optimizer.init(params)
   for _ in range(2):  # the warm-up's first step has a rate of 0
     updates, state = optimizer.update(jax.tree.map(jnp.ones_like, params), state, params)
   rates = jax.tree.map(lambda u: float(jnp.max(jnp.abs(u))), updates)
-  for table in (rates["tokenizer"]["item_embedding"], *rates["block_0"].values()):
+  tables = (*rates["block_0"].values(), *rates["repeat_bias"].values())
+  for table in (rates["tokenizer"]["item_embedding"], *tables):
     np.testing.assert_allclose(table, 1e-1, rtol=1e-3)
   np.testing.assert_allclose(rates["head"]["kernel"], 1e-3, rtol=1e-3)

@@ -123,6 +123,11 @@ class RunConfig:
     for name in ("num_items", "num_outcomes", "num_surfaces"):
       if getattr(self.model, name) != getattr(default, name):
         raise ValueError(f"model.{name} is the data's: a run config leaves it unset")
+    if self.model.repeat_buckets and self.step.loss.kernel != "xla":
+      raise ValueError(
+        "model.repeat_buckets needs step.loss.kernel='xla': the Pallas kernel takes no "
+        f"per-anchor logit bias (got kernel={self.step.loss.kernel!r})"
+      )
 
 
 def _build(cls, values: Mapping, path: str):

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from kernels import check_kernel, chunked_softmax, sampled_softmax
+from unipinrec.model import repeats
 from unipinrec.model.embeddings import SESSION_GAP_SECONDS
 from unipinrec.model.heads import l2_normalize, logits_with_none
 
@@ -193,6 +194,31 @@ def seen_negatives(items: jax.Array, negative_items: jax.Array) -> jax.Array:
   return (first[:, None, :] <= positions[None, :, None]) & (negative_items > 0)
 
 
+def history_biases(
+  tables: repeats.RepeatTables,
+  items: jax.Array,
+  positive_items: jax.Array,
+  negative_items: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+  """h (`model/repeats.py`) of each anchor's positives and of the shared negatives.
+
+  Args:
+    tables: the model's history-bias tables.
+    items: [B, L] item ids (0 pads); anchor t's history is items[:, : t + 1].
+    positive_items: [B, L, W] positive ids per anchor.
+    negative_items: [M] negative ids (0: unusable).
+
+  Returns:
+    ([B, L, W, Q] h of each positive, [B, L, Q, M] h of each negative at each anchor).
+  """
+  anchors = jnp.broadcast_to(jnp.arange(items.shape[1]), items.shape)
+  last, count = repeats.occurrences(items, positive_items, anchors)
+  positive = tables(anchors[..., None] - last, count)
+  last, count = repeats.running_occurrences(items, negative_items)
+  negative = tables(anchors[..., None] - last, count)
+  return positive, jnp.moveaxis(negative, -1, -2)
+
+
 def sampled_softmax_loss(
   queries: jax.Array,
   item_table: jax.Array,
@@ -205,6 +231,8 @@ def sampled_softmax_loss(
   seen: jax.Array | None = None,
   item_bias: jax.Array | None = None,
   chunk_anchors: int = 0,
+  positive_bias: jax.Array | None = None,
+  negative_bias: jax.Array | None = None,
 ) -> jax.Array:
   """Mean -log softmax of each positive against the shared sampled negatives.
 
@@ -228,6 +256,9 @@ def sampled_softmax_loss(
     item_bias: optional [R] logit bias per item, added to every logit (positive or negative).
     chunk_anchors: with "xla", that many anchors at a time (`chunked_softmax`); 0: all at
       once. "pallas" ignores it.
+    positive_bias: optional [B, L, W, Q] added to each positive's logit (the history bias h).
+    negative_bias: optional [B, L, Q, M] added to each negative's logit, per anchor and
+      condition (h); "xla" only.
 
   Returns:
     The weighted mean loss (0 when no pair has weight).
@@ -239,6 +270,8 @@ def sampled_softmax_loss(
     # A negative's logit is cosine / temperature - log-Q: its bias enters as a smaller log-Q,
     # which both kernels already take.
     negative_log_q = negative_log_q - jnp.take(item_bias, negative_items)
+  if positive_bias is not None:
+    positive_logits = positive_logits + positive_bias
   # A sampled negative that is one of the anchor's positives is no negative.
   counted = positive_weights.sum(-1) > 0  # [B, L, W]
   excluded = jnp.where(counted, positive_items, -1)
@@ -252,17 +285,22 @@ def sampled_softmax_loss(
     temperature,
   )
   if kernel == "pallas":
-    if seen is not None:
-      raise ValueError("seen negatives need kernel='xla'")
+    if seen is not None or negative_bias is not None:
+      raise ValueError("seen negatives and a negative bias need kernel='xla'")
     negative_lse = sampled_softmax.negative_logsumexp(*args)
   else:
-    mask = None if seen is None else seen.reshape(b * length, -1)
+    options = dict(
+      excluded_mask=None if seen is None else seen.reshape(b * length, -1),
+      negative_bias=None
+      if negative_bias is None
+      else negative_bias.reshape(b * length, num_conditions, -1),
+    )
     if chunk_anchors:
       negative_lse = chunked_softmax.chunked_negative_logsumexp(
-        *args, excluded_mask=mask, chunk_anchors=chunk_anchors
+        *args, **options, chunk_anchors=chunk_anchors
       )
     else:
-      negative_lse = sampled_softmax.reference_negative_logsumexp(*args, excluded_mask=mask)
+      negative_lse = sampled_softmax.reference_negative_logsumexp(*args, **options)
   negative_lse = negative_lse.reshape(b, length, num_conditions)
   pair_loss = jax.nn.softplus(negative_lse[:, :, None, :] - positive_logits)
   total_weight = positive_weights.sum()

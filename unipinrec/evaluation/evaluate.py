@@ -161,7 +161,15 @@ def model_scorers(model: UniPinRec, mesh: Mesh | None = None) -> tuple[Callable,
     last = jnp.take_along_axis(states, jnp.maximum(history_lengths - 1, 0)[:, None, None], axis=1)
     query = model.apply({"params": params}, last[:, 0], conditions, method=model.queries)
     item_vectors = model.apply({"params": params}, method=model.item_vectors)
-    return (query @ item_vectors.T / model.config.temperature,)
+    scores = query @ item_vectors.T / model.config.temperature
+    if model.config.repeat_buckets:
+      # h of the history window's items (each once; the rest add 0 to the padding column).
+      seen, bias = model.apply(
+        {"params": params}, items, history_lengths, method=model.history_bias
+      )
+      bias = jnp.take_along_axis(bias, conditions[:, None, None], axis=2)[..., 0]
+      scores = scores.at[jnp.arange(len(seen))[:, None], seen].add(bias)
+    return (scores,)
 
   @jit
   def score_slates(

@@ -50,6 +50,11 @@ class ModelConfig:
   # unnormalised dot product would carry in the item's norm. Served as an inner product of
   # [query, 1] with [item vector, temperature * bias], so the index needs no other metric.
   item_bias: bool = False
+  # History (repeat) features of retrieval: per condition, a learned logit bias on how long ago
+  # (this many T5 buckets up to max_length) and how often (log2 buckets) an item occurred in
+  # the user's history; other items get none. For repeat-heavy logs (replays, re-buys), whose
+  # returns the query alone ranks badly. 0 (off): untried on the shipped configs' data.
+  repeat_buckets: int = 0
 
   def __post_init__(self):
     check_kernel(self.kernel)
@@ -57,6 +62,9 @@ class ModelConfig:
       raise ValueError(
         f"relative_position_buckets must be 0 (off) or more, got {self.relative_position_buckets}"
       )
+    if self.repeat_buckets < 0 or self.repeat_buckets == 1:
+      # T5's buckets need an exact and a logarithmic half.
+      raise ValueError(f"repeat_buckets must be 0 (off) or at least 2, got {self.repeat_buckets}")
     # A config read back from JSON holds a list; the model must stay hashable.
     offsets = tuple(float(t) for t in self.offsets_seconds)
     if (
@@ -84,6 +92,11 @@ class ModelConfig:
   def score_dim(self) -> int:
     """Width of the queries and item vectors retrieval scores by inner product."""
     return self.embed_dim + int(self.item_bias)
+
+  @property
+  def repeat_count_buckets(self) -> int:
+    """Buckets of an item's count in a history: floor(log2(count)) for counts 1..max_length."""
+    return self.max_length.bit_length()
 
   @property
   def item_table_rows(self) -> int:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.embeddings import ActionTokenizer
 from unipinrec.model.heads import RetrievalHead, TaskHeads, l2_normalize
+from unipinrec.model.repeats import RepeatBias, RepeatTables, occurrences
 from unipinrec.model.transformer import Transformer
 from unipinrec.types import KVCache, TrainBatch
 
@@ -28,6 +29,7 @@ class TrainOutputs:
   offset_queries: jax.Array | None  # [B, L, T - 1, D] "any" queries at offsets 1.. (T > 1)
   item_table: jax.Array  # [R, D] item embeddings (not normalised), rows past N unused
   item_bias: jax.Array | None  # [R] retrieval logit bias per item; None without one
+  repeat_tables: RepeatTables | None  # h, the history bias of retrieval; None without one
   history_task_logits: jax.Array  # [B, L, O]
   candidate_task_logits: jax.Array  # [B, S, C, O]
 
@@ -42,6 +44,8 @@ class UniPinRec(nn.Module):
     self.transformer = Transformer(self.config)
     self.retrieval_head = RetrievalHead(self.config)
     self.task_heads = TaskHeads(self.config)
+    if self.config.repeat_buckets:
+      self.repeat_bias = RepeatBias(self.config)
 
   def encode(
     self,
@@ -179,6 +183,30 @@ class UniPinRec(nn.Module):
       return unit
     return jnp.concatenate([unit, self.config.temperature * bias[:, None]], axis=-1)
 
+  def repeat_tables(self) -> RepeatTables | None:
+    """The tables of h, the retrieval logit bias on history items (`model/repeats.py`)."""
+    return self.repeat_bias() if self.config.repeat_buckets else None
+
+  def history_bias(self, items: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """h of each user's history items, for the query at the history's last action.
+
+    Every other item's h is 0, so these are all of a catalogue's non-zero h.
+
+    Args:
+      items: [B, L] right-padded item ids.
+      lengths: [B] valid positions.
+
+    Returns:
+      ([B, L] the items, 0 but at each item's last occurrence; [B, L, O + 1] their h per
+      condition, 0 where the item is).
+    """
+    anchors = lengths[:, None] - 1  # [B, 1]
+    last, count = occurrences(items, items[:, None, :], anchors)
+    last, count = last[:, 0], count[:, 0]
+    latest = last == jnp.arange(items.shape[1])
+    bias = self.repeat_bias()(anchors - last, count)
+    return jnp.where(latest, items, 0), jnp.where(latest[..., None], bias, 0.0)
+
   def task_logits(self, states: jax.Array, items: jax.Array) -> jax.Array:
     """[..., W] states of masked tokens and [...] their items -> [..., O] outcome logits."""
     # Normalise only the gathered rows: the table may hold millions of items.
@@ -229,6 +257,7 @@ class UniPinRec(nn.Module):
       offset_queries=offset_queries,
       item_table=self.tokenizer.item_vectors(whole_table=True),
       item_bias=self.tokenizer.item_biases(whole_table=True),
+      repeat_tables=self.repeat_tables(),
       history_task_logits=self.task_logits(states, batch.items),
       candidate_task_logits=candidate_logits.reshape(b, s, c, self.config.num_outcomes),
     )

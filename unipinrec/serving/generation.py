@@ -100,7 +100,8 @@ def generate(
     k: candidates per user, split by the budgets (`split_quota`); None takes
       the budgets as counts.
     merge_cosine: outcome queries this close share one search.
-    exclude_seen: never return an item of the user's history.
+    exclude_seen: never return an item of the user's history. Off, history items are scored
+      without the history bias of `model.repeat_buckets` (the Recommender adds it).
 
   Returns:
     Exactly each outcome's quota of distinct items per user.

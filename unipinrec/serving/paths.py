@@ -1,9 +1,11 @@
 """The model computations of serving, as pure functions of the parameters (jit them).
 
 Retrieval encodes the histories and reads one query per user from the last
-state; ranking reads the cached keys/values (`rank_on_cache`) or encodes the
-histories again first (`rank_recomputed`, what a server without the shared
-cache, or with a separate ranking model, must do).
+state, and with history features (`model.repeat_buckets`) the bias h of each
+history item (`history_bias`); ranking reads the cached keys/values
+(`rank_on_cache`) or encodes the histories again first (`rank_recomputed`,
+what a server without the shared cache, or with a separate ranking model,
+must do).
 """
 
 from __future__ import annotations
@@ -62,6 +64,21 @@ def retrieve(model: UniPinRec, keep_cache: bool = True) -> Callable:
       last_states = last_states[:, None, :]
     queries = model.apply({"params": params}, last_states, conditions, method=model.queries)
     return (queries, cache) if keep_cache else queries
+
+  return fn
+
+
+def history_bias(model: UniPinRec) -> Callable:
+  """fn(params, histories) -> ([B, L] history items, each once, 0 elsewhere; [B, L, O + 1] h).
+
+  h is the retrieval logit bias of the history items (`model.repeat_buckets`) for the query at
+  the last action; every other item's is 0, so it reorders history items only.
+  """
+
+  def fn(params, histories: Histories):
+    return model.apply(
+      {"params": params}, histories.items, histories.lengths, method=model.history_bias
+    )
 
   return fn
 

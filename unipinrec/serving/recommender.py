@@ -15,6 +15,18 @@ quotas (`budgets.split_quota`), each outcome's query searches the index
 (near-identical queries share one search, `budgets.merge_queries`), and the
 quotas are filled without duplicates (`budgets.fill_quotas`) before ranking.
 
+How the index search handles history items (`model.repeat_buckets` > 0): the
+retrieval logit adds h, a learned bias on the recency and count of an item in
+the user's history (`model/repeats.py`), while the index ranks by the query's
+inner product only. h is 0 for every item outside the history, so the index's
+order among those items is the model's. Each searched list (one per
+condition searched) therefore gets the user's distinct history items (those in
+the model's window) added, every item of it is rescored by inner product +
+temperature x h (the index's units), and the K best are kept, before quotas
+and ranking. Without the feature nothing is added or rescored: as without
+history features, history items are returned when the index finds them, and
+only generation (`serving/generation.py`, `exclude_seen`) leaves them out.
+
 Defined behaviours:
   Cold start: a user with an empty history (or whose every item is unknown)
     gets the query of the all-padding history at position 0, the same for
@@ -31,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -69,10 +81,32 @@ class Recommendation:
   items: np.ndarray  # [R] item ids
   scores: np.ndarray  # [R] expected gain sum_o (o + 1) p_o, the sort key
   outcome_probabilities: np.ndarray  # [R, O]
-  retrieval_scores: np.ndarray  # [R] cosine of the query and the item
+  # [R] cosine of the query and the item (+ temperature x item bias, + temperature x h)
+  retrieval_scores: np.ndarray
   retrieved_for: np.ndarray  # [R] condition whose query found the item (0 any, o + 1 outcome o)
   cold_start: bool  # no known item in the history
   unknown_items: tuple[int, ...]  # history ids outside 1..N, dropped
+
+
+class HistoryBias(NamedTuple):
+  """A batch's history items, each once at its last occurrence (0 elsewhere), and their h."""
+
+  items: np.ndarray  # [B, L]
+  bias: np.ndarray  # [B, L, O + 1] h of each, per condition
+
+
+def _history_logits(
+  candidates: np.ndarray,
+  conditions: np.ndarray,
+  history_items: np.ndarray,
+  history_bias: np.ndarray,
+) -> np.ndarray:
+  """h of [R, C] candidates under [R, C] conditions: their entry of [R, L, O + 1] `history_bias`
+  where they are one of the [R, L] `history_items`, else 0."""
+  equal = (candidates[:, :, None] == history_items[:, None, :]) & (candidates[:, :, None] > 0)
+  slot = equal.argmax(-1)  # the item's only slot in its history row
+  rows = np.arange(len(candidates))[:, None]
+  return np.where(equal.any(-1), history_bias[rows, slot, conditions], 0.0)
 
 
 def _known_actions(request: UserRequest, num_items: int) -> np.ndarray:
@@ -93,6 +127,9 @@ class Recommender:
     self.num_candidates = min(config.num_candidates, serving.model.config.num_items)
     self._retrieve = jax.jit(paths.retrieve(serving.model))
     self._rank = jax.jit(paths.rank_on_cache(serving.model))
+    self._history_bias = (
+      jax.jit(paths.history_bias(serving.model)) if serving.model.config.repeat_buckets else None
+    )
 
   def recommend(self, requests: Sequence[UserRequest]) -> list[Recommendation]:
     """Recommendations for every request, in order, `config.batch_size` users per call."""
@@ -142,11 +179,12 @@ class Recommender:
     return histories, request_times, request_surfaces, unknown
 
   def _candidates(
-    self, queries: np.ndarray, requests: Sequence[UserRequest]
+    self, queries: np.ndarray, requests: Sequence[UserRequest], history: HistoryBias | None
   ) -> tuple[np.ndarray, np.ndarray]:
     """[B, O + 1, D] queries of every condition -> [B, K] candidates and the condition of each.
 
-    Rows without budgets (padding rows included) share one batched search.
+    Rows without budgets (padding rows included) share one batched search. With `history`
+    (the history items and their h), each searched list is merged with them (`_merge_history`).
     """
     rows = np.arange(len(queries))
     conditions = np.zeros(len(queries), np.int64)
@@ -154,17 +192,61 @@ class Recommender:
     plain = np.array([i >= len(requests) or not requests[i].budgets for i in rows])
     candidates = np.zeros((len(queries), self.num_candidates), np.int64)
     sources = np.broadcast_to(conditions[:, None], candidates.shape).copy()
-    candidates[plain] = self.index.search(
-      queries[rows[plain], conditions[plain]], self.num_candidates
-    )
+    plain_queries = queries[rows[plain], conditions[plain]]
+    found = self.index.search(plain_queries, self.num_candidates)
+    if history is not None:
+      found = self._merge_history(
+        found, plain_queries, conditions[plain], history.items[plain], history.bias[plain]
+      )
+    candidates[plain] = found
     for row in rows[~plain]:
-      candidates[row], sources[row] = self._budget_candidates(queries[row], requests[row].budgets)
+      user_history = None if history is None else (history.items[row], history.bias[row])
+      candidates[row], sources[row] = self._budget_candidates(
+        queries[row], requests[row].budgets, user_history
+      )
     return candidates, sources
 
+  def _merge_history(
+    self,
+    lists: np.ndarray,
+    queries: np.ndarray,
+    conditions: np.ndarray,
+    history_items: np.ndarray,
+    history_bias: np.ndarray,
+  ) -> np.ndarray:
+    """[R, K] searched lists -> the K best of each list and its user's history items.
+
+    Args:
+      lists: [R, K] item ids from the index, best first.
+      queries: [R, S] the query each list was searched (or is rescored) with.
+      conditions: [R] that query's condition.
+      history_items: [R, L] the list's user's history items, each once (0 elsewhere).
+      history_bias: [R, L, O + 1] their h.
+
+    Returns:
+      [R, K] by inner product + temperature x h, best first; ties keep the index's order.
+    """
+    listed = (history_items[:, :, None] == lists[:, None, :]).any(-1)  # [R, L]
+    merged = np.concatenate([lists, np.where(listed, 0, history_items)], axis=1)  # [R, K + L]
+    scores = np.einsum("rcs,rs->rc", self.index.item_vectors[merged], queries)
+    scores += self.serving.model.config.temperature * _history_logits(
+      merged, np.broadcast_to(conditions[:, None], merged.shape), history_items, history_bias
+    )
+    scores = np.where(merged > 0, scores, -np.inf)  # item 0: an added slot left empty
+    order = np.argsort(-scores, axis=1, kind="stable")[:, : lists.shape[1]]
+    return np.take_along_axis(merged, order, axis=1)
+
   def _budget_candidates(
-    self, queries: np.ndarray, budgets: Mapping[str, int]
+    self,
+    queries: np.ndarray,
+    budgets: Mapping[str, int],
+    history: tuple[np.ndarray, np.ndarray] | None,
   ) -> tuple[np.ndarray, np.ndarray]:
-    """One user's [O + 1, S] queries -> K distinct candidates split by `budgets`, and sources."""
+    """One user's [O + 1, S] queries -> K distinct candidates split by `budgets`, and sources.
+
+    With `history` ([L] history items, [L, O + 1] their h), each condition's list is merged
+    with them and rescored by that condition's query before the quotas are filled.
+    """
     k = self.num_candidates
     conditions, quotas = budgets_lib.split_quota(budgets, self.serving.outcome_names, k)
     group_queries = queries[list(conditions)]  # [G, S]
@@ -178,6 +260,9 @@ class Recommender:
     searched = sorted(set(served_by.tolist()))
     found = self.index.search(group_queries[searched], k)  # [distinct queries, K]
     ranked = found[[searched.index(g) for g in served_by]]  # [G, K]
+    if history is not None:
+      items, bias = (np.broadcast_to(x, (len(conditions),) + x.shape) for x in history)
+      ranked = self._merge_history(ranked, group_queries, np.asarray(conditions), items, bias)
     items, groups = budgets_lib.fill_quotas(jnp.asarray(ranked)[None], quotas)
     return np.asarray(items[0]), np.asarray(conditions)[np.asarray(groups[0])]
 
@@ -190,7 +275,10 @@ class Recommender:
     )
     queries, cache = self._retrieve(params, histories, every_condition)
     queries = np.asarray(queries)  # [B, O + 1, D]: the query heads cost little next to encoding
-    candidates, sources = self._candidates(queries, requests)
+    history = None
+    if self._history_bias is not None:
+      history = HistoryBias(*(np.asarray(x) for x in self._history_bias(params, histories)))
+    candidates, sources = self._candidates(queries, requests, history)
     probabilities = np.asarray(
       self._rank(
         params,
@@ -209,13 +297,21 @@ class Recommender:
       top = candidates[row, order[row]]
       retrieved_for = sources[row, order[row]]
       query_of_each = queries[row, retrieved_for]  # [R, D]
+      retrieval_scores = np.sum(np.asarray(self.index.item_vectors[top]) * query_of_each, -1)
+      if history is not None:
+        retrieval_scores += (
+          self.serving.model.config.temperature
+          * _history_logits(
+            top[None], retrieved_for[None], history.items[row][None], history.bias[row][None]
+          )[0]
+        )
       results.append(
         Recommendation(
           user=request.user,
           items=top,
           scores=gain[row, order[row]],
           outcome_probabilities=probabilities[row, order[row]],
-          retrieval_scores=np.sum(np.asarray(self.index.item_vectors[top]) * query_of_each, -1),
+          retrieval_scores=retrieval_scores,
           retrieved_for=retrieved_for,
           cold_start=bool(histories.lengths[row] == 0),
           unknown_items=unknown[row],

@@ -25,8 +25,9 @@ class TrainState:
 
 
 # Tables read by lookup learn at the embedding rate, with Adam and no weight decay: at the
-# dense rate the relative-position bias barely moves within a run.
-EMBEDDING_TABLES = ("item_embedding", "item_bias", "relative_bias")
+# dense rate the relative-position bias barely moves within a run; the history-bias tables
+# (`repeat_bias`) are lookups too, each row moved only by the repeats that fall in its bucket.
+EMBEDDING_TABLES = ("item_embedding", "item_bias", "relative_bias", "repeat_bias")
 
 
 def _schedule(config: OptimizerConfig, peak: float, num_steps: int) -> optax.Schedule:

@@ -66,6 +66,13 @@ def blended_loss(
     loss_cfg.full_softmax,
   )
   seen = losses.seen_negatives(batch.items, negatives) if loss_cfg.exclude_seen_negatives else None
+  positive_bias = negative_bias = None
+  if outputs.repeat_tables is not None:
+    positive_bias, negative_bias = losses.history_biases(
+      outputs.repeat_tables, batch.items, positive_items, negatives
+    )
+    trained = queries.shape[2]  # the conditions trained: all, or "any" alone
+    positive_bias, negative_bias = positive_bias[..., :trained], negative_bias[:, :, :trained]
   retrieval = losses.sampled_softmax_loss(
     queries,
     outputs.item_table,
@@ -78,13 +85,16 @@ def blended_loss(
     seen,
     outputs.item_bias,
     loss_cfg.chunk_anchors,
+    positive_bias,
+    negative_bias,
   )
   metrics = {}
   if outputs.offset_queries is not None:
     # Multi-token generation: the "any" query at offset t learns the actions
     # t seconds ahead (`losses.offset_positives`), at every
     # `offset_anchor_stride`-th anchor only (each offset costs as much as a
-    # condition per anchor it is learned at).
+    # condition per anchor it is learned at). The offset queries learn without the history
+    # bias h: multi-token generation leaves history items out.
     stride = loss_cfg.offset_anchor_stride
     offset_positions, offset_valid = losses.offset_positives(
       batch.times,
