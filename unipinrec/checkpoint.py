@@ -23,6 +23,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from unipinrec.errors import UserInputError
+
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointConfig:
@@ -59,8 +61,11 @@ def save(
   )
 
 
-class UnreadableCheckpoints(RuntimeError):
-  """Checkpoints exist, but none of them restores: resuming would silently discard the run."""
+class UnreadableCheckpoints(UserInputError, RuntimeError):
+  """Checkpoints exist, but none of them restores: resuming would silently discard the run.
+
+  The launchers report it in one line (the files need the user's decision), not as a bug.
+  """
 
 
 def restore_latest(
