@@ -127,7 +127,7 @@ def test_ml100k_size_is_the_ml100k_config_at_sasrec_dimensions(tmp_path):
     assert config.model[field] == sasrec.model[field], field
   assert config.model.mlp_dim == sasrec.model.mlp_dim == 50
   # Everything but the dimensions is the ml-100k config's: its loss and data, not the synthetic's.
-  assert config.step.loss.full_softmax == expected.step.loss.full_softmax is True
+  assert config.step.loss.softmax == expected.step.loss.softmax == "auto"
   assert config.data.source == "movielens" and config.data.path == str(tmp_path)
   with pytest.raises(MissingPathError, match="no ml-100k folder at .*missing"):
     bench_train.size_config("ml100k", str(tmp_path / "missing"))

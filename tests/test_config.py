@@ -6,7 +6,9 @@ import importlib
 import pytest
 
 from experiments.configs import synthetic
-from unipinrec.config import RunConfig, from_mapping, to_dict
+from unipinrec.config import RunConfig, for_data, from_mapping, to_dict
+from unipinrec.errors import ConfigError
+from unipinrec.losses import AUTO_FULL_SOFTMAX_ITEMS, AUTO_RANDOM_NEGATIVES, LossConfig
 
 SHIPPED = [
   ("synthetic", ""),
@@ -45,3 +47,31 @@ def test_every_shipped_config_builds(name, variant):
   run = from_mapping(module.get_config(variant).to_dict())
   # A work directory's config.json reads back to the same run.
   assert from_mapping(to_dict(run)) == run
+
+
+def test_epochs_set_the_steps_from_the_data():
+  run = from_mapping({"num_epochs": 2.5, "batch_size": 64})
+  assert for_data(run, 1000, 500).num_steps == 40  # ceil(2.5 x 1000 / 64)
+  assert for_data(RunConfig(), 1000, 500).num_steps == RunConfig().num_steps  # epochs off
+  with pytest.raises(ConfigError, match="num_epochs=-1.0 and max_train_minutes=0.0"):
+    from_mapping({"num_epochs": -1.0})
+
+
+@pytest.mark.parametrize(
+  ("softmax", "num_items", "want"),
+  [
+    ("auto", AUTO_FULL_SOFTMAX_ITEMS, ("full", 256)),
+    ("auto", AUTO_FULL_SOFTMAX_ITEMS + 1, ("sampled", AUTO_RANDOM_NEGATIVES)),
+    ("sampled", 10**6, ("sampled", 256)),
+    ("full", 10**6, ("full", 256)),
+  ],
+)
+def test_the_softmax_follows_the_catalogue_under_auto(softmax, num_items, want):
+  run = from_mapping({"step": {"loss": {"softmax": softmax, "num_random_negatives": 256}}})
+  loss = for_data(run, 10, num_items).step.loss
+  assert (loss.softmax, loss.num_random_negatives) == want
+  assert loss.full_softmax == (want[0] == "full")
+  with pytest.raises(ValueError, match="softmax='auto' is resolved by LossConfig.for_catalogue"):
+    _ = run.step.loss.full_softmax if softmax == "auto" else LossConfig(softmax="auto").full_softmax
+  with pytest.raises(ConfigError, match="step.loss.softmax='exact'"):
+    from_mapping({"step": {"loss": {"softmax": "exact"}}})

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kernels.attention import relative_buckets
-from unipinrec import losses
+from unipinrec import history_loss, losses
 from unipinrec.config import ServingConfig, StepConfig, from_mapping
 from unipinrec.errors import ConfigError
 from unipinrec.evaluation.evaluate import model_scorers
@@ -168,7 +168,7 @@ def _batch(model: UniPinRec):
 
 def _retrieval_loss(params, model, batch, chunk_anchors: int) -> jax.Array:
   loss = losses.LossConfig(
-    full_softmax=True,
+    softmax="full",
     future_window_seconds=0.0,
     max_future_positives=1,
     mam_weight=0.0,
@@ -212,6 +212,83 @@ def test_the_loss_with_h_is_the_full_softmax_over_the_catalogue(chunk_anchors):
     _retrieval_loss(without, plain, batch, chunk_anchors),
     rtol=1e-6,
   )
+
+
+def test_history_logsumexp_takes_each_history_item_once_but_the_excluded():
+  model = UniPinRec(_config())
+  params = _params(model, table_scale=2.0)
+  tables = model.apply({"params": params}, method=model.repeat_tables)
+  rng = np.random.default_rng(5)
+  queries = rng.normal(size=(3, L, 2, 8)).astype(np.float32)  # the first two conditions
+  queries /= np.linalg.norm(queries, axis=-1, keepdims=True)
+  table = rng.normal(size=(N + 1, 8)).astype(np.float32)
+  bias = rng.normal(size=N + 1).astype(np.float32)
+  excluded = np.where(rng.random((3, L, 2)) < 0.5, rng.integers(1, N + 1, (3, L, 2)), -1)
+  got = np.asarray(
+    history_loss.history_logsumexp(tables, queries, table, HISTORY, excluded, 0.5, bias)
+  )
+  unit = table / np.linalg.norm(table, axis=1, keepdims=True)
+  for row, history in enumerate(HISTORY):
+    for a in range(L):
+      ids = {int(i) for i in history[: a + 1] if i > 0} - set(excluded[row, a].tolist())
+      for q in range(2):
+        if not ids:
+          assert got[row, a, q] < -1e29  # "no history item": -inf, kept finite
+          continue
+        logits = [
+          unit[i] @ queries[row, a, q] / 0.5 + bias[i] + _reference_h(params, history, a, i)[q]
+          for i in ids
+        ]
+        np.testing.assert_allclose(got[row, a, q], np.logaddexp.reduce(logits), rtol=1e-5)
+
+
+def test_the_sampled_loss_scores_history_items_exactly_and_samples_the_rest():
+  model = UniPinRec(_config())
+  params = _params(model, table_scale=3.0)
+  batch = _batch(model)
+  loss = losses.LossConfig(
+    num_random_negatives=6,
+    num_inbatch_negatives=4,
+    future_window_seconds=0.0,
+    max_future_positives=1,
+    mam_weight=0.0,
+    ranking_weight=0.0,
+  )
+  log_frequency = np.log(np.linspace(1.0, 2.0, N + 1) / np.linspace(1.0, 2.0, N + 1).sum())
+  log_frequency = log_frequency.astype(np.float32)
+  rng = jax.random.key(1)
+  got = blended_loss(
+    params, model, StepConfig(mask_prob=0.0, loss=loss), batch, log_frequency, rng
+  )[0]
+  # The step's own draw of negatives, redone.
+  negatives, log_q = losses.sample_negatives(
+    jax.random.split(rng)[1], batch.items, log_frequency, 6, 4, True
+  )
+  negatives, log_q = np.asarray(negatives), np.asarray(log_q)
+  outputs = model.apply({"params": params}, batch, jnp.zeros(batch.items.shape, bool))
+  queries = np.asarray(outputs.queries)
+  table = np.asarray(outputs.item_table[: N + 1])
+  table = table / np.linalg.norm(table, axis=1, keepdims=True)
+  total, weights = 0.0, 0.0
+  for row, history in enumerate(np.asarray(batch.items)):
+    for t in range(batch.history_lengths[row] - 1):
+      target, seen = history[t + 1], set(history[: t + 1].tolist())
+      for q in np.flatnonzero([True, *batch.outcomes[row, t + 1]]):
+
+        def logit(item, q=q, row=row, t=t, history=history):
+          h = _reference_h(params, history, t, item)[q]
+          return table[item] @ queries[row, t, q] / model.config.temperature + h
+
+        terms = [logit(target)]
+        terms += [logit(i) for i in seen if i != target]  # every history item, once
+        terms += [  # sampled ones that are neither history nor the target, each draw
+          logit(i) - lq
+          for i, lq in zip(negatives, log_q, strict=True)
+          if i > 0 and i not in seen and i != target
+        ]
+        total += np.logaddexp.reduce(terms) - terms[0]
+        weights += 1.0
+  np.testing.assert_allclose(float(got), total / weights, rtol=1e-5)
 
 
 def _recommender(tmp_path, params: dict, recency: float | None, config: ServingConfig):

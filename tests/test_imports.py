@@ -11,7 +11,13 @@ PACKAGES = ("unipinrec", "kernels", "experiments")
 # Bottom to top: a module may import its own layer or lower ones, never a higher one.
 LAYERS = (
   ("kernels", "unipinrec.types", "unipinrec.sharding", "unipinrec.records", "unipinrec.errors"),
-  ("unipinrec.model", "unipinrec.losses", "unipinrec.data", "unipinrec.index"),
+  (
+    "unipinrec.model",
+    "unipinrec.losses",
+    "unipinrec.history_loss",
+    "unipinrec.data",
+    "unipinrec.index",
+  ),
   ("unipinrec.train", "unipinrec.checkpoint", "unipinrec.config", "unipinrec.workdir_lock"),
   ("unipinrec.evaluation", "unipinrec.export", "unipinrec.serving"),
   ("unipinrec.run", "unipinrec.bench"),

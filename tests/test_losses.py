@@ -255,7 +255,7 @@ def test_any_condition_alone_is_the_full_softmax_over_the_catalogue():
 
   def step_metrics(outcome_conditions: bool) -> dict:
     loss = losses.LossConfig(
-      full_softmax=True,
+      softmax="full",
       future_window_seconds=0.0,
       max_future_positives=1,
       outcome_conditions=outcome_conditions,

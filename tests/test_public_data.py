@@ -13,6 +13,7 @@ from unipinrec import checkpoint
 from unipinrec.config import from_mapping
 from unipinrec.evaluation.generation import evaluate_generation
 from unipinrec.evaluation.report import evaluate_state
+from unipinrec.train import loop
 from unipinrec.train.experiment import best_params, setup_experiment
 from unipinrec.train.loop import train
 from unipinrec.train.state import example_batch
@@ -34,7 +35,7 @@ def ml100k_experiment(shared_data_dir, tmp_path_factory):
 
 def test_ml100k_results_follow_the_protocol(ml100k_experiment, tmp_path):
   experiment = ml100k_experiment
-  state = train(experiment, str(tmp_path))
+  state = train(experiment, str(tmp_path)).state
   figures = evaluate_state(experiment, state.params)
   for name in ("retrieval", "retrieval_unfiltered"):
     assert figures[name]["num_users"] == 943
@@ -85,19 +86,31 @@ def test_early_stopping_keeps_the_best_and_stays_stopped(synthetic_experiment, t
     seen.append((step, jax.tree.map(np.array, params)))  # copies: the step donates its buffers
     return scores[step]
 
-  state = train(experiment, str(tmp_path), validate)
-  assert int(state.step) == 20 and [step for step, _ in seen] == [5, 10, 15, 20]
+  trained = train(experiment, str(tmp_path), validate)
+  assert int(trained.state.step) == 20 and [step for step, _ in seen] == [5, 10, 15, 20]
+  assert trained.stopped == loop.STOPPED_BY_PATIENCE
   assert checkpoint.best_validation(checkpoint.make_best_manager(str(tmp_path))) == (10, 0.3)
   # Re-running the same command does not train on: the patience is already spent.
   again = train(experiment, str(tmp_path), validate)
-  assert int(again.step) == 20 and len(seen) == 4
+  assert (int(again.state.step), again.stopped, len(seen)) == (20, loop.STOPPED_BY_PATIENCE, 4)
   # The parameters evaluated are those of step 10, not the last ones.
   with_validation = dataclasses.replace(
     experiment, data=dataclasses.replace(experiment.data, valid_examples=object())
   )
-  params, step = best_params(with_validation, str(tmp_path), again)
+  params, step = best_params(with_validation, str(tmp_path), again.state)
   assert step == 10
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params), seen[1][1])
+
+
+def test_the_wall_clock_cap_saves_and_stops_at_a_log_step(tmp_path):
+  # Its own experiment: training in this module donates the fixture's initial state.
+  config = synthetic.get_config("runlocal")
+  config.max_train_minutes = 1e-9  # up at the first look
+  config.log_every = 5
+  experiment = setup_experiment(from_mapping(config.to_dict()))
+  trained = train(experiment, str(tmp_path))
+  assert (int(trained.state.step), trained.stopped) == (5, loop.STOPPED_BY_TIME)
+  assert checkpoint.make_manager(str(tmp_path), experiment.run.checkpoint).latest_step() == 5
 
 
 def test_generation_report_on_the_synthetic_world(synthetic_experiment):

@@ -10,6 +10,7 @@ serving live here, so that this module imports only downwards.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 
 from unipinrec.checkpoint import CheckpointConfig
@@ -103,6 +104,12 @@ class RunConfig:
   batch_size: int = 64  # global batch, split over the `data` and `fsdp` mesh axes
   # The optimizer's cosine decays over these steps, so a longer run is a different schedule.
   num_steps: int = 1400
+  # > 0: the run's length in passes over the training examples instead, so that a larger log
+  # trains longer; `for_data` turns it into num_steps once the data is read.
+  num_epochs: float = 0.0
+  # > 0: one launch trains at most this long, then saves and evaluates (a resumed launch
+  # gets the same again); early stopping (`patience`) usually ends a run before.
+  max_train_minutes: float = 0.0
   log_every: int = 100
   eval_every: int = 0  # steps between validations (public data); 0 never validates
   patience: int = 0  # validations without improvement before stopping; 0 never stops
@@ -123,6 +130,11 @@ class RunConfig:
     for name in ("num_items", "num_outcomes", "num_surfaces"):
       if getattr(self.model, name) != getattr(default, name):
         raise ValueError(f"model.{name} is the data's: a run config leaves it unset")
+    if self.num_epochs < 0 or self.max_train_minutes < 0:
+      raise ValueError(
+        f"num_epochs={self.num_epochs} and max_train_minutes={self.max_train_minutes}: "
+        "expected 0 (off) or a positive number"
+      )
     if self.model.repeat_buckets and self.step.loss.kernel != "xla":
       raise ValueError(
         "model.repeat_buckets needs step.loss.kernel='xla': the Pallas kernel takes no "
@@ -162,6 +174,16 @@ _NESTED = {
   (DataConfig, "synthetic"): SyntheticConfig,
   (StepConfig, "loss"): LossConfig,
 }
+
+
+def for_data(run: RunConfig, num_examples: int, num_items: int) -> RunConfig:
+  """`run` with what follows the data resolved: num_steps from `num_epochs` (when set) over
+  `num_examples` training examples, and the softmax "auto" for `num_items` items."""
+  num_steps = run.num_steps
+  if run.num_epochs:
+    num_steps = max(1, math.ceil(run.num_epochs * num_examples / run.batch_size))
+  step = dataclasses.replace(run.step, loss=run.step.loss.for_catalogue(num_items))
+  return dataclasses.replace(run, num_steps=num_steps, step=step)
 
 
 def from_mapping(values: Mapping) -> RunConfig:

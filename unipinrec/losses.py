@@ -9,9 +9,12 @@ import jax.numpy as jnp
 import optax
 
 from kernels import check_kernel, chunked_softmax, sampled_softmax
-from unipinrec.model import repeats
 from unipinrec.model.embeddings import SESSION_GAP_SECONDS
 from unipinrec.model.heads import l2_normalize, logits_with_none
+
+SOFTMAX_CHOICES = ("sampled", "full", "auto")
+AUTO_FULL_SOFTMAX_ITEMS = 20_000  # "auto": the largest catalogue scored whole
+AUTO_RANDOM_NEGATIVES = 4096  # "auto": the fewest random negatives of a sampled softmax
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +40,11 @@ class LossConfig:
   # uncertain, hedge less with popular items: more distinct items across users, less recall.
   # Below 1 the offset lists are more diverse than autoregressive generation's at equal recall.
   offset_logq_strength: float = 0.8
-  full_softmax: bool = False  # every catalogue item is a negative (small catalogues): no sampling
+  # The retrieval softmax's negatives: "sampled" (the draws above, log-Q corrected), "full"
+  # (every catalogue item once: exact, [anchors, N] logits) or "auto", which `for_catalogue`
+  # resolves from the catalogue's size (SASRec+: thousands of negatives come near the full
+  # softmax, one is far from it).
+  softmax: str = "sampled"
   # Train a query per outcome condition; False trains the "any" query alone (a plain next-item
   # model), and evaluation then reports that query only.
   outcome_conditions: bool = True
@@ -54,6 +61,8 @@ class LossConfig:
 
   def __post_init__(self):
     check_kernel(self.kernel)
+    if self.softmax not in SOFTMAX_CHOICES:
+      raise ValueError(f"step.loss.softmax={self.softmax!r}: expected one of {SOFTMAX_CHOICES}")
     if not 0.0 <= self.offset_logq_strength <= 1.0:
       raise ValueError(
         f"step.loss.offset_logq_strength={self.offset_logq_strength}: expected a share in [0, 1]"
@@ -67,6 +76,27 @@ class LossConfig:
         "step.loss.exclude_seen_negatives needs step.loss.kernel='xla': the Pallas kernel "
         f"takes no per-anchor mask (got kernel={self.kernel!r})"
       )
+
+  @property
+  def full_softmax(self) -> bool:
+    """Whether every catalogue item is a negative; "auto" must be resolved first."""
+    if self.softmax == "auto":
+      raise ValueError("step.loss.softmax='auto' is resolved by LossConfig.for_catalogue first")
+    return self.softmax == "full"
+
+  def for_catalogue(self, num_items: int) -> LossConfig:
+    """This config with softmax "auto" resolved for a catalogue of `num_items` items.
+
+    Up to AUTO_FULL_SOFTMAX_ITEMS the softmax is full (an accelerator scores such a
+    catalogue per anchor for little); above, sampled, with at least AUTO_RANDOM_NEGATIVES
+    random draws. "sampled" and "full" are kept as they are.
+    """
+    if self.softmax != "auto":
+      return self
+    if num_items <= AUTO_FULL_SOFTMAX_ITEMS:
+      return dataclasses.replace(self, softmax="full")
+    negatives = max(self.num_random_negatives, AUTO_RANDOM_NEGATIVES)
+    return dataclasses.replace(self, softmax="sampled", num_random_negatives=negatives)
 
 
 def future_positives(
@@ -194,29 +224,9 @@ def seen_negatives(items: jax.Array, negative_items: jax.Array) -> jax.Array:
   return (first[:, None, :] <= positions[None, :, None]) & (negative_items > 0)
 
 
-def history_biases(
-  tables: repeats.RepeatTables,
-  items: jax.Array,
-  positive_items: jax.Array,
-  negative_items: jax.Array,
-) -> tuple[jax.Array, jax.Array]:
-  """h (`model/repeats.py`) of each anchor's positives and of the shared negatives.
-
-  Args:
-    tables: the model's history-bias tables.
-    items: [B, L] item ids (0 pads); anchor t's history is items[:, : t + 1].
-    positive_items: [B, L, W] positive ids per anchor.
-    negative_items: [M] negative ids (0: unusable).
-
-  Returns:
-    ([B, L, W, Q] h of each positive, [B, L, Q, M] h of each negative at each anchor).
-  """
-  anchors = jnp.broadcast_to(jnp.arange(items.shape[1]), items.shape)
-  last, count = repeats.occurrences(items, positive_items, anchors)
-  positive = tables(anchors[..., None] - last, count)
-  last, count = repeats.running_occurrences(items, negative_items)
-  negative = tables(anchors[..., None] - last, count)
-  return positive, jnp.moveaxis(negative, -1, -2)
+def counted_positives(positive_items: jax.Array, positive_weights: jax.Array) -> jax.Array:
+  """[B, L, W] ids of the positives with weight, -1 elsewhere: no negative may be one of them."""
+  return jnp.where(positive_weights.sum(-1) > 0, positive_items, -1)
 
 
 def sampled_softmax_loss(
@@ -233,6 +243,7 @@ def sampled_softmax_loss(
   chunk_anchors: int = 0,
   positive_bias: jax.Array | None = None,
   negative_bias: jax.Array | None = None,
+  history_lse: jax.Array | None = None,
 ) -> jax.Array:
   """Mean -log softmax of each positive against the shared sampled negatives.
 
@@ -259,6 +270,8 @@ def sampled_softmax_loss(
     positive_bias: optional [B, L, W, Q] added to each positive's logit (the history bias h).
     negative_bias: optional [B, L, Q, M] added to each negative's logit, per anchor and
       condition (h); "xla" only.
+    history_lse: optional [B, L, Q] log-sum-exp of more negatives per anchor, outside the
+      sample (`history_loss.history_logsumexp`), joined to the sampled ones'.
 
   Returns:
     The weighted mean loss (0 when no pair has weight).
@@ -272,9 +285,7 @@ def sampled_softmax_loss(
     negative_log_q = negative_log_q - jnp.take(item_bias, negative_items)
   if positive_bias is not None:
     positive_logits = positive_logits + positive_bias
-  # A sampled negative that is one of the anchor's positives is no negative.
-  counted = positive_weights.sum(-1) > 0  # [B, L, W]
-  excluded = jnp.where(counted, positive_items, -1)
+  excluded = counted_positives(positive_items, positive_weights)
   b, length, num_conditions, dim = queries.shape
   args = (
     queries.reshape(b * length, num_conditions, dim),
@@ -302,6 +313,8 @@ def sampled_softmax_loss(
     else:
       negative_lse = sampled_softmax.reference_negative_logsumexp(*args, **options)
   negative_lse = negative_lse.reshape(b, length, num_conditions)
+  if history_lse is not None:
+    negative_lse = jnp.logaddexp(negative_lse, history_lse)
   pair_loss = jax.nn.softplus(negative_lse[:, :, None, :] - positive_logits)
   total_weight = positive_weights.sum()
   return jnp.sum(pair_loss * positive_weights) / jnp.maximum(total_weight, 1.0)

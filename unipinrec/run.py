@@ -32,17 +32,20 @@ def _write_results(
   best_step: int | None,
   command: str,
   started: tuple[float, str],
+  stopped: str | None = None,
 ) -> dict:
   """Evaluates `params`, writes `workdir/results.json` atomically and returns its content.
 
   `started` is (time.time(), records.git_commit()) read when the process started: the code
-  that ran. A checkout changed during the run adds `git_commit_at_end`.
+  that ran. A checkout changed during the run adds `git_commit_at_end`. `stopped` says why
+  training ended (`loop.STOPPED_*`); a re-evaluation knows none.
   """
   start_time, start_commit = started
   document = {
     **evaluate_state(experiment, params),
     "best_step": best_step,
     "step": step,
+    **({"stopped": stopped} if stopped else {}),
     "config": to_dict(experiment.run),
     "command": command,
     **records.commit_record(start_commit),
@@ -66,12 +69,15 @@ def train_and_evaluate(
   """
   experiment = setup_experiment(run)
   try:
-    state = train(experiment, workdir, validation_target(experiment))
+    trained = train(experiment, workdir, validation_target(experiment))
   except Preempted as notice:
     logging.warning("%s", notice)
     return None
-  params, best_step = best_params(experiment, workdir, state)
-  return _write_results(experiment, workdir, params, int(state.step), best_step, command, started)
+  params, best_step = best_params(experiment, workdir, trained.state)
+  step = int(trained.state.step)
+  return _write_results(
+    experiment, workdir, params, step, best_step, command, started, trained.stopped
+  )
 
 
 def evaluate_workdir(

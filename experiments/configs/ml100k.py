@@ -39,7 +39,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # leave-last-out target keeps, which a day's window of positives blurs.
   config.step.loss.future_window_seconds = 0.0
   config.step.loss.max_future_positives = 1  # else same-second ratings also count
-  config.step.loss.full_softmax = True  # 1,682 items: the exact softmax costs little
   # A learned logit bias per film on retrieval (cosine / temperature + bias): some films are
   # rated next whatever came before.
   config.model.item_bias = True

@@ -38,6 +38,8 @@ def base_config(source: str, relative: str) -> ml_collections.ConfigDict:
   config.model.exclusive_outcomes = False
   # Public catalogues hold thousands of items: full precision costs little and loses no recall.
   config.index.dtype = "f32"
+  # The full softmax up to 20,000 items, else thousands of sampled negatives (LossConfig).
+  config.step.loss.softmax = "auto"
   return config
 
 
@@ -66,7 +68,7 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
     config.num_steps = RANKING_ONLY_STEPS
   elif variant == "sasrec_ce":
     loss = config.step.loss
-    loss.full_softmax = True
+    loss.softmax = "full"
     loss.future_window_seconds = 0.0
     loss.max_future_positives = 1
     loss.outcome_conditions = False

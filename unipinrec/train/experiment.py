@@ -14,7 +14,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from unipinrec import checkpoint, sharding
-from unipinrec.config import RunConfig, from_mapping
+from unipinrec.config import RunConfig, for_data, from_mapping
 from unipinrec.data.dataset import PreparedData, prepare_data
 from unipinrec.errors import MissingPathError
 from unipinrec.model.unified import UniPinRec
@@ -56,6 +56,7 @@ def setup_experiment(run: RunConfig) -> Experiment:
   """Prepares the data and builds the model with its state born sharded on the mesh."""
   data = prepare_data(run.data, run.model.max_length, run.seed)
   logs = data.logs
+  run = for_data(run, len(data.train_examples["items"]), logs.num_items)
   model = UniPinRec(run.model.with_data_sizes(logs.num_items, logs.num_outcomes, logs.num_surfaces))
   mesh = sharding.make_mesh(run.mesh)
   sharding.process_batch_shard(mesh, run.batch_size)  # fails early on a batch the mesh cannot split

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -12,6 +13,7 @@ import jax
 import numpy as np
 import tensorboardX
 from absl import logging
+from jax.experimental import multihost_utils
 
 from unipinrec import checkpoint, sharding
 from unipinrec.data.pipeline import training_iterator
@@ -19,6 +21,27 @@ from unipinrec.train import partition
 from unipinrec.train.experiment import Experiment, abstract_state, evaluation_params, fresh_state
 from unipinrec.train.preemption import Preempted, PreemptionNotice
 from unipinrec.types import TrainBatch
+
+# Why training ended, as results.json's "stopped" says.
+STOPPED_AT_NUM_STEPS = "num_steps"
+STOPPED_BY_PATIENCE = "patience"
+STOPPED_BY_TIME = "max_train_minutes"
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """The loop's outcome: the final state and why training ended (a STOPPED_* value)."""
+
+  state: Any
+  stopped: str
+
+
+def _time_is_up(started: float, max_minutes: float) -> bool:
+  """Whether this launch has trained `max_minutes`; process 0's clock decides for all."""
+  up = time.monotonic() - started > 60.0 * max_minutes
+  if jax.process_count() > 1:  # every process must stop at the same step
+    up = bool(multihost_utils.broadcast_one_to_all(np.asarray(up)))
+  return up
 
 
 class _Progress:
@@ -62,10 +85,12 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
 
   With `validate` (parameters -> a figure to maximise) and `run.eval_every`,
   the best parameters so far are kept in `workdir/best`, and training stops
-  early once `run.patience` validations in a row bring no improvement.
+  early once `run.patience` validations in a row bring no improvement. With
+  `run.max_train_minutes`, it saves and stops at the first log step past that
+  much training in this launch.
 
   Returns:
-    The final train state.
+    The final train state and why training ended.
 
   Raises:
     Preempted: after saving, on a preemption notice.
@@ -107,8 +132,10 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
 
   if validating and patience_spent(first_step):
     logging.info("stopped early before (best validation %.4f at step %d)", best[1], best[0])
-    return state
+    return Trained(state, STOPPED_BY_PATIENCE)
   preempted = False
+  stopped = STOPPED_AT_NUM_STEPS
+  started = time.monotonic()
   with PreemptionNotice() as notice:
     for step in range(first_step + 1, run.num_steps + 1):
       batch = TrainBatch(**sharding.global_batch(mesh, next(data_iterator), run.batch_size))
@@ -123,6 +150,11 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
           for name, value in values.items():
             writer.add_scalar(f"train/{name}", value, step)
       stop = False
+      if run.max_train_minutes and step % run.log_every == 0:
+        stop = _time_is_up(started, run.max_train_minutes)
+        if stop:
+          stopped = STOPPED_BY_TIME
+          logging.info("stop at step %d: %.0f minutes of training", step, run.max_train_minutes)
       if validating and step % run.eval_every == 0:
         params = evaluation_params(experiment, state)
         value = validate(params)
@@ -132,8 +164,8 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
         logging.info("step %d  validation %.4f  (best %.4f at step %d)", step, value, *best[::-1])
         if writer is not None:
           writer.add_scalar("validation/target", value, step)
-        stop = patience_spent(step)
-        if stop:
+        if patience_spent(step):
+          stop, stopped = True, STOPPED_BY_PATIENCE
           logging.info("early stop at step %d: no better validation since step %d", step, best[0])
       preempted = notice.reached(step)
       checkpoint.save(
@@ -146,4 +178,4 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
     writer.close()
   if preempted:
     raise Preempted(step)
-  return state
+  return Trained(state, stopped)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from unipinrec import losses
+from unipinrec import history_loss, losses
 from unipinrec.config import StepConfig
 from unipinrec.model.unified import UniPinRec
 from unipinrec.train.state import TrainState
@@ -66,13 +66,27 @@ def blended_loss(
     loss_cfg.full_softmax,
   )
   seen = losses.seen_negatives(batch.items, negatives) if loss_cfg.exclude_seen_negatives else None
-  positive_bias = negative_bias = None
+  positive_bias = negative_bias = history_lse = None
   if outputs.repeat_tables is not None:
-    positive_bias, negative_bias = losses.history_biases(
-      outputs.repeat_tables, batch.items, positive_items, negatives
-    )
     trained = queries.shape[2]  # the conditions trained: all, or "any" alone
-    positive_bias, negative_bias = positive_bias[..., :trained], negative_bias[:, :, :trained]
+    positive_bias = history_loss.positive_history_bias(
+      outputs.repeat_tables, batch.items, positive_items
+    )[..., :trained]
+    if loss_cfg.full_softmax:  # every history item is a negative already: add its h
+      negative_bias = history_loss.negative_history_bias(
+        outputs.repeat_tables, batch.items, negatives
+      )[:, :, :trained]
+    elif seen is None:  # history items enter exactly, so the sample leaves them out
+      seen = losses.seen_negatives(batch.items, negatives)
+      history_lse = history_loss.history_logsumexp(
+        outputs.repeat_tables,
+        queries,
+        outputs.item_table,
+        batch.items,
+        losses.counted_positives(positive_items, positive_weights),
+        model.config.temperature,
+        outputs.item_bias,
+      )
   retrieval = losses.sampled_softmax_loss(
     queries,
     outputs.item_table,
@@ -87,6 +101,7 @@ def blended_loss(
     loss_cfg.chunk_anchors,
     positive_bias,
     negative_bias,
+    history_lse,
   )
   metrics = {}
   if outputs.offset_queries is not None:
