@@ -65,6 +65,7 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
     config.step.loss.retrieval_weight = 0.0
     # Validation scores retrieval, which this variant does not train: a fixed budget instead.
     config.eval_every = 0
+    config.num_epochs = 0.0
     config.num_steps = RANKING_ONLY_STEPS
   elif variant == "sasrec_ce":
     loss = config.step.loss
@@ -79,6 +80,7 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
     config.model.item_bias = False
     config.data.max_slates = 0
   elif variant == "runlocal":
+    config.num_epochs = 0.0
     config.num_steps = 20
     config.log_every = 10
     config.eval_every = 10

@@ -56,7 +56,18 @@ def setup_experiment(run: RunConfig) -> Experiment:
   """Prepares the data and builds the model with its state born sharded on the mesh."""
   data = prepare_data(run.data, run.model.max_length, run.seed)
   logs = data.logs
-  run = for_data(run, len(data.train_examples["items"]), logs.num_items)
+  num_examples = len(data.train_examples["items"])
+  run = for_data(run, num_examples, logs.num_items)
+  loss = run.step.loss
+  logging.info(
+    "budget: %d steps of %d (%.1f passes over %d training examples); softmax %s%s",
+    run.num_steps,
+    run.batch_size,
+    run.num_steps * run.batch_size / max(num_examples, 1),
+    num_examples,
+    loss.softmax,
+    "" if loss.full_softmax else f" with {loss.num_random_negatives} random negatives",
+  )
   model = UniPinRec(run.model.with_data_sizes(logs.num_items, logs.num_outcomes, logs.num_surfaces))
   mesh = sharding.make_mesh(run.mesh)
   sharding.process_batch_shard(mesh, run.batch_size)  # fails early on a batch the mesh cannot split
