@@ -75,3 +75,14 @@ def test_the_softmax_follows_the_catalogue_under_auto(softmax, num_items, want):
     _ = run.step.loss.full_softmax if softmax == "auto" else LossConfig(softmax="auto").full_softmax
   with pytest.raises(ConfigError, match="step.loss.softmax='exact'"):
     from_mapping({"step": {"loss": {"softmax": "exact"}}})
+
+
+@pytest.mark.parametrize("name", ["ml100k", "games", "sequences"])
+def test_public_configs_stop_on_validation_not_on_a_fixed_budget(name):
+  module = importlib.import_module(f"experiments.configs.{name}")
+  for variant in ("", "retrieval_only", "sasrec_ce"):
+    run = from_mapping(module.get_config(variant).to_dict())
+    assert run.eval_every > 0 and run.patience > 0, variant
+    assert run.step.loss.softmax == ("full" if variant == "sasrec_ce" else "auto"), variant
+  # Logs of any size: passes over the data, not a step count tuned on one file.
+  assert from_mapping(module.get_config().to_dict()).num_epochs == (0 if name == "ml100k" else 60)

@@ -77,7 +77,9 @@ class SyntheticConfig:
   save_affinity: float = 0.0  # save logit per unit true affinity
   min_actions: int = 3  # every user is guaranteed this many actions
   revisit: float = 0.0  # chance a request shows earlier items again (synthetic_revisit.py)
-  revisit_decay: float = 0.8  # a return's weight per action since the item's latest
+  # A return's weight per action since the item's latest. Nearer 1, affinity counts as much as
+  # recency: at 0.8 "the most recent items" was the truth and left a model nothing to learn.
+  revisit_decay: float = 0.98
 
   @property
   def num_popular(self) -> int:
