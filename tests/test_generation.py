@@ -15,6 +15,7 @@ from unipinrec.model.unified import UniPinRec
 from unipinrec.serving import budgets, generation
 from unipinrec.train import step as step_lib
 from unipinrec.train.state import example_batch
+from unipinrec.types import Histories
 
 B, L, O, N = 4, 8, 2, 40
 NAMES = ("click", "save")
@@ -55,13 +56,13 @@ def histories():
   lengths = np.array([L, 5, 1, 0], np.int32)
   items = rng.integers(1, N + 1, (B, L)).astype(np.int32)
   items[np.arange(L)[None] >= lengths[:, None]] = 0
-  return {
-    "items": items,
-    "outcomes": rng.random((B, L, O)) < 0.5,
-    "times": np.cumsum(rng.exponential(300.0, (B, L)), axis=1).astype(np.float32),
-    "surfaces": rng.integers(0, 2, (B, L)).astype(np.int32),
-    "history_lengths": lengths,
-  }
+  return Histories(
+    items=items,
+    outcomes=rng.random((B, L, O)) < 0.5,
+    times=np.cumsum(rng.exponential(300.0, (B, L)), axis=1).astype(np.float32),
+    surfaces=rng.integers(0, 2, (B, L)).astype(np.int32),
+    lengths=lengths,
+  )
 
 
 @pytest.mark.parametrize(
@@ -112,7 +113,7 @@ def test_generate_respects_budgets_without_duplicates(model_and_params, historie
   )
   assert out.items.shape == (B, 5)
   for row, names, lengths, seen in zip(
-    out.items, out.outcomes, histories["history_lengths"], histories["items"], strict=True
+    out.items, out.outcomes, histories.lengths, histories.items, strict=True
   ):
     assert names == ["save"] * 3 + ["click"] * 2
     assert len(set(row.tolist())) == 5 and row.min() >= 1

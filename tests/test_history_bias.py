@@ -21,6 +21,7 @@ from unipinrec.model.unified import UniPinRec
 from unipinrec.serving.recommender import Recommender, UserRequest
 from unipinrec.train.state import example_batch
 from unipinrec.train.step import blended_loss
+from unipinrec.types import Histories
 
 N, O, L, BUCKETS = 12, 2, 20, 8  # L > the exact half of the buckets: logarithmic ones are used
 # Returns of every kind: item 5 five times, 3 twice, 9 once; row 1 short, row 2 empty.
@@ -125,8 +126,10 @@ def _catalogue_scores(model: UniPinRec, params: dict, conditions: np.ndarray) ->
   outcomes = rng.random((3, L, O)) < 0.5
   times = np.cumsum(rng.integers(10, 500, (3, L)), axis=1).astype(np.float32)
   surfaces = np.zeros((3, L), np.int32)
-  score = model_scorers(model)[0]
-  return np.asarray(score(params, HISTORY, outcomes, times, surfaces, LENGTHS, conditions)[0])
+  histories = Histories(
+    items=HISTORY, outcomes=outcomes, times=times, surfaces=surfaces, lengths=LENGTHS
+  )
+  return np.asarray(model_scorers(model)[0](params, histories, conditions)[0])
 
 
 def test_evaluation_scores_add_h_to_the_history_items_only():

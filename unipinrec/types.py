@@ -9,6 +9,7 @@ Shape letters used in comments across the package:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import flax.struct
 import jax
@@ -82,3 +83,25 @@ class KVCache:
   keys: jax.Array  # [layers, B, L, H, D_head]
   values: jax.Array  # [layers, B, L, H, D_head]
   lengths: jax.Array  # [B] int32, valid history positions
+
+
+@flax.struct.dataclass
+class Histories:
+  """Right-padded histories of a batch of users (item 0 pads): what retrieval and ranking read."""
+
+  items: jax.Array  # [B, L] int32
+  outcomes: jax.Array  # [B, L, O] bool
+  times: jax.Array  # [B, L] float32 seconds, any origin shared within a row
+  surfaces: jax.Array  # [B, L] int32
+  lengths: jax.Array  # [B] int32, 0 for a user without history
+
+  @classmethod
+  def from_fields(cls, fields: Mapping[str, np.ndarray]) -> Histories:
+    """From a dict of the `TrainBatch` history fields (the histories of `EvalExamples`)."""
+    return cls(
+      items=fields["items"],
+      outcomes=fields["outcomes"],
+      times=fields["times"],
+      surfaces=fields["surfaces"],
+      lengths=fields["history_lengths"],
+    )

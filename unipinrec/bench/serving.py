@@ -39,11 +39,12 @@ from unipinrec.export.checkpoint import restore_serving_model
 from unipinrec.export.model import ServingModel
 from unipinrec.index import store
 from unipinrec.index.manifest import IndexConfig
+from unipinrec.model import inference
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
 from unipinrec.records import git_commit, write_json_atomic
-from unipinrec.serving import paths
 from unipinrec.train.state import example_batch
+from unipinrec.types import Histories
 
 RESULTS_FILE = "bench_serving.json"
 PATHS = ("a_cache", "b_recompute", "c_separate")
@@ -80,7 +81,7 @@ def _histories(rng: np.random.Generator, config: ModelConfig, users: int, length
   outcomes = rng.random((users, length, config.num_outcomes)) < 0.5
   outcomes[..., 0] = True
   times = np.cumsum(rng.integers(10, 3600, (users, length)), axis=1).astype(np.float32)
-  histories = paths.Histories(
+  histories = Histories(
     items=rng.integers(1, config.num_items + 1, (users, length)).astype(np.int32),
     outcomes=outcomes,
     times=times,
@@ -134,15 +135,16 @@ def benchmark_paths(base: ModelConfig, index_config: IndexConfig, length: int, b
   candidates = jnp.ones((bench.users_per_request, k), jnp.int32)
 
   logging.info("L=%d: compiling the serving stages", length)
-  retrieve_cache = jax.jit(paths.retrieve(model, True)).lower(unified, histories, conditions)
-  retrieve_cache = retrieve_cache.compile()
-  retrieve = jax.jit(paths.retrieve(model, False)).lower(unified, histories, conditions).compile()
-  cache = jax.eval_shape(paths.retrieve(model, True), unified, histories, conditions)[1]
-  rank_cache = jax.jit(paths.rank_on_cache(model))
+  keeping = inference.retrieve(model)
+  retrieve_cache = jax.jit(keeping).lower(unified, histories, conditions).compile()
+  retrieve = jax.jit(inference.retrieve(model, keep_cache=False))
+  retrieve = retrieve.lower(unified, histories, conditions).compile()
+  cache = jax.eval_shape(keeping, unified, histories, conditions).cache
+  rank_cache = jax.jit(inference.rank_on_cache(model))
   rank_cache = rank_cache.lower(
     unified, cache, histories.times, candidates, request_times, surfaces
   ).compile()
-  rank_again = jax.jit(paths.rank_recomputed(model))
+  rank_again = jax.jit(inference.rank_recomputed(model))
   rank_again = rank_again.lower(unified, histories, candidates, request_times, surfaces).compile()
   flops = {
     "a_cache": (compiled_flops(retrieve_cache), compiled_flops(rank_cache)),
@@ -154,17 +156,19 @@ def benchmark_paths(base: ModelConfig, index_config: IndexConfig, length: int, b
     histories, request_times, surfaces, conditions = batch
     start = time.perf_counter()
     if path == "a_cache":
-      queries, cache = retrieve_cache(unified, histories, conditions)
+      output = retrieve_cache(unified, histories, conditions)
     else:
       params = retrieval_only if path == "c_separate" else unified
-      queries = retrieve(params, histories, conditions)
-    queries = np.asarray(queries)
+      output = retrieve(params, histories, conditions)
+    queries = np.asarray(output.queries)
     retrieved = time.perf_counter()
     index = indexes["retrieval" if path == "c_separate" else "unified"]
     candidates = jax.device_put(index.search(queries, k).astype(np.int32))
     searched = time.perf_counter()
     if path == "a_cache":
-      scores = rank_cache(unified, cache, histories.times, candidates, request_times, surfaces)
+      scores = rank_cache(
+        unified, output.cache, histories.times, candidates, request_times, surfaces
+      )
     else:
       params = ranking_only if path == "c_separate" else unified
       scores = rank_again(params, histories, candidates, request_times, surfaces)
@@ -252,17 +256,10 @@ def checks(lengths: dict, ann: dict) -> dict:
 
 def _model_queries(serving: ServingModel, history: dict, limit: int) -> np.ndarray:
   """[U, D] any-outcome queries of the first `limit` held-out users."""
-  histories = paths.Histories(
-    items=history["items"][:limit],
-    outcomes=history["outcomes"][:limit],
-    times=history["times"][:limit],
-    surfaces=history["surfaces"][:limit],
-    lengths=history["history_lengths"][:limit],
-  )
+  histories = Histories.from_fields({name: values[:limit] for name, values in history.items()})
   conditions = np.zeros(len(histories.items), np.int32)
-  return np.asarray(
-    jax.jit(paths.retrieve(serving.model, False))(serving.params, histories, conditions)
-  )
+  retrieve = jax.jit(inference.retrieve(serving.model, keep_cache=False))
+  return np.asarray(retrieve(serving.params, histories, conditions).queries)
 
 
 def run_benchmark(workdir: str, bench: BenchConfig) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 from collections.abc import Callable, Sequence
 
 import jax
@@ -20,12 +21,12 @@ from jax.sharding import Mesh, NamedSharding
 from unipinrec.data.examples import EvalExamples
 from unipinrec.data.synthetic_history import history_interests
 from unipinrec.evaluation import metrics
-from unipinrec.model.heads import outcome_probabilities
+from unipinrec.model import inference
 from unipinrec.model.unified import UniPinRec
 from unipinrec.sharding import replicated
+from unipinrec.types import Histories
 
 RANK_CHUNK = 2048  # users scored against the whole catalogue at once
-HISTORY_FIELDS = ("items", "outcomes", "times", "surfaces", "history_lengths")
 
 
 def retrieval_ranks(
@@ -122,22 +123,26 @@ def probabilities_to_candidate_scores(probabilities: np.ndarray) -> tuple[np.nda
   return np.concatenate([engaged, probabilities], axis=-1), gain
 
 
-def batched(fn: Callable, arrays: dict[str, np.ndarray], batch_size: int) -> tuple[np.ndarray, ...]:
-  """Applies `fn` (returning a tuple) over fixed-size chunks.
+def batched(fn: Callable, inputs: tuple, batch_size: int) -> tuple[np.ndarray, ...]:
+  """Applies `fn` (returning a tuple) to fixed-size chunks of the rows of `inputs`.
 
-  The last chunk is padded to full size, so `fn` compiles once.
+  `inputs` are `fn`'s positional arguments, pytrees of arrays with one leading size. The last
+  chunk is padded to full size, so `fn` compiles once.
   """
-  total = len(next(iter(arrays.values())))
+  total = len(jax.tree.leaves(inputs)[0])
   outputs = []
   for start in range(0, total, batch_size):
-    chunk = {k: v[start : start + batch_size] for k, v in arrays.items()}
-    size = len(next(iter(chunk.values())))
+    chunk = jax.tree.map(operator.itemgetter(slice(start, start + batch_size)), inputs)
+    size = min(batch_size, total - start)
     if size < batch_size:
-      chunk = {
-        k: np.concatenate([v, np.repeat(v[-1:], batch_size - size, 0)]) for k, v in chunk.items()
-      }
-    outputs.append([np.asarray(x)[:size] for x in fn(**chunk)])
+      chunk = jax.tree.map(functools.partial(_pad_rows, batch_size), chunk)
+    outputs.append([np.asarray(x)[:size] for x in fn(*chunk)])
   return tuple(np.concatenate(parts) for parts in zip(*outputs, strict=True))
+
+
+def _pad_rows(size: int, values: np.ndarray) -> np.ndarray:
+  """`values` with its last row repeated up to `size` rows."""
+  return np.concatenate([values, np.repeat(values[-1:], size - len(values), 0)])
 
 
 @functools.cache
@@ -152,61 +157,32 @@ def model_scorers(model: UniPinRec, mesh: Mesh | None = None) -> tuple[Callable,
   holds all of them, however the parameters are split across processes.
   """
   jit = jax.jit if mesh is None else functools.partial(jax.jit, out_shardings=replicated(mesh))
+  retrieve = inference.retrieve(model)
+  rank = inference.rank_on_cache(model)
 
   @jit
-  def score_catalogue(params, items, outcomes, times, surfaces, history_lengths, conditions):
-    states, _ = model.apply(
-      {"params": params}, items, outcomes, times, surfaces, history_lengths, method=model.encode
-    )
-    last = jnp.take_along_axis(states, jnp.maximum(history_lengths - 1, 0)[:, None, None], axis=1)
-    query = model.apply({"params": params}, last[:, 0], conditions, method=model.queries)
+  def score_catalogue(params, histories: Histories, conditions):
+    retrieved = retrieve(params, histories, conditions)
     item_vectors = model.apply({"params": params}, method=model.item_vectors)
-    scores = query @ item_vectors.T / model.config.temperature
+    scores = retrieved.queries @ item_vectors.T / model.config.temperature
     if model.config.repeat_buckets:
       # h of the history window's items (each once; the rest add 0 to the padding column).
-      seen, bias = model.apply(
-        {"params": params}, items, history_lengths, method=model.history_bias
-      )
-      bias = jnp.take_along_axis(bias, conditions[:, None, None], axis=2)[..., 0]
-      scores = scores.at[jnp.arange(len(seen))[:, None], seen].add(bias)
+      bias = jnp.take_along_axis(retrieved.history_bias, conditions[:, None, None], axis=2)
+      rows = jnp.arange(len(conditions))[:, None]
+      scores = scores.at[rows, retrieved.history_items].add(bias[..., 0])
     return (scores,)
 
   @jit
-  def score_slates(
-    params,
-    items,
-    outcomes,
-    times,
-    surfaces,
-    history_lengths,
-    slate_items,
-    slate_times,
-    slate_surfaces,
-  ):
-    states, cache = model.apply(
-      {"params": params}, items, outcomes, times, surfaces, history_lengths, method=model.encode
-    )
-
-    def per_candidate(x):
-      return jnp.broadcast_to(x[:, None], slate_items.shape)
-
-    logits = model.apply(
-      {"params": params},
-      cache,
-      times,
-      slate_items,
-      per_candidate(slate_times),
-      per_candidate(slate_surfaces),
-      per_candidate(history_lengths),
-      method=model.rank,
+  def score_slates(params, histories: Histories, slate_items, slate_times, slate_surfaces):
+    conditions = jnp.arange(model.config.num_conditions)
+    retrieved = retrieve(params, histories, conditions[None, :])
+    probabilities = rank(
+      params, retrieved.cache, histories.times, slate_items, slate_times, slate_surfaces
     )
     # The retrieval head as a ranker: each condition's query against the candidates.
-    last = jnp.take_along_axis(states, jnp.maximum(history_lengths - 1, 0)[:, None, None], axis=1)
-    conditions = jnp.arange(model.config.num_conditions)
-    queries = model.apply({"params": params}, last, conditions[None, :], method=model.queries)
     item_vectors = model.apply({"params": params}, method=model.item_vectors)
-    dot = jnp.einsum("bqd,bcd->bcq", queries, item_vectors[slate_items])
-    return outcome_probabilities(logits, model.config.exclusive_outcomes), dot
+    dot = jnp.einsum("bqd,bcd->bcq", retrieved.queries, item_vectors[slate_items])
+    return probabilities, dot
 
   return score_catalogue, score_slates
 
@@ -238,9 +214,9 @@ def evaluate_model(
 
   def scorer(condition: int, subset: EvalExamples) -> Callable[[slice], np.ndarray]:
     def score_rows(rows: slice) -> np.ndarray:
-      history = {k: v[rows] for k, v in subset.retrieval_history.items()}
-      conditions = np.full(len(history["items"]), condition, np.int32)
-      return batched(score_catalogue, dict(history, conditions=conditions), batch_size)[0]
+      histories = Histories.from_fields({k: v[rows] for k, v in subset.retrieval_history.items()})
+      conditions = np.full(len(histories.items), condition, np.int32)
+      return batched(score_catalogue, (histories, conditions), batch_size)[0]
 
     return score_rows
 
@@ -273,11 +249,11 @@ def slate_scores(
   [R, C, O + 1] dot products of each condition's retrieval query.
   """
   _, score_slates = model_scorers(model, _mesh_of(params))
-  slate_inputs = dict(
-    {k: examples.ranking_history[k] for k in HISTORY_FIELDS},
-    slate_items=examples.ranking_items,
-    slate_times=examples.ranking_times,
-    slate_surfaces=examples.ranking_surfaces,
+  slate_inputs = (
+    Histories.from_fields(examples.ranking_history),
+    examples.ranking_items,
+    examples.ranking_times,
+    examples.ranking_surfaces,
   )
   return batched(functools.partial(score_slates, params), slate_inputs, batch_size)
 

@@ -23,13 +23,14 @@ from unipinrec.evaluation import metrics
 from unipinrec.evaluation.evaluate import batched
 from unipinrec.model.unified import UniPinRec
 from unipinrec.serving import generation
+from unipinrec.types import Histories
 
 
-def _timed(fn: Callable, params, history: dict, batch_size: int, repeats: int):
+def _timed(fn: Callable, params, histories: Histories, batch_size: int, repeats: int):
   """(outputs, median seconds of one pass over every user), after a compiling pass."""
 
   def run():
-    return batched(lambda **h: (fn(params, h),), history, batch_size)[0]
+    return batched(lambda h: (fn(params, h),), (histories,), batch_size)[0]
 
   outputs = run()
   seconds = []
@@ -43,7 +44,7 @@ def _timed(fn: Callable, params, history: dict, batch_size: int, repeats: int):
 def compare_tokens(
   model: UniPinRec,
   params,
-  history: dict,
+  histories: Histories,
   future: np.ndarray,
   config: GenerationConfig,
   batch_size: int,
@@ -71,7 +72,9 @@ def compare_tokens(
       if method.startswith("multi_token") and num_vectors > model.config.num_offsets:
         logging.warning("skipping %d vectors per pass: the model has fewer offsets", num_vectors)
         continue
-      lists, seconds = _timed(make(num_vectors), params, history, batch_size, config.timing_repeats)
+      lists, seconds = _timed(
+        make(num_vectors), params, histories, batch_size, config.timing_repeats
+      )
       row = {
         "method": method,
         "vectors": num_vectors,
@@ -106,17 +109,17 @@ def conditioning_against_truth(
   retrieved. The oracle's best is the top-k by the true probability itself.
   """
   examples = data.eval_examples
-  history = examples.retrieval_history
+  histories = Histories.from_fields(examples.retrieval_history)
   requests = examples.retrieval_requests
   names = data.logs.outcome_names
   k = config.budget_k
   report = {"k": k}
   any_lists = batched(
-    lambda **h: (generation.multi_token_generator(model, 1, k)(params, h),), history, batch_size
+    lambda h: (generation.multi_token_generator(model, 1, k)(params, h),), (histories,), batch_size
   )[0][:, 0]
   report["any"] = _true_rates(data.world, requests, any_lists)
   for name in names:
-    lists = generation.generate(model, params, history, {name: k}, names, k=k).items
+    lists = generation.generate(model, params, histories, {name: k}, names, k=k).items
     report[name] = _true_rates(data.world, requests, lists)
   catalogue = np.broadcast_to(
     np.arange(1, data.logs.num_items + 1), (len(requests), data.logs.num_items)
@@ -135,7 +138,7 @@ def conditioning_against_truth(
     saves = round(k * point / (config.budget_points - 1))
     budget = {names[0]: k - saves, names[-1]: saves}
     lists = generation.generate(
-      model, params, history, budget, names, k=k, merge_cosine=merge_cosine
+      model, params, histories, budget, names, k=k, merge_cosine=merge_cosine
     ).items
     hits = (lists == examples.retrieval_targets[:, None]).any(1)
     sweep.append(
@@ -175,11 +178,12 @@ def evaluate_generation(
   else:
     history = data.eval_examples.retrieval_history
     future = data.eval_examples.retrieval_targets[:, None]
+  histories = Histories.from_fields(history)
   report = {
     "config": dataclasses.asdict(config),
     "offsets_seconds": list(model.config.offsets_seconds),
     "num_users": len(future),
-    "tokens": compare_tokens(model, params, history, future, config, batch_size, merge_cosine),
+    "tokens": compare_tokens(model, params, histories, future, config, batch_size, merge_cosine),
   }
   if data.world is not None:
     report["conditioning"] = conditioning_against_truth(

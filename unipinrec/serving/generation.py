@@ -8,7 +8,7 @@ whole catalogue exactly (the usearch index serves the same queries at scale):
     multi-token generation);
   - `autoregressive`: the baseline it replaces, one encoder pass per query,
     feeding the best new item back into the history.
-Histories are dicts of the `TrainBatch` history fields (`HISTORY_FIELDS`).
+The queries are `model.inference.retrieve`'s, as in evaluation and the `Recommender`.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from unipinrec.model import inference
 from unipinrec.model.unified import UniPinRec
 from unipinrec.serving import budgets as budgets_lib
+from unipinrec.types import Histories
 
-HISTORY_FIELDS = ("items", "outcomes", "times", "surfaces", "history_lengths")
 FEEDBACK_GAP_SECONDS = 60.0  # time between fed-back actions in autoregressive generation
 
 
@@ -36,25 +37,17 @@ class Generated:
   outcomes: list[list[str]]  # [B][K] the outcome each item was retrieved for
 
 
-def _last_states(model: UniPinRec, params, history: Mapping[str, jax.Array]) -> jax.Array:
-  """[B, W] state at each history's last action (position 0 for an empty history)."""
-  last, _ = model.apply(
-    {"params": params}, *(history[name] for name in HISTORY_FIELDS), method=model.encode_last
-  )
-  return last
-
-
 def _catalogue_scores(
-  model: UniPinRec, params, queries: jax.Array, history: Mapping[str, jax.Array], exclude_seen: bool
+  model: UniPinRec, params, queries: jax.Array, histories: Histories, exclude_seen: bool
 ) -> jax.Array:
   """[B, G, S] model queries -> [B, G, N + 1] scores; padding (and seen items) at -inf."""
   item_vectors = model.apply({"params": params}, method=model.item_vectors)
   scores = jnp.einsum("bgd,nd->bgn", queries, item_vectors)
   blocked = jnp.zeros((scores.shape[0], scores.shape[2]), bool).at[:, 0].set(True)
   if exclude_seen:
-    valid = jnp.arange(history["items"].shape[1])[None] < history["history_lengths"][:, None]
+    valid = jnp.arange(histories.items.shape[1])[None] < histories.lengths[:, None]
     rows = jnp.arange(scores.shape[0])[:, None]
-    blocked = blocked.at[rows, jnp.where(valid, history["items"], 0)].set(True)
+    blocked = blocked.at[rows, jnp.where(valid, histories.items, 0)].set(True)
   return jnp.where(blocked[:, None, :], -jnp.inf, scores)
 
 
@@ -66,14 +59,13 @@ def _budget_generator(
   merge_cosine: float,
   exclude_seen: bool,
 ):
+  retrieve = inference.retrieve(model, keep_cache=False)
+
   @jax.jit
-  def run(params, history):
-    state = _last_states(model, params, history)
-    queries = model.apply(
-      {"params": params}, state[:, None, :], jnp.asarray(conditions)[None, :], method=model.queries
-    )
+  def run(params, histories: Histories):
+    queries = retrieve(params, histories, jnp.asarray(conditions)[None, :]).queries
     queries = budgets_lib.share_searches(queries, merge_cosine, model.config.embed_dim)
-    scores = _catalogue_scores(model, params, queries, history, exclude_seen)
+    scores = _catalogue_scores(model, params, queries, histories, exclude_seen)
     _, ranked = jax.lax.top_k(scores, sum(quotas))
     return budgets_lib.fill_quotas(ranked, quotas)
 
@@ -83,7 +75,7 @@ def _budget_generator(
 def generate(
   model: UniPinRec,
   params,
-  histories: Mapping[str, np.ndarray],
+  histories: Histories,
   budgets: Mapping[str, int],
   outcome_names: Sequence[str],
   k: int | None = None,
@@ -94,7 +86,7 @@ def generate(
 
   Args:
     model, params: a trained model.
-    histories: the users' histories (`HISTORY_FIELDS`, [B, L] arrays).
+    histories: the users' histories.
     budgets: outcome name -> weight, e.g. {"save": 3, "click": 1}.
     outcome_names: the model's outcomes, in condition order.
     k: candidates per user, split by the budgets (`split_quota`); None takes
@@ -108,7 +100,7 @@ def generate(
   """
   conditions, quotas = budgets_lib.split_quota(budgets, outcome_names, k)
   run = _budget_generator(model, conditions, quotas, float(merge_cosine), exclude_seen)
-  items, groups = run(params, {name: jnp.asarray(histories[name]) for name in HISTORY_FIELDS})
+  items, groups = run(params, histories)
   names = [outcome_names[c - 1] for c in conditions]
   return Generated(
     items=np.asarray(items), outcomes=[[names[g] for g in row] for row in np.asarray(groups)]
@@ -119,7 +111,7 @@ def generate(
 def multi_token_generator(
   model: UniPinRec, num_vectors: int, k: int, merge_cosine: float | None = None
 ):
-  """Jitted (params, history) -> [B, T, K] items: one pass, a query per offset, condition "any".
+  """Jitted (params, histories) -> [B, T, K] items: one pass, a query per offset, condition "any".
 
   The T * K items are distinct: the queries take turns picking their best item
   not yet picked (`budgets.fill_quotas`), K each (a set, not T overlapping
@@ -135,57 +127,52 @@ def multi_token_generator(
     )
 
   total = num_vectors * k
+  retrieve = inference.retrieve(model, keep_cache=False)
 
   @jax.jit
-  def run(params, history):
-    state = _last_states(model, params, history)
-    offsets = jnp.arange(num_vectors)
-    queries = model.apply(
-      {"params": params},
-      state[:, None, :],
-      jnp.zeros_like(offsets)[None],
-      offsets[None],
-      method=model.queries,
-    )
+  def run(params, histories: Histories):
+    offsets = jnp.arange(num_vectors)[None]
+    queries = retrieve(params, histories, jnp.zeros_like(offsets), offsets).queries
     if merge_cosine is not None:
       queries = budgets_lib.share_searches(queries, merge_cosine, model.config.embed_dim)
-    _, ranked = jax.lax.top_k(_catalogue_scores(model, params, queries, history, True), total)
+    _, ranked = jax.lax.top_k(_catalogue_scores(model, params, queries, histories, True), total)
     return budgets_lib.fill_quotas(ranked, (k,) * num_vectors)[0].reshape(-1, num_vectors, k)
 
   return run
 
 
-def _append(history: dict[str, jax.Array], items: jax.Array) -> dict[str, jax.Array]:
+def _append(histories: Histories, items: jax.Array) -> Histories:
   """Appends one "any" action per row (dropping the oldest when the row is full)."""
-  seq_len = history["items"].shape[1]
-  lengths = history["history_lengths"]
+  seq_len = histories.items.shape[1]
+  lengths = histories.lengths
   full = lengths >= seq_len
-  shifted = {
-    name: jnp.where(
+
+  def shifted(value: jax.Array) -> jax.Array:
+    return jnp.where(
       full.reshape((-1,) + (1,) * (value.ndim - 1)), jnp.roll(value, -1, axis=1), value
     )
-    for name, value in history.items()
-    if name != "history_lengths"
-  }
+
+  history_items, outcomes, times, surfaces = (
+    shifted(x) for x in (histories.items, histories.outcomes, histories.times, histories.surfaces)
+  )
   slot = jnp.minimum(lengths, seq_len - 1)
   previous = jnp.maximum(slot - 1, 0)
   rows = jnp.arange(len(lengths))
-  last_time = jnp.take_along_axis(shifted["times"], previous[:, None], axis=1)[:, 0]
-  num_outcomes = shifted["outcomes"].shape[-1]
+  last_time = jnp.take_along_axis(times, previous[:, None], axis=1)[:, 0]
   # A fed-back item is an engagement of the first (lightest) outcome.
-  engaged = jnp.zeros((num_outcomes,), shifted["outcomes"].dtype).at[0].set(True)
-  return {
-    "items": shifted["items"].at[rows, slot].set(items),
-    "outcomes": shifted["outcomes"].at[rows, slot].set(engaged),
-    "times": shifted["times"].at[rows, slot].set(last_time + FEEDBACK_GAP_SECONDS),
-    "surfaces": shifted["surfaces"].at[rows, slot].set(shifted["surfaces"][rows, previous]),
-    "history_lengths": jnp.minimum(lengths + 1, seq_len),
-  }
+  engaged = jnp.zeros((outcomes.shape[-1],), outcomes.dtype).at[0].set(True)
+  return Histories(
+    items=history_items.at[rows, slot].set(items),
+    outcomes=outcomes.at[rows, slot].set(engaged),
+    times=times.at[rows, slot].set(last_time + FEEDBACK_GAP_SECONDS),
+    surfaces=surfaces.at[rows, slot].set(surfaces[rows, previous]),
+    lengths=jnp.minimum(lengths + 1, seq_len),
+  )
 
 
 @functools.cache
 def autoregressive_generator(model: UniPinRec, num_vectors: int, k: int):
-  """Jitted (params, history) -> [B, T, K] items: T encoder passes, each feeding back its best item.
+  """Jitted (params, histories) -> [B, T, K] items: T encoder passes, each feeding back its best.
 
   Step t's query is the "any" query for the next action; its best item
   becomes the history's newest action before step t + 1. History items (fed
@@ -193,18 +180,17 @@ def autoregressive_generator(model: UniPinRec, num_vectors: int, k: int):
   the queries' K items each are picked in turns without duplicates.
   """
   total = num_vectors * k
+  retrieve = inference.retrieve(model, keep_cache=False)
 
   @jax.jit
-  def run(params, history):
-    def step(history, _):
-      state = _last_states(model, params, history)
-      queries = model.apply(
-        {"params": params}, state[:, None, :], jnp.zeros((1, 1), jnp.int32), method=model.queries
-      )
-      _, ranked = jax.lax.top_k(_catalogue_scores(model, params, queries, history, True), total)
-      return _append(history, ranked[:, 0, 0]), ranked[:, 0]
+  def run(params, histories: Histories):
+    def step(histories, _):
+      queries = retrieve(params, histories, jnp.zeros((1, 1), jnp.int32)).queries
+      scores = _catalogue_scores(model, params, queries, histories, True)
+      _, ranked = jax.lax.top_k(scores, total)
+      return _append(histories, ranked[:, 0, 0]), ranked[:, 0]
 
-    _, ranked = jax.lax.scan(step, dict(history), None, length=num_vectors)
+    _, ranked = jax.lax.scan(step, histories, None, length=num_vectors)
     ranked = jnp.swapaxes(ranked, 0, 1)
     return budgets_lib.fill_quotas(ranked, (k,) * num_vectors)[0].reshape(-1, num_vectors, k)
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -54,8 +54,9 @@ from unipinrec.config import ServingConfig
 from unipinrec.export.model import ServingModel
 from unipinrec.index.manifest import check
 from unipinrec.index.store import ItemIndex
+from unipinrec.model import inference
 from unipinrec.serving import budgets as budgets_lib
-from unipinrec.serving import paths
+from unipinrec.types import Histories
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,13 +89,6 @@ class Recommendation:
   unknown_items: tuple[int, ...]  # history ids outside 1..N, dropped
 
 
-class HistoryBias(NamedTuple):
-  """A batch's history items, each once at its last occurrence (0 elsewhere), and their h."""
-
-  items: np.ndarray  # [B, L]
-  bias: np.ndarray  # [B, L, O + 1] h of each, per condition
-
-
 def _history_logits(
   candidates: np.ndarray,
   conditions: np.ndarray,
@@ -125,11 +119,8 @@ class Recommender:
     self.index = index
     self.config = config
     self.num_candidates = min(config.num_candidates, serving.model.config.num_items)
-    self._retrieve = jax.jit(paths.retrieve(serving.model))
-    self._rank = jax.jit(paths.rank_on_cache(serving.model))
-    self._history_bias = (
-      jax.jit(paths.history_bias(serving.model)) if serving.model.config.repeat_buckets else None
-    )
+    self._retrieve = jax.jit(inference.retrieve(serving.model))
+    self._rank = jax.jit(inference.rank_on_cache(serving.model))
 
   def recommend(self, requests: Sequence[UserRequest]) -> list[Recommendation]:
     """Recommendations for every request, in order, `config.batch_size` users per call."""
@@ -173,19 +164,21 @@ class Recommender:
       lengths[row] = n
       request_times[row] = request_time - origin
       request_surfaces[row] = request.request_surface
-    histories = paths.Histories(
+    histories = Histories(
       items=items, outcomes=outcomes, times=times, surfaces=surfaces, lengths=lengths
     )
     return histories, request_times, request_surfaces, unknown
 
   def _candidates(
-    self, queries: np.ndarray, requests: Sequence[UserRequest], history: HistoryBias | None
+    self, retrieved: inference.Retrieved, requests: Sequence[UserRequest]
   ) -> tuple[np.ndarray, np.ndarray]:
-    """[B, O + 1, D] queries of every condition -> [B, K] candidates and the condition of each.
+    """`retrieve`'s host copy ([B, O + 1, D] queries of every condition) -> [B, K] candidates
+    and the condition of each.
 
-    Rows without budgets (padding rows included) share one batched search. With `history`
-    (the history items and their h), each searched list is merged with them (`_merge_history`).
+    Rows without budgets (padding rows included) share one batched search. With h (the
+    history items and their bias), each searched list is merged with them (`_merge_history`).
     """
+    queries, items, bias = retrieved.queries, retrieved.history_items, retrieved.history_bias
     rows = np.arange(len(queries))
     conditions = np.zeros(len(queries), np.int64)
     conditions[: len(requests)] = [r.condition for r in requests]
@@ -194,13 +187,13 @@ class Recommender:
     sources = np.broadcast_to(conditions[:, None], candidates.shape).copy()
     plain_queries = queries[rows[plain], conditions[plain]]
     found = self.index.search(plain_queries, self.num_candidates)
-    if history is not None:
+    if items is not None:
       found = self._merge_history(
-        found, plain_queries, conditions[plain], history.items[plain], history.bias[plain]
+        found, plain_queries, conditions[plain], items[plain], bias[plain]
       )
     candidates[plain] = found
     for row in rows[~plain]:
-      user_history = None if history is None else (history.items[row], history.bias[row])
+      user_history = None if items is None else (items[row], bias[row])
       candidates[row], sources[row] = self._budget_candidates(
         queries[row], requests[row].budgets, user_history
       )
@@ -273,16 +266,14 @@ class Recommender:
       np.arange(self.serving.model.config.num_conditions, dtype=np.int32),
       (self.config.batch_size, self.serving.model.config.num_conditions),
     )
-    queries, cache = self._retrieve(params, histories, every_condition)
-    queries = np.asarray(queries)  # [B, O + 1, D]: the query heads cost little next to encoding
-    history = None
-    if self._history_bias is not None:
-      history = HistoryBias(*(np.asarray(x) for x in self._history_bias(params, histories)))
-    candidates, sources = self._candidates(queries, requests, history)
+    retrieved = self._retrieve(params, histories, every_condition)
+    # Every condition's [B, O + 1, D] queries: the query heads cost little next to encoding.
+    host = jax.device_get(retrieved.replace(cache=None))
+    candidates, sources = self._candidates(host, requests)
     probabilities = np.asarray(
       self._rank(
         params,
-        cache,
+        retrieved.cache,
         histories.times,
         jnp.asarray(candidates, jnp.int32),
         request_times,
@@ -296,13 +287,16 @@ class Recommender:
     for row, request in enumerate(requests):
       top = candidates[row, order[row]]
       retrieved_for = sources[row, order[row]]
-      query_of_each = queries[row, retrieved_for]  # [R, D]
+      query_of_each = host.queries[row, retrieved_for]  # [R, D]
       retrieval_scores = np.sum(np.asarray(self.index.item_vectors[top]) * query_of_each, -1)
-      if history is not None:
+      if host.history_items is not None:
         retrieval_scores += (
           self.serving.model.config.temperature
           * _history_logits(
-            top[None], retrieved_for[None], history.items[row][None], history.bias[row][None]
+            top[None],
+            retrieved_for[None],
+            host.history_items[row][None],
+            host.history_bias[row][None],
           )[0]
         )
       results.append(
