@@ -42,9 +42,11 @@ _ROWS = [(7, 30, 5, 1), (3, 10, 2, 0), (7, 10, 5, 0), (7, 20, 1, 1), (3, 40, 9, 
 def test_sequences_sort_by_time_keep_ties_in_file_order_and_remap_ids():
   seq = build_sequences(_log(_ROWS))
   np.testing.assert_array_equal(seq.user_ids, [3, 7])
-  np.testing.assert_array_equal(seq.item_ids, [0, 10, 20, 30, 40, 50])
+  np.testing.assert_array_equal(seq.items, [1, 4, 2, 3, 1, 5])  # 10..50 -> 1..5
   # User 3: 10, 40; user 7: 20 (t=1), 30 then 10 (tie at t=5, file order), 50.
-  np.testing.assert_array_equal(seq.item_ids[seq.items], [10, 40, 20, 30, 10, 50])
+  np.testing.assert_array_equal(
+    seq.item_vocabulary.to_original(seq.items), [10, 40, 20, 30, 10, 50]
+  )
   np.testing.assert_array_equal(seq.offsets, [0, 2, 6])
   np.testing.assert_array_equal(seq.lines, [3, 6, 5, 2, 4, 7])
 
@@ -53,11 +55,13 @@ def test_leave_last_out_targets_and_training_part():
   seq = build_sequences(_log(_ROWS))
   split = leave_last_out(seq)
   np.testing.assert_array_equal(split.test_users, [1])  # user 7 only
-  assert seq.item_ids[seq.items[split.test_rows[0]]] == 50
-  assert seq.item_ids[seq.items[split.valid_rows[0]]] == 10
+  assert seq.item_vocabulary.to_original(seq.items[split.test_rows[0]]) == 50
+  assert seq.item_vocabulary.to_original(seq.items[split.valid_rows[0]]) == 10
   np.testing.assert_array_equal(split.training_lengths(seq), [2, 2])
   logs = to_user_logs(seq, split.training_lengths(seq))
-  np.testing.assert_array_equal(seq.item_ids[logs.action_items], [10, 40, 20, 30])
+  np.testing.assert_array_equal(
+    seq.item_vocabulary.to_original(logs.action_items), [10, 40, 20, 30]
+  )
   assert logs.action_outcomes[2].tolist() == [False, True]
 
 
@@ -68,10 +72,12 @@ def test_protocol_rows_history_and_sampled_negatives():
   test = protocol.protocol_examples(seq, split, max_length=2, target="test")
   # History before the test item 8, cut to the 2 most recent: 6, 7.
   history = test.examples.retrieval_history
-  np.testing.assert_array_equal(seq.item_ids[history["items"][0]], [6, 7])
-  np.testing.assert_array_equal(seq.item_ids[test.examples.retrieval_seen[0]], [5, 6, 7])
+  np.testing.assert_array_equal(seq.item_vocabulary.to_original(history["items"][0]), [6, 7])
+  np.testing.assert_array_equal(
+    seq.item_vocabulary.to_original(test.examples.retrieval_seen[0]), [5, 6, 7]
+  )
   valid = protocol.protocol_examples(seq, split, max_length=4, target="valid")
-  assert seq.item_ids[valid.examples.retrieval_targets[0]] == 7
+  assert seq.item_vocabulary.to_original(valid.examples.retrieval_targets[0]) == 7
   assert int(valid.examples.retrieval_history["history_lengths"][0]) == 2
 
 
@@ -138,8 +144,9 @@ def test_ml100k_ranking_slates_match_the_published_file(shared_data_dir):
   names = ("none",) + seq.outcome_names
   for row, user in enumerate(split.test_users):
     outcomes = examples.ranking_outcomes[row]
+    items = seq.item_vocabulary.to_original(examples.ranking_items[row]).tolist()
     ours = [
-      (int(seq.item_ids[item]), names[int(np.argmax(o)) + 1 if o.any() else 0])
-      for item, o in zip(examples.ranking_items[row], outcomes, strict=True)
+      (item, names[int(np.argmax(o)) + 1 if o.any() else 0])
+      for item, o in zip(items, outcomes, strict=True)
     ]
     assert ours == published[int(seq.user_ids[user])], f"user {seq.user_ids[user]}"

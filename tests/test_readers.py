@@ -214,6 +214,17 @@ def test_actions_integer_outcomes_sort_as_numbers_and_no_outcome_is_engaged(tmp_
   assert plain.outcome_names == ("engaged",) and plain.surfaces is None
 
 
+def test_actions_item_ids_stay_as_the_file_spells_them(tmp_path):
+  # One id that is not an integer (an ASIN), or one with a leading zero: every id is a string.
+  for odd in ("B00X", "0102"):
+    data = read_actions_table(
+      _write(tmp_path / "log.csv", ACTIONS.replace("8,102", f"8,{odd}")), COLUMNS
+    )
+    assert data.items.tolist() == ["100", "101", "100", odd]
+  data = read_actions_table(_write(tmp_path / "log.csv", ACTIONS), COLUMNS)
+  assert data.items.dtype == np.int64
+
+
 def test_actions_parquet(tmp_path):
   pa = pytest.importorskip("pyarrow")
   pq = pytest.importorskip("pyarrow.parquet")
@@ -353,11 +364,20 @@ _BAD_INPUT = [
   ("non-numeric user", "games.txt", "1 2\nA1 3\n", read_sasrec, "positive integer", 2, "user"),
   ("zero id", "zero.txt", "1 2\n1 0\n", read_sasrec, "positive integer, got 0", 2, "item"),
   (
-    "non-numeric table id",
+    "non-numeric table user",
     "log.csv",
-    ACTIONS.replace("8,102", "8,B00X", 1),
+    ACTIONS.replace("8,102", "B8,102", 1),
     _actions(COLUMNS),
-    "B00X",
+    "B8",
+    5,
+    "uid",
+  ),
+  (
+    "empty table item",
+    "log.csv",
+    ACTIONS.replace("8,102", "8,", 1),
+    _actions(COLUMNS),
+    "must not be empty",
     5,
     "iid",
   ),

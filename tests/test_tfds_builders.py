@@ -6,10 +6,18 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from unipinrec.data import readers, tfds_builders
 from unipinrec.data.interactions import Interactions
-from unipinrec.data.sequences import build_sequences, leave_last_out, split_checksum, user_records
+from unipinrec.data.sequences import (
+  build_sequences,
+  leave_last_out,
+  split_checksum,
+  to_user_logs,
+  user_records,
+)
+from unipinrec.data.vocabulary import ItemVocabulary
 
 # 4 users; user 7's lines (1, 4, 6) are not contiguous and hold a repeated item (30).
 SASREC_TEXT = "7 30\n2 11\n2 12\n7 31\n5 40\n7 30\n9 50\n9 51\n9 52\n"
@@ -31,13 +39,23 @@ def _reference(interactions: Interactions) -> dict[int, dict[str, np.ndarray]]:
   return reference
 
 
-def _assert_matches(source, reference: dict[int, dict[str, np.ndarray]]) -> None:
+def _vocabulary(sasrec_file: pathlib.Path, data_dir: pathlib.Path) -> ItemVocabulary:
+  """The item vocabulary stored beside a built data set's records."""
+  builder = tfds_builders.user_sequences_builder(sasrec_file, data_dir, "sasrec")
+  return ItemVocabulary.load(builder.data_path / tfds_builders.VOCABULARY_FILE)
+
+
+def _assert_matches(source, sasrec_file: pathlib.Path, data_dir: pathlib.Path) -> None:
+  """The built records are the file's rows per user, items mapped back by the stored vocabulary."""
+  reference = _reference(readers.read_interactions(sasrec_file, "sasrec"))
+  vocabulary = _vocabulary(sasrec_file, data_dir)
   assert len(source) == len(reference)
   users = [int(source[i]["user"]) for i in range(len(source))]
   assert users == sorted(reference)  # record i is the i-th user in ascending id
   for i, user in enumerate(users):
     for key, expected in reference[user].items():
-      np.testing.assert_array_equal(source[i][key], expected, err_msg=f"user {user} {key}")
+      values = vocabulary.to_original(source[i][key]) if key == "items" else source[i][key]
+      np.testing.assert_array_equal(values, expected, err_msg=f"user {user} {key}")
 
 
 @pytest.fixture
@@ -75,31 +93,36 @@ def test_user_examples_sort_stably_by_time_and_keep_duplicates():
     outcome_names=("low", "high"),
     lines=a([1, 2, 3, 4, 5, 6, 7, 8]),
   )
-  examples = {int(r["user"]): r for r in user_records(interactions)}
+  vocabulary = ItemVocabulary.from_items(interactions.items)
+  examples = {int(r["user"]): r for r in user_records(interactions, vocabulary)}
   assert list(examples) == [1, 2, 3]
-  np.testing.assert_array_equal(examples[3]["items"], [9, 8, 8, 7, 8])
+  np.testing.assert_array_equal(examples[3]["items"], [6, 5, 5, 4, 5])  # 4..9 -> 1..6
+  np.testing.assert_array_equal(vocabulary.to_original(examples[3]["items"]), [9, 8, 8, 7, 8])
   np.testing.assert_array_equal(examples[3]["lines"], [3, 1, 4, 6, 8])
   reference = _reference(interactions)
   for user, example in examples.items():
     assert example["user"] == user
     for key, expected in reference[user].items():
-      np.testing.assert_array_equal(example[key], expected, err_msg=f"user {user} {key}")
-      assert example[key].dtype == (np.int32 if key == "outcomes" else np.int64)
+      values = vocabulary.to_original(example[key]) if key == "items" else example[key]
+      np.testing.assert_array_equal(values, expected, err_msg=f"user {user} {key}")
+      assert example[key].dtype == (np.int32 if key in ("items", "outcomes") else np.int64)
 
 
 def test_builds_per_user_sequences_from_sasrec_file(sasrec_file, tmp_path):
   source = tfds_builders.prepare_user_sequences(sasrec_file, tmp_path / "tfds", format="sasrec")
-  _assert_matches(source, _reference(readers.read_interactions(sasrec_file, "sasrec")))
+  _assert_matches(source, sasrec_file, tmp_path / "tfds")
   for i in range(len(source)):
     user = int(source[i]["user"])
     assert source[i]["lines"].tolist() == SASREC_LINES[user]
-  assert source[2]["items"].tolist() == [30, 31, 30]  # user 7: the repeat stays
+  # User 7: the repeat stays; items 11, 12, 30, 31, ... are stored as 1, 2, 3, 4, ...
+  assert source[2]["items"].tolist() == [3, 4, 3]
+  assert _vocabulary(sasrec_file, tmp_path / "tfds").to_original([3, 4, 3]).tolist() == [30, 31, 30]
   # The layout the module docstring describes: name/config/version/ with ArrayRecord files.
   (config_dir,) = (tmp_path / "tfds" / "user_sequences").iterdir()
   assert config_dir.name.startswith("tiny-sasrec-")
-  files = {p.name for p in (config_dir / "1.0.0").iterdir()}
+  files = {p.name for p in (config_dir / "2.0.0").iterdir()}
   assert "user_sequences-train.array_record-00000-of-00001" in files
-  assert {"dataset_info.json", "features.json"} <= files
+  assert {"dataset_info.json", "features.json", tfds_builders.VOCABULARY_FILE} <= files
   assert "tensorflow" not in sys.modules  # written and read back without TensorFlow
 
 
@@ -116,7 +139,7 @@ def test_reuses_a_built_source_and_rebuilds_a_changed_one(sasrec_file, tmp_path,
   sasrec_file.write_text(SASREC_TEXT + "11 60\n5 41\n")
   changed = tfds_builders.prepare_user_sequences(sasrec_file, data_dir, format="sasrec")
   assert len(read_calls) == 2
-  _assert_matches(changed, _reference(readers.read_interactions(sasrec_file, "sasrec")))
+  _assert_matches(changed, sasrec_file, data_dir)
   assert [int(changed[i]["user"]) for i in range(len(changed))] == [2, 5, 7, 9, 11]
 
 
@@ -149,11 +172,11 @@ def test_a_build_that_loses_the_race_reads_the_winners_copy(sasrec_file, tmp_pat
   monkeypatch.setattr(tfds_builders, "read_interactions", racing_read)
   source = tfds_builders.prepare_user_sequences(sasrec_file, data_dir, format="sasrec")
   assert len(reads) == 2
-  _assert_matches(source, _reference(readers.read_interactions(sasrec_file, "sasrec")))
+  _assert_matches(source, sasrec_file, data_dir)
   config_dir = tfds_builders.user_sequences_builder(
     sasrec_file, data_dir, "sasrec"
   ).data_path.parent
-  assert [p.name for p in config_dir.iterdir()] == ["1.0.0"]  # no temporary folder left
+  assert [p.name for p in config_dir.iterdir()] == ["2.0.0"]  # no temporary folder left
 
 
 def test_loaded_sequences_equal_reading_directly(tmp_path):
@@ -165,23 +188,71 @@ def test_loaded_sequences_equal_reading_directly(tmp_path):
   loaded = tfds_builders.load_user_sequences(folder, tmp_path / "tfds", format="movielens")
   direct = build_sequences(readers.read_interactions(folder, "movielens"))
   assert loaded.outcome_names == direct.outcome_names == ("low", "high")
-  for name in ("user_ids", "item_ids", "offsets", "items", "timestamps", "outcomes", "lines"):
+  assert loaded.item_vocabulary == direct.item_vocabulary
+  for name in ("user_ids", "offsets", "items", "timestamps", "outcomes", "lines"):
     np.testing.assert_array_equal(getattr(loaded, name), getattr(direct, name), err_msg=name)
   # User 2: item 12 (t 10) before 10 and 11, which tie at t 30 and keep file order.
-  np.testing.assert_array_equal(loaded.item_ids[loaded.items[2:]], [12, 10, 11])
+  np.testing.assert_array_equal(loaded.item_vocabulary.to_original(loaded.items[2:]), [12, 10, 11])
+
+
+def test_a_cached_data_set_gives_the_vocabulary_of_a_fresh_read(tmp_path, read_calls):
+  # String item ids (ASINs, one with a leading zero) and named surfaces, through the cache.
+  path = tmp_path / "source" / "log.csv"
+  path.parent.mkdir()
+  path.write_text(
+    "uid,asin,when,where\n7,B00X,5,home\n2,0102,1,search\n7,A9,2,home\n2,B00X,3,home\n"
+  )
+  columns = {"user": "uid", "item": "asin", "timestamp": "when", "surface": "where"}
+  first, second = (
+    tfds_builders.load_user_sequences(path, tmp_path / "tfds", "actions", columns=columns)
+    for _ in range(2)
+  )
+  assert len(read_calls) == 1  # the second came from the cache
+  direct = build_sequences(readers.read_interactions(path, "actions", columns=columns))
+  assert first.item_vocabulary == second.item_vocabulary == direct.item_vocabulary
+  assert second.item_vocabulary.to_original([1, 2, 3]).tolist() == ["0102", "A9", "B00X"]
+  # User 2: 0102 (t 1), B00X (t 3); user 7: A9 (t 2), B00X (t 5).
+  originals = second.item_vocabulary.to_original(second.items).tolist()
+  assert originals == ["0102", "B00X", "A9", "B00X"]
+  assert second.surface_names == direct.surface_names == ("home", "search")
+  assert to_user_logs(second).surface_names == ("home", "search")
+
+
+def test_a_cache_of_an_older_layout_is_rebuilt(sasrec_file, tmp_path, read_calls, monkeypatch):
+  # Version 1.0.0 stored original ids and no vocabulary file: this one reads as built.
+  data_dir = tmp_path / "tfds"
+  with monkeypatch.context() as patch:
+    patch.setattr(tfds_builders.UserSequences, "VERSION", tfds.core.Version("1.0.0"))
+    tfds_builders.prepare_user_sequences(sasrec_file, data_dir, format="sasrec")
+    old = tfds_builders.user_sequences_builder(sasrec_file, data_dir, "sasrec").data_path
+  (old / tfds_builders.VOCABULARY_FILE).unlink()
+  sequences = tfds_builders.load_user_sequences(sasrec_file, data_dir, format="sasrec")
+  assert len(read_calls) == 2 and old.name == "1.0.0"
+  assert sequences.item_vocabulary.to_original(sequences.items[-3:]).tolist() == [50, 51, 52]
+
+
+# Rows read by hand in each file: (line, user, item as the file spells it). The first is the
+# first user's first interaction in time order: in ml-100k.inter (line 1 is the header) user 1's
+# film 168 on line 59974 ties at 874965478 with film 172 on line 92489 and comes first in the file.
+HAND_CHECKED = {
+  "ml-100k/ml-100k.inter": [(59974, 1, 168), (2, 196, 242), (95378, 916, 1682)],
+  "amazon-games/games.txt": [(1, 1, 6393), (287102, 31011, 23715), (287107, 31013, 23512)],
+}
 
 
 @pytest.mark.parametrize(
-  "relative, format, users, interactions, sha256",
+  "relative, file, format, users, interactions, sha256",
   [
     (
       "ml-100k",
+      "ml-100k/ml-100k.inter",
       "movielens",
       943,
       100_000,
       "8f3b88cbb3eaacfb5ead5835b8066ed9acb2bcbd065342d2b35a5ed66242e076",
     ),
     (
+      "amazon-games/games.txt",
       "amazon-games/games.txt",
       "sasrec",
       31_013,
@@ -190,10 +261,26 @@ def test_loaded_sequences_equal_reading_directly(tmp_path):
     ),
   ],
 )
-def test_public_data_sets(shared_data_dir, tmp_path, relative, format, users, interactions, sha256):
+def test_public_data_sets(
+  shared_data_dir, tmp_path, relative, file, format, users, interactions, sha256
+):
   sequences = tfds_builders.load_user_sequences(
     shared_data_dir / relative, tmp_path / "tfds", format=format
   )
   assert (sequences.num_users, len(sequences.items)) == (users, interactions)
   # The last two items of every sequence are PROTOCOL.md's test and validation targets.
   assert split_checksum(sequences, leave_last_out(sequences)) == sha256
+  vocabulary = sequences.item_vocabulary
+  originals = vocabulary.to_original(sequences.items)
+  row_users = np.repeat(sequences.user_ids, sequences.lengths)
+  rows = HAND_CHECKED[file]
+  assert sequences.lines[0] == rows[0][0]
+  for line, user, item in rows:
+    (row,) = np.flatnonzero(sequences.lines == line)
+    assert (row_users[row], originals[row]) == (user, item), f"line {line}"
+  # Every row against its line's item, split from the file without the readers.
+  text = (shared_data_dir / file).read_text().splitlines()
+  raw = np.asarray([text[line - 1].split()[1] for line in sequences.lines.tolist()], np.int64)
+  np.testing.assert_array_equal(originals, raw)
+  np.testing.assert_array_equal(vocabulary.to_internal(raw), sequences.items)
+  assert len(vocabulary) == len(np.unique(raw))

@@ -41,6 +41,7 @@ class UserLogs:
   num_items: int
   num_surfaces: int
   outcome_names: tuple[str, ...]
+  surface_names: tuple[str, ...] = ()  # what each surface index stands for, where named
 
   @property
   def num_users(self) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from unipinrec.data.interactions import Interactions
+from unipinrec.data.interactions import DataFormatError, Interactions
 from unipinrec.data.sasrec import SASREC_OUTCOMES
 from unipinrec.data.tables import (
   PathLike,
@@ -16,6 +16,7 @@ from unipinrec.data.tables import (
   existing_file,
   parquet_table,
   parse_any_seconds,
+  parse_int64,
 )
 from unipinrec.errors import ConfigError
 
@@ -45,6 +46,22 @@ def _category(value: Any) -> str:
   return text
 
 
+def _written_int(value: Any) -> int:
+  """An integer as written: "7" or 7, not "007" or "+7", whose spelling an int would lose."""
+  number = parse_int64(value)
+  if isinstance(value, str) and value.strip() != str(number):
+    raise ValueError
+  return number
+
+
+def _item_ids(table: Table, name: str) -> np.ndarray:
+  """Item ids as int64 when every one is an integer as written, else as strings (e.g. ASINs)."""
+  try:
+    return np.asarray(table.convert(name, _written_int, "an integer"), np.int64)
+  except DataFormatError:
+    return np.asarray(table.convert(name, _category, f"{name} must not be empty"), str)
+
+
 def _sorted_values(values: Sequence[str]) -> list[str]:
   """Distinct values, in numeric order when every one is an integer."""
   distinct = set(values)
@@ -60,11 +77,12 @@ def read_actions_table(
   """A CSV (with header; .tsv: tab-separated) or Parquet table of actions, one row each.
 
   `columns` maps "user", "item", "timestamp" and optionally "outcome" and "surface" to the
-  table's column names. Ids are integers; timestamps are integer seconds or ISO-8601 times
-  (naive ones are UTC). Outcomes are the distinct values of the outcome column, sorted (as
-  numbers when all are integers), unless `outcome_names` is given: then rows with any other
-  outcome are dropped, and a user left with no row is an error. Surfaces are mapped to 0..S-1
-  in the same sorted order, kept in `surface_names`.
+  table's column names. User ids are integers; item ids are integers when every one is written
+  as one, else strings (ASINs, or ids with leading zeros); timestamps are integer seconds or
+  ISO-8601 times (naive ones are UTC). Outcomes are the distinct values of the outcome column,
+  sorted (as numbers when all are integers), unless `outcome_names` is given: then rows with
+  any other outcome are dropped, and a user left with no row is an error. Surfaces are mapped
+  to 0..S-1 in the same sorted order, kept in `surface_names`.
   """
   columns = dict(columns.items())
   unknown = set(columns) - {"user", "item", "timestamp", "outcome", "surface"}
@@ -83,7 +101,7 @@ def read_actions_table(
   else:
     table = csv_table(file, "\t" if suffix == ".tsv" else ",")
   users = table.ints(columns["user"])
-  items = table.ints(columns["item"])
+  items = _item_ids(table, columns["item"])
   times = table.convert(
     columns["timestamp"], parse_any_seconds, "timestamp must be integer seconds or an ISO-8601 time"
   )

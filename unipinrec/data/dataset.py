@@ -24,6 +24,7 @@ from unipinrec.data.sequences import (
   to_user_logs,
 )
 from unipinrec.data.synthetic import SyntheticConfig, SyntheticWorld, generate_world
+from unipinrec.data.vocabulary import ItemVocabulary
 from unipinrec.errors import ConfigError, MissingPathError
 from unipinrec.types import UserLogs
 
@@ -62,6 +63,7 @@ class PreparedData:
   """Logs, blended training examples, held-out examples and item statistics."""
 
   logs: UserLogs
+  item_vocabulary: ItemVocabulary  # item ids 1..N <-> the data's own (synthetic: themselves)
   world: SyntheticWorld | None  # the ground truth, for synthetic data only
   train_examples: dict[str, np.ndarray]
   eval_examples: examples_lib.EvalExamples
@@ -110,6 +112,7 @@ def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData
   )
   return PreparedData(
     logs=logs,
+    item_vocabulary=ItemVocabulary.identity(logs.num_items),
     world=world,
     train_examples=train_examples,
     eval_examples=eval_examples,
@@ -152,6 +155,7 @@ def _prepare_public(config: DataConfig, max_length: int, seed: int) -> PreparedD
   test = protocol.protocol_examples(sequences, split, max_length, "test", config.ranking_slates)
   return PreparedData(
     logs=train_logs,
+    item_vocabulary=sequences.item_vocabulary,
     world=None,
     train_examples=examples_lib.training_examples(
       train_logs, users, max_length, config.max_slates, seed, config.window_stride

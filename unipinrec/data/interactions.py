@@ -36,7 +36,7 @@ class Interactions:
 
   path: str  # the file read, for messages
   users: np.ndarray  # [A] int64 original user ids
-  items: np.ndarray  # [A] int64 original item ids
+  items: np.ndarray  # [A] original item ids: int64, or str where an actions table spells them so
   timestamps: np.ndarray  # [A] int64
   outcomes: np.ndarray  # [A] int32 index into outcome_names
   outcome_names: tuple[str, ...]

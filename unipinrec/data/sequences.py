@@ -2,8 +2,9 @@
 
 `../shared/PROTOCOL.md` fixes every choice here: one sequence per user sorted
 by timestamp with ties in file order (a stable sort), every interaction kept
-(repeats and duplicates included), ids remapped to 1.. in ascending order of
-the original id with 0 as padding, and leave-last-out: a user with 3 or more
+(repeats and duplicates included), item ids remapped to 1.. in ascending order
+of the original id with 0 as padding (an `ItemVocabulary` keeps the original
+ids, integers or strings), and leave-last-out: a user with 3 or more
 interactions gives the last item as the test target and the one before it as
 the validation target.
 """
@@ -18,6 +19,7 @@ import numpy as np
 
 from unipinrec.data.interactions import DataFormatError, Interactions
 from unipinrec.data.repeats import RepeatShares, repeat_shares
+from unipinrec.data.vocabulary import ItemVocabulary
 from unipinrec.types import UserLogs
 
 MIN_TEST_LENGTH = 3  # the protocol's threshold for a test user
@@ -28,13 +30,12 @@ class UserSequences:
   """Users back to back (CSR), each user's interactions in time order.
 
   User `u` (original id `user_ids[u]`) owns rows `offsets[u]:offsets[u + 1]`.
-  Item ids are remapped: `item_ids[i]` is the original id of item `i`
-  (`item_ids[0]` is 0, the padding).
+  Item ids are remapped: `item_vocabulary` gives the original id of each item 1..N.
   """
 
   path: str
   user_ids: np.ndarray  # [U] int64 original ids, ascending
-  item_ids: np.ndarray  # [N + 1] int64 original ids, ascending after the padding
+  item_vocabulary: ItemVocabulary  # internal item ids 1..N <-> original ids, ascending
   offsets: np.ndarray  # [U + 1] int64
   items: np.ndarray  # [A] int32 remapped ids 1..N
   timestamps: np.ndarray  # [A] int64
@@ -42,6 +43,7 @@ class UserSequences:
   surfaces: np.ndarray  # [A] int32, zeros where the source has none
   lines: np.ndarray  # [A] int64 source line of each row
   outcome_names: tuple[str, ...]
+  surface_names: tuple[str, ...] = ()  # what each surface index stands for, where named
 
   @property
   def num_users(self) -> int:
@@ -49,19 +51,22 @@ class UserSequences:
 
   @property
   def num_items(self) -> int:
-    return len(self.item_ids) - 1
+    return len(self.item_vocabulary)
 
   @property
   def lengths(self) -> np.ndarray:
     return np.diff(self.offsets)
 
 
-def user_records(interactions: Interactions) -> Iterator[dict[str, np.ndarray]]:
+def user_records(
+  interactions: Interactions, item_vocabulary: ItemVocabulary
+) -> Iterator[dict[str, np.ndarray]]:
   """One record per user, ascending original user id, rows in time order.
 
   The sort is stable: rows with equal timestamps keep their file order, and
-  duplicates stay. Records hold `user`, `items`, `timestamps`, `outcomes`,
-  `surfaces` (zeros when the source has none) and `lines`, original ids.
+  duplicates stay. Records hold `user` (the original id), `items` (int32 ids of
+  `item_vocabulary`), `timestamps`, `outcomes`, `surfaces` (zeros when the source
+  has none) and `lines`.
   """
   if len(interactions) == 0:
     raise DataFormatError(interactions.path, None, None, "no interactions")
@@ -72,7 +77,7 @@ def user_records(interactions: Interactions) -> Iterator[dict[str, np.ndarray]]:
   ends = np.r_[starts[1:], len(users)]
   surfaces = interactions.surfaces
   columns = {
-    "items": interactions.items[order].astype(np.int64),
+    "items": item_vocabulary.to_internal(interactions.items[order]),
     "timestamps": interactions.timestamps[order].astype(np.int64),
     "outcomes": interactions.outcomes[order].astype(np.int32),
     "surfaces": np.zeros(len(order), np.int32) if surfaces is None else surfaces[order],
@@ -84,9 +89,13 @@ def user_records(interactions: Interactions) -> Iterator[dict[str, np.ndarray]]:
 
 
 def sequences_from_records(
-  records: Iterable[Mapping[str, np.ndarray]], path: str, outcome_names: Sequence[str]
+  records: Iterable[Mapping[str, np.ndarray]],
+  path: str,
+  item_vocabulary: ItemVocabulary,
+  outcome_names: Sequence[str],
+  surface_names: Sequence[str] = (),
 ) -> UserSequences:
-  """Concatenates per-user records (as `user_records` makes them) and remaps item ids."""
+  """Concatenates per-user records (as `user_records` makes them with `item_vocabulary`)."""
   records = sorted(records, key=lambda r: int(r["user"]))
   if not records:
     raise DataFormatError(path, None, None, "no interactions")
@@ -95,25 +104,30 @@ def sequences_from_records(
     return np.concatenate([np.asarray(r[name]) for r in records])
 
   lengths = [len(r["items"]) for r in records]
-  item_ids, item_index = np.unique(column("items"), return_inverse=True)
   return UserSequences(
     path=path,
     user_ids=np.asarray([int(r["user"]) for r in records], np.int64),
-    item_ids=np.concatenate([[0], item_ids]).astype(np.int64),
+    item_vocabulary=item_vocabulary,
     offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-    items=(item_index + 1).astype(np.int32),
+    items=column("items").astype(np.int32),
     timestamps=column("timestamps").astype(np.int64),
     outcomes=column("outcomes").astype(np.int32),
     surfaces=column("surfaces").astype(np.int32),
     lines=column("lines").astype(np.int64),
     outcome_names=tuple(outcome_names),
+    surface_names=tuple(surface_names),
   )
 
 
 def build_sequences(interactions: Interactions) -> UserSequences:
-  """Sorts each user's interactions by time (ties in file order) and remaps ids."""
+  """Sorts each user's interactions by time (ties in file order) and remaps item ids."""
+  vocabulary = ItemVocabulary.from_items(interactions.items)
   return sequences_from_records(
-    user_records(interactions), interactions.path, interactions.outcome_names
+    user_records(interactions, vocabulary),
+    interactions.path,
+    vocabulary,
+    interactions.outcome_names,
+    interactions.surface_names,
   )
 
 
@@ -151,8 +165,8 @@ def split_checksum(sequences: UserSequences, split: LeaveLastOut) -> str:
   """sha256 of the (user, test item, validation item) lines, as `SPLITS.md` defines it."""
   tuples = zip(
     sequences.user_ids[split.test_users].tolist(),
-    sequences.item_ids[sequences.items[split.test_rows]].tolist(),
-    sequences.item_ids[sequences.items[split.valid_rows]].tolist(),
+    sequences.item_vocabulary.to_original(sequences.items[split.test_rows]).tolist(),
+    sequences.item_vocabulary.to_original(sequences.items[split.valid_rows]).tolist(),
     strict=True,
   )
   text = "".join(f"{u}\t{t}\t{v}\n" for u, t, v in sorted(tuples))
@@ -185,6 +199,7 @@ def to_user_logs(sequences: UserSequences, lengths: np.ndarray | None = None) ->
     num_items=sequences.num_items,
     num_surfaces=int(sequences.surfaces.max()) + 1,
     outcome_names=sequences.outcome_names,
+    surface_names=sequences.surface_names,
   )
 
 

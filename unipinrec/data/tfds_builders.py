@@ -4,21 +4,25 @@
 file (or folder) from the manual directory with
 `unipinrec.data.readers.read_interactions` and writes one example per user,
 sorted by timestamp with ties in file order (a stable sort, PROTOCOL.md),
-duplicates kept, original ids kept. Nothing is downloaded and TensorFlow is
-never imported: examples are serialized with TFDS's own `tf.train.Example`
-protos and read back with `as_data_source` (ArrayRecord + NumPy).
+duplicates kept, original user ids kept, item ids remapped to 1..N by the data
+set's `ItemVocabulary`, stored beside the examples. Nothing is downloaded and
+TensorFlow is never imported: examples are serialized with TFDS's own
+`tf.train.Example` protos and read back with `as_data_source` (ArrayRecord + NumPy).
 
 On disk (`data_dir` of `prepare_user_sequences`):
 
-  user_sequences/<stem>-<format>-<fingerprint>/1.0.0/
+  user_sequences/<stem>-<format>-<fingerprint>/2.0.0/
     user_sequences-train.array_record-00000-of-00001
-    dataset_info.json, features.json
+    item_vocabulary.json  (`ItemVocabulary.save`: the original id of each item 1..N)
+    dataset_info.json, features.json, metadata.json (outcome and surface names)
   downloads/  (tfds's download folder, left empty)
 
 Users are stored in ascending original id. The config name carries a
 fingerprint of the source (path, size, mtime of every file, reader
 arguments), so a changed source gets a new config and a fresh build, while an
 unchanged one is reused; the configs of older versions of a file stay on disk.
+A builder version whose stored layout differs gets its own version folder, so a
+cache written by an older version is rebuilt, not misread.
 """
 
 from __future__ import annotations
@@ -39,9 +43,11 @@ from etils import epath
 from unipinrec.data.readers import read_interactions
 from unipinrec.data.sequences import UserSequences as ProtocolSequences
 from unipinrec.data.sequences import sequences_from_records, user_records
+from unipinrec.data.vocabulary import ItemVocabulary
 from unipinrec.errors import MissingPathError
 
 SPLIT = "train"
+VOCABULARY_FILE = "item_vocabulary.json"
 
 
 @dataclasses.dataclass(eq=False)
@@ -62,9 +68,11 @@ class UserSequencesConfig(tfds.core.BuilderConfig):
 class UserSequences(tfds.core.GeneratorBasedBuilder):
   """One example per user: the user's interactions in time order."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {
     "1.0.0": "One example per user: user, items, timestamps, outcomes, lines; stable time sort.",
+    "2.0.0": "Items as ids 1..N of item_vocabulary.json (integer or string original ids); "
+    "surface names in the metadata.",
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
     "Pass the folder holding the interaction file as `manual_dir` in "
@@ -87,11 +95,11 @@ class UserSequences(tfds.core.GeneratorBasedBuilder):
     # Variable-length `Tensor`s of ints serialize to int64/int32 lists without TensorFlow.
     return tfds.core.DatasetInfo(
       builder=self,
-      description="Per-user interactions, original ids, in time order (ties in file order).",
+      description="Per-user interactions in time order (ties in file order); item ids 1..N.",
       features=tfds.features.FeaturesDict(
         {
           "user": tfds.features.Scalar(dtype=np.int64),
-          "items": tfds.features.Tensor(shape=(None,), dtype=np.int64),
+          "items": tfds.features.Tensor(shape=(None,), dtype=np.int32),
           "timestamps": tfds.features.Tensor(shape=(None,), dtype=np.int64),
           "outcomes": tfds.features.Tensor(shape=(None,), dtype=np.int32),
           "surfaces": tfds.features.Tensor(shape=(None,), dtype=np.int32),
@@ -112,9 +120,13 @@ class UserSequences(tfds.core.GeneratorBasedBuilder):
     interactions = read_interactions(
       str(source), format=config.format, **dict(config.reader_kwargs)
     )
-    # Known only once the source is read; tfds writes the metadata with the data set.
+    vocabulary = ItemVocabulary.from_items(interactions.items)
+    # Known only once the source is read; tfds writes the metadata with the data set, and
+    # `data_path` is the build's temporary folder, renamed into place once everything is written.
     self.info.metadata["outcome_names"] = list(interactions.outcome_names)
-    for record in user_records(interactions):
+    self.info.metadata["surface_names"] = list(interactions.surface_names)
+    vocabulary.save(self.data_path / VOCABULARY_FILE)
+    for record in user_records(interactions, vocabulary):
       yield int(record["user"]), record
 
 
@@ -163,8 +175,9 @@ def prepare_user_sequences(
   """Builds the per-user data set of `source_path` unless already built, and returns it.
 
   The result is a random-access source (`len`, `[i]`) of dicts with `user`,
-  `items`, `timestamps`, `outcomes` and `lines`, record i being the i-th
-  user in ascending original id. A source whose path, size or mtime changed
+  `items` (ids 1..N of the data set's `VOCABULARY_FILE`), `timestamps`,
+  `outcomes`, `surfaces` and `lines`, record i being the i-th user in
+  ascending original id. A source whose path, size or mtime changed
   gets a new config, hence a fresh build.
 
   TFDS writes the whole version folder into a sibling `incomplete.*` folder
@@ -197,11 +210,20 @@ def load_user_sequences(
   format: str = "auto",
   **reader_kwargs: Any,
 ) -> ProtocolSequences:
-  """The protocol's sequences of `source_path`, built once into TFDS and read through grain."""
+  """The protocol's sequences of `source_path`, built once into TFDS and read through grain.
+
+  The item vocabulary comes from the built data set, so it is the one a fresh read would give.
+  """
   source = prepare_user_sequences(source_path, data_dir, format, **reader_kwargs)
   builder = user_sequences_builder(source_path, data_dir, format, **reader_kwargs)
-  outcome_names = builder.info.metadata["outcome_names"]
+  metadata = builder.info.metadata
   # Every process reads every user: each needs the whole catalogue and all evaluation rows;
   # the training pipeline shards the examples cut from them.
   records = grain.MapDataset.source(source)
-  return sequences_from_records(records, os.fspath(source_path), outcome_names)
+  return sequences_from_records(
+    records,
+    os.fspath(source_path),
+    ItemVocabulary.load(builder.data_path / VOCABULARY_FILE),
+    metadata["outcome_names"],
+    metadata["surface_names"],
+  )
