@@ -59,6 +59,7 @@ def serving(request) -> ServingModel:
       offsets_seconds=(0.0,),
       relative_position_buckets=0,
       exclusive_outcomes=False,
+      repeat_buckets=0,  # the exact-search reference has no h: tests/test_history_bias.py
     )
   )
   example = example_batch(model, 2, 1, 3)

@@ -51,8 +51,8 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
   the baseline of SASRec with full softmax cross-entropy (Klenitskiy & Vasilev,
   RecSys 2023) on this framework's transformer: a plain next-item model, the
   "any" query trained on the next action against the whole catalogue, nothing
-  else (no outcome conditions, MAM, ranking loss, item bias, seen-negative
-  exclusion or training slates). Its ranking head is never trained, so its
+  else (no outcome conditions, MAM, ranking loss, item bias, history features,
+  seen-negative exclusion or training slates). Its ranking head is never trained, so its
   `ranking` figures are an untrained head's; `ranking_by_retrieval_head` is
   its ranker. Same budget and early stopping as the unified config: validation
   stops it when it has converged. "runlocal" shrinks the run to a few steps for
@@ -78,6 +78,7 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
     loss.exclude_seen_negatives = False
     config.step.mask_prob = 0.0  # masked actions are there for the MAM loss only
     config.model.item_bias = False
+    config.model.repeat_buckets = 0
     config.data.max_slates = 0
   elif variant == "runlocal":
     config.num_epochs = 0.0

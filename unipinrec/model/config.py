@@ -52,9 +52,9 @@ class ModelConfig:
   item_bias: bool = False
   # History (repeat) features of retrieval: per condition, a learned logit bias on how long ago
   # (this many T5 buckets up to max_length) and how often (log2 buckets) an item occurred in
-  # the user's history; other items get none. For repeat-heavy logs (replays, re-buys), whose
-  # returns the query alone ranks badly. 0 (off): untried on the shipped configs' data.
-  repeat_buckets: int = 0
+  # the user's history; other items get none. Logs full of returns (replays, re-buys) need it,
+  # the query alone ranks returns badly; on logs without returns it learns to push them down.
+  repeat_buckets: int = 16
 
   def __post_init__(self):
     check_kernel(self.kernel)
