@@ -48,7 +48,7 @@ class _QuietLibraries(std_logging.Filter):
 
 
 @functools.cache  # once per process, whichever launcher function comes first
-def _prepare_process() -> None:
+def prepare_process() -> None:
   """Quiets library chatter and joins the other processes of a multi-host run."""
   logging.get_absl_handler().addFilter(_QuietLibraries())
   if _DISTRIBUTED.value:
@@ -71,7 +71,7 @@ def workdir_locked(workdir: str) -> Iterator[None]:
     WorkdirLocked: in every process when process 0 is refused (`cli.run` reports it in one line
       with exit status 2).
   """
-  _prepare_process()
+  prepare_process()
   lock = WorkdirLock(workdir, primary=jax.process_index() == 0)
   try:
     lock.acquire()
@@ -92,7 +92,7 @@ def workdir_locked(workdir: str) -> Iterator[None]:
 
 def start(config: ml_collections.ConfigDict, workdir: str) -> RunConfig:
   """Converts the ConfigDict once and records it as WORKDIR/config.json."""
-  _prepare_process()
+  prepare_process()
   run = from_mapping(config.to_dict())
   if jax.process_index() == 0:
     write_json_atomic(os.path.join(workdir, CONFIG_FILE), to_dict(run))
@@ -106,7 +106,7 @@ def load_run_config(workdir: str) -> RunConfig:
   Raises:
     MissingPathError: when `workdir` or its config.json does not exist.
   """
-  _prepare_process()
+  prepare_process()
   return read_run_config(workdir)
 
 

@@ -17,6 +17,7 @@ from experiments.configs import synthetic
 from unipinrec import checkpoint
 from unipinrec.config import from_mapping, to_dict
 from unipinrec.data.pipeline import training_iterator
+from unipinrec.export import bundle_format
 from unipinrec.index import store
 from unipinrec.index.manifest import IndexConfig, Manifest
 from unipinrec.serving.batch import INDEX_DIR
@@ -65,6 +66,23 @@ CASES = {
     for module in WORKDIR_LAUNCHERS
   },
   "recommend-missing-workdir": ("recommend", ["--workdir={tmp}/none", *RECOMMEND], ["{tmp}/none"]),
+  "recommend-workdir-and-bundle": (
+    "recommend",
+    ["--workdir={tmp}/run", "--bundle={tmp}/run", *RECOMMEND],
+    ["exactly one of --bundle and --workdir"],
+  ),
+  "recommend-neither-workdir-nor-bundle": (
+    "recommend",
+    RECOMMEND,
+    ["exactly one of --bundle and --workdir"],
+  ),
+  "recommend-missing-bundle": ("recommend", ["--bundle={tmp}/none", *RECOMMEND], ["{tmp}/none"]),
+  "recommend-bundle-of-another-format-version": (
+    "recommend",
+    ["--bundle={tmp}/old-bundle", *RECOMMEND],
+    ["{tmp}/old-bundle/manifest.json: bundle format version 0"],
+  ),
+  "export-missing-workdir": ("export", ["--workdir={tmp}/none", "--out={tmp}/b"], ["{tmp}/none"]),
   "index-of-another-model": (
     "recommend",
     ["--workdir={tmp}/mismatched", *RECOMMEND],
@@ -96,7 +114,8 @@ def _write_run(workdir: pathlib.Path) -> None:
 
 
 def _write_inputs(tmp: pathlib.Path) -> None:
-  """The cases' files: a data file bad on line 3, a users file, a run, one with a foreign index."""
+  """The cases' files: a data file bad on line 3, a users file, a run, one with a foreign index,
+  a bundle of an unknown format version."""
   (tmp / "ml-100k").mkdir()
   (tmp / "ml-100k" / "u.data").write_text("1\t10\t5\t881250949\n1\t11\t3\t881250950\n2\tx\t4\t9\n")
   (tmp / "users.jsonl").write_text(json.dumps({"user": "a", "items": [1, 2]}) + "\n")
@@ -111,6 +130,10 @@ def _write_inputs(tmp: pathlib.Path) -> None:
     index=IndexConfig(),
   )
   store.write(str(tmp / "mismatched" / INDEX_DIR), foreign, np.ones((6, 4), np.float32))
+  (tmp / "old-bundle").mkdir()
+  (tmp / "old-bundle" / bundle_format.MANIFEST_FILE).write_text(
+    json.dumps({"format": bundle_format.FORMAT, "format_version": 0})
+  )
 
 
 @pytest.fixture(scope="module")

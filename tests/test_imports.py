@@ -10,7 +10,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("unipinrec", "kernels", "experiments")
 # Bottom to top: a module may import its own layer or lower ones, never a higher one.
 LAYERS = (
-  ("kernels", "unipinrec.types", "unipinrec.sharding", "unipinrec.records", "unipinrec.errors"),
+  (
+    "kernels",
+    "unipinrec.types",
+    "unipinrec.sharding",
+    "unipinrec.records",
+    "unipinrec.errors",
+    "unipinrec.versions",
+  ),
   (
     "unipinrec.model",
     "unipinrec.losses",

@@ -9,6 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from unipinrec import versions
 from unipinrec.index import store
 from unipinrec.index.manifest import IndexConfig, IndexMismatchError, Manifest
 
@@ -127,7 +128,7 @@ def test_an_exception_mid_write_removes_its_temporary_folder(tmp_path, monkeypat
   def fail(*args, **kwargs):
     raise OSError("disk full")
 
-  monkeypatch.setattr(store, "_fsync_file", fail)
+  monkeypatch.setattr(versions, "fsync_tree", fail)
   with pytest.raises(OSError, match="disk full"):
     store.write(directory, _manifest(step=2), _vectors(1))
   assert not [n for n in os.listdir(directory) if n.startswith(".tmp-")]

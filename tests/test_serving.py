@@ -328,7 +328,9 @@ def test_recommend_file_serves_json_lines_from_a_checkpoint(checkpoint_run, tmp_
     + "\n"
   )
   out = tmp_path / "recs.jsonl"
-  assert batch_lib.recommend_file(workdir, str(users), str(out)) == batch_lib.FileSummary(2, 0)
+  assert batch_lib.recommend_file(
+    batch_lib.workdir_recommender(workdir), str(users), str(out)
+  ) == batch_lib.FileSummary(2, 0)
   lines = [json.loads(line) for line in out.read_text().splitlines()]
   assert [line["user"] for line in lines] == ["a", "b"]
   assert lines[1]["cold_start"] and lines[1]["unknown_items"] == [99999]
@@ -378,7 +380,9 @@ def test_recommend_answers_every_good_line_and_writes_an_error_record_per_bad_on
   lines.update({number: text for number, (text, _) in BAD.items()})
   mixed.write_text("".join(lines.get(number, "") + "\n" for number in range(1, 14)))
   expected = tmp_path / "good-recs.jsonl"
-  assert batch_lib.recommend_file(workdir, str(good), str(expected)) == batch_lib.FileSummary(6, 0)
+  assert batch_lib.recommend_file(
+    batch_lib.workdir_recommender(workdir), str(good), str(expected)
+  ) == batch_lib.FileSummary(6, 0)
 
   out = tmp_path / "recs.jsonl"
   done = subprocess.run(

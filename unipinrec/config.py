@@ -95,6 +95,10 @@ class ServingConfig:
   merge_cosine: float = 0.98
   view: bool = True  # memory-map the index files instead of reading them into memory
 
+  def candidates_for(self, num_items: int) -> int:
+    """K for a catalogue of `num_items`: never more candidates than items."""
+    return min(self.num_candidates, num_items)
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:

@@ -1,10 +1,9 @@
 """A usearch index of the item vectors on disk: built, written atomically, loaded, searched.
 
 A directory holds versions side by side and a `current` symbolic link to the
-one in use. A write builds the new version in a `.tmp-*` folder, renames it
-to its final name, then swaps the link with `os.replace` (atomic on POSIX):
-a crash at any point leaves `current` on the previous, complete version, and
-the next write removes what the crash left behind.
+one in use, written as `unipinrec/versions.py` says: a crash at any point leaves
+`current` on the previous, complete version. `save` and `load_files` write and read one
+version's files in a folder of the caller's (the serving bundle's `index/`).
 
 Each version holds `items.usearch` (HNSW graph, keys are item ids 1..N,
 inner-product metric), `item_vectors.npy` ([N + 1, S] float32 model item vectors,
@@ -15,22 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import tempfile
-import time
-import uuid
 from collections.abc import Callable
 
 import numpy as np
 from usearch.index import Index
 
+from unipinrec import versions
 from unipinrec.index.manifest import IndexConfig, Manifest, check
 
-CURRENT = "current"
+CURRENT = versions.CURRENT
 INDEX_FILE = "items.usearch"
 VECTORS_FILE = "item_vectors.npy"
 MANIFEST_FILE = "manifest.json"
-_TEMPORARY_PREFIX = ".tmp-"
 _ADD_CHUNK = 65536  # vectors added per call, so that progress can be reported
 
 Progress = Callable[[int, int], None]  # (vectors added, total)
@@ -58,17 +53,27 @@ def build(item_vectors: np.ndarray, config: IndexConfig, progress: Progress | No
   return index
 
 
-def _fsync_file(path: str) -> None:
-  with open(path, "rb") as f:
-    os.fsync(f.fileno())
+def save(
+  folder: str,
+  manifest: Manifest,
+  item_vectors: np.ndarray,
+  progress: Progress | None = None,
+) -> None:
+  """Builds the index of `item_vectors` and writes its files into the existing `folder`.
 
-
-def _remove_stale(directory: str, keep: str | None) -> None:
-  """Removes crashed writes' folders and every version but `keep`."""
-  for name in os.listdir(directory):
-    path = os.path.join(directory, name)
-    if name != CURRENT and name != keep and os.path.isdir(path) and not os.path.islink(path):
-      shutil.rmtree(path, ignore_errors=True)
+  Args:
+    folder: where the version's three files go.
+    manifest: what the vectors come from; its `num_items` and `embed_dim` must match them.
+    item_vectors: [N + 1, S] the model's item vectors (`ServingModel.item_vectors`), row 0 padding.
+    progress: called with (vectors added, total) while the graph is built.
+  """
+  expected = (manifest.num_items + 1, manifest.embed_dim)
+  if item_vectors.shape != expected:
+    raise ValueError(f"item vectors have shape {item_vectors.shape}, the manifest says {expected}")
+  np.save(os.path.join(folder, VECTORS_FILE), np.asarray(item_vectors, np.float32))
+  build(item_vectors, manifest.index, progress).save(os.path.join(folder, INDEX_FILE))
+  with open(os.path.join(folder, MANIFEST_FILE), "w") as f:
+    f.write(manifest.to_json())
 
 
 def write(
@@ -77,42 +82,12 @@ def write(
   item_vectors: np.ndarray,
   progress: Progress | None = None,
 ) -> str:
-  """Builds the index of `item_vectors` and makes it `directory`'s current version, atomically.
-
-  Args:
-    directory: the index directory (created if absent).
-    manifest: what the vectors come from; its `num_items` and `embed_dim` must match them.
-    item_vectors: [N + 1, S] the model's item vectors (`ServingModel.item_vectors`), row 0 padding.
-    progress: called with (vectors added, total) while the graph is built.
+  """`save`s the index into a new version of `directory` and makes it current, atomically.
 
   Returns:
     The path of the new version.
   """
-  expected = (manifest.num_items + 1, manifest.embed_dim)
-  if item_vectors.shape != expected:
-    raise ValueError(f"item vectors have shape {item_vectors.shape}, the manifest says {expected}")
-  os.makedirs(directory, exist_ok=True)
-  current = os.path.join(directory, CURRENT)
-  _remove_stale(directory, keep=os.path.basename(os.path.realpath(current)))
-  temporary = tempfile.mkdtemp(dir=directory, prefix=_TEMPORARY_PREFIX)
-  try:
-    os.chmod(temporary, 0o755)  # mkdtemp's 0o700 would hide the index from other readers
-    np.save(os.path.join(temporary, VECTORS_FILE), np.asarray(item_vectors, np.float32))
-    build(item_vectors, manifest.index, progress).save(os.path.join(temporary, INDEX_FILE))
-    with open(os.path.join(temporary, MANIFEST_FILE), "w") as f:
-      f.write(manifest.to_json())
-    for name in (VECTORS_FILE, INDEX_FILE, MANIFEST_FILE):
-      _fsync_file(os.path.join(temporary, name))
-    version = f"v{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    os.rename(temporary, os.path.join(directory, version))
-  except BaseException:
-    shutil.rmtree(temporary, ignore_errors=True)
-    raise
-  link = os.path.join(directory, f"{_TEMPORARY_PREFIX}link-{uuid.uuid4().hex[:8]}")
-  os.symlink(version, link)
-  os.replace(link, current)
-  _remove_stale(directory, keep=version)
-  return os.path.join(directory, version)
+  return versions.publish(directory, lambda folder: save(folder, manifest, item_vectors, progress))
 
 
 def _keys(matches, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,16 +124,24 @@ class ItemIndex:
 
 
 def load(directory: str, view: bool = True, expected: Manifest | None = None) -> ItemIndex:
-  """The current version in `directory`, memory-mapped when `view` (large catalogues).
+  """The current version in `directory` (`load_files` of it).
 
   Raises:
     FileNotFoundError: no index was ever completed in `directory`.
     IndexMismatchError: `expected` is given and the index was built from another model.
   """
-  current = os.path.join(directory, CURRENT)
-  if not os.path.exists(current):
+  path = versions.current(directory)
+  if path is None:
     raise FileNotFoundError(f"no index in {os.path.abspath(directory)} (no '{CURRENT}' version)")
-  path = os.path.realpath(current)
+  return load_files(path, view, expected)
+
+
+def load_files(path: str, view: bool = True, expected: Manifest | None = None) -> ItemIndex:
+  """The index whose files `save` wrote in `path`, memory-mapped when `view` (large catalogues).
+
+  Raises:
+    IndexMismatchError: `expected` is given and the index was built from another model.
+  """
   with open(os.path.join(path, MANIFEST_FILE)) as f:
     manifest = Manifest.from_json(f.read())
   if expected is not None:

@@ -227,36 +227,47 @@ def _answers(
       yield {"line": number, "error": entry}
 
 
-def recommend_file(
-  workdir: str,
-  users_path: str,
-  out_path: str,
-  rebuild_index: bool = False,
-  run: RunConfig | None = None,
-) -> FileSummary:
+def check_users_file(path: str) -> None:
+  """Raises `MissingPathError` unless `path` is a file (before anything slow is loaded)."""
+  if not os.path.isfile(path):
+    raise MissingPathError(f"{path}: no such users file")
+
+
+def workdir_recommender(
+  workdir: str, rebuild_index: bool = False, run: RunConfig | None = None
+) -> Recommender:
+  """The `Recommender` of a training work directory: its served step, from `workdir/index`.
+
+  Prepares the run's data (`restore_serving_model`); a bundle (`serving/bundle.py`) does not.
+
+  Args:
+    workdir: the training run's work directory (checkpoints, config.json, index/).
+    rebuild_index: rebuild `workdir/index` from the checkpoint even if one exists.
+    run: the run's configuration; read from `workdir/config.json` when omitted.
+  """
+  run = run or read_run_config(workdir)
+  serving, _ = restore_serving_model(workdir, run)
+  index = open_index(serving, run, os.path.join(workdir, INDEX_DIR), rebuild_index)
+  logging.info("index %s: %s", index.path, index.manifest.index)
+  return Recommender(serving, index, run.serving)
+
+
+def recommend_file(recommender: Recommender, users_path: str, out_path: str) -> FileSummary:
   """Recommends for every user line of `users_path` into `out_path` (written atomically).
 
   A line that is not valid JSON or has a bad field gets an error record at its
   place instead (the module docstring's format); every other line is answered.
 
   Args:
-    workdir: the training run's work directory (checkpoints, config.json, index/).
+    recommender: a work directory's (`workdir_recommender`) or a bundle's.
     users_path: JSON lines of users (the module docstring's format).
     out_path: where the JSON lines of recommendations go.
-    rebuild_index: rebuild `workdir/index` from the checkpoint even if one exists.
-    run: the run's configuration; read from `workdir/config.json` when omitted.
 
   Returns:
     How many lines were answered and how many of them with an error record.
   """
-  if not os.path.isfile(users_path):
-    raise MissingPathError(f"{users_path}: no such users file")
-  run = run or read_run_config(workdir)
-  serving, _ = restore_serving_model(workdir, run)
-  index = open_index(serving, run, os.path.join(workdir, INDEX_DIR), rebuild_index)
-  logging.info("index %s: %s", index.path, index.manifest.index)
-  recommender = Recommender(serving, index, run.serving)
-  names = serving.outcome_names
+  check_users_file(users_path)
+  names = recommender.serving.outcome_names
   with open(users_path, "rb") as f:
     total = sum(1 for line in f if line.strip())
   lines = failed = 0
@@ -264,7 +275,7 @@ def recommend_file(
     records.atomic_text_file(out_path) as out,
     tqdm.tqdm(total=total, desc="users", unit="user") as bar,
   ):
-    for chunk in _chunks(_read_requests(users_path, names), run.serving.batch_size):
+    for chunk in _chunks(_read_requests(users_path, names), recommender.config.batch_size):
       for record in _answers(chunk, recommender, names):
         out.write(json.dumps(record) + "\n")
       lines += len(chunk)

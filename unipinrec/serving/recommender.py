@@ -7,7 +7,9 @@ at once, each attending to the cached keys/values of its user's history
 (never re-encoding it). Candidates' embeddings are not recomputed: ranking
 gathers their rows of the model's item table inside the jitted call, and the
 retrieval score is the query's dot product with their rows of the exported
-`item_vectors.npy` (memory-mapped beside the index).
+`item_vectors.npy` (memory-mapped beside the index). Both calls are `export/computations.py`'s:
+jitted from the model's code, or, from a serving bundle (`serving/bundle.py`), run as the
+StableHLO it was exported with.
 
 Budgets (the generation issue's lever): a request may ask for a mix, e.g.
 {"save": 3, "click": 1}; the K candidates are then split into per-outcome
@@ -51,6 +53,7 @@ import numpy as np
 from absl import logging
 
 from unipinrec.config import ServingConfig
+from unipinrec.export.computations import Computations
 from unipinrec.export.model import ServingModel
 from unipinrec.index.manifest import check
 from unipinrec.index.store import ItemIndex
@@ -112,15 +115,25 @@ def _known_actions(request: UserRequest, num_items: int) -> np.ndarray:
 class Recommender:
   """Serves a `ServingModel` from an `ItemIndex` built from it."""
 
-  def __init__(self, serving: ServingModel, index: ItemIndex, config: ServingConfig):
-    """Refuses (`IndexMismatchError`) an index whose manifest does not name this model."""
+  def __init__(
+    self,
+    serving: ServingModel,
+    index: ItemIndex,
+    config: ServingConfig,
+    computations: Computations | None = None,
+  ):
+    """Refuses (`IndexMismatchError`) an index whose manifest does not name this model.
+
+    `computations` default to the model's, jitted; a bundle passes its exported ones, for
+    `config.batch_size` users and `config.candidates_for(N)` candidates.
+    """
     check(index.manifest, serving.manifest(index.manifest.index), index.path)
     self.serving = serving
     self.index = index
     self.config = config
-    self.num_candidates = min(config.num_candidates, serving.model.config.num_items)
-    self._retrieve = jax.jit(inference.retrieve(serving.model))
-    self._rank = jax.jit(inference.rank_on_cache(serving.model))
+    self.num_candidates = config.candidates_for(serving.model.config.num_items)
+    computations = computations or Computations.jitted(serving.model)
+    self._retrieve, self._rank = computations.retrieve, computations.rank
 
   def recommend(self, requests: Sequence[UserRequest]) -> list[Recommendation]:
     """Recommendations for every request, in order, `config.batch_size` users per call."""

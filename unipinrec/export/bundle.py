@@ -1,0 +1,131 @@
+"""Writes a serving bundle (layout: `bundle_format.py`): what a server needs, nothing of training.
+
+The parameters are written with flax's msgpack rather than orbax: the serving parameters are
+one small-to-medium tree read whole by one host, so one file (one checksum, read in one call,
+no optimizer state, no sharding metadata, no orbax at serving time) fits better than a
+checkpoint directory. Each export is a new version made current atomically
+(`unipinrec/versions.py`): a crash mid-export leaves the previous bundle whole and current.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Sequence
+
+import flax.core
+import flax.serialization
+import jax
+from absl import logging
+
+from unipinrec import records, versions
+from unipinrec.config import RunConfig, ServingConfig
+from unipinrec.data.vocabulary import ItemVocabulary
+from unipinrec.export import bundle_format as fmt
+from unipinrec.export import computations
+from unipinrec.export.checkpoint import restore_serving_model
+from unipinrec.export.model import ServingModel
+from unipinrec.index import store
+from unipinrec.index.manifest import IndexConfig
+from unipinrec.train.experiment import read_run_config
+
+# A bundle exported on a CPU host also serves on NVIDIA GPUs: lowering needs no such device.
+DEFAULT_PLATFORMS = ("cpu", "cuda")
+
+
+def write_bundle(
+  directory: str,
+  serving: ServingModel,
+  vocabulary: ItemVocabulary,
+  surface_names: Sequence[str],
+  serving_config: ServingConfig,
+  index_config: IndexConfig,
+  batch_sizes: Sequence[int] = (),
+  platforms: Sequence[str] = DEFAULT_PLATFORMS,
+) -> str:
+  """Writes a new version of the bundle in `directory` and makes it current, atomically.
+
+  Args:
+    directory: the bundle directory (created if absent).
+    serving: the model and parameters to serve.
+    vocabulary: the original id of each of the model's items.
+    surface_names: what each surface index stands for (empty where unnamed).
+    serving_config: candidates, results and batch size of the bundle's `Recommender`.
+    index_config: how the usearch index is built.
+    batch_sizes: users per call to export the computations for, besides
+      `serving_config.batch_size` (always exported).
+    platforms: where the exported computations may run.
+
+  Returns:
+    The path of the new version.
+  """
+  config = serving.model.config
+  if len(vocabulary) != config.num_items:
+    raise ValueError(f"a vocabulary of {len(vocabulary)} items for a model of {config.num_items}")
+  sizes = tuple(sorted({serving_config.batch_size, *batch_sizes}))
+  num_candidates = serving_config.candidates_for(config.num_items)
+  params = jax.device_get(flax.core.meta.unbox(serving.params))  # plain arrays, no metadata
+  description = fmt.ModelDescription(
+    config, serving_config, serving.outcome_names, tuple(surface_names)
+  )
+
+  def fill(folder: str) -> None:
+    with open(os.path.join(folder, fmt.PARAMS_FILE), "wb") as f:
+      f.write(flax.serialization.msgpack_serialize(params))
+    with open(os.path.join(folder, fmt.MODEL_FILE), "w") as f:
+      f.write(description.to_json())
+    vocabulary.save(os.path.join(folder, fmt.VOCABULARY_FILE))
+    logging.info("indexing %d items", config.num_items)
+    os.makedirs(os.path.join(folder, fmt.INDEX_DIR))
+    store.save(
+      os.path.join(folder, fmt.INDEX_DIR), serving.manifest(index_config), serving.item_vectors()
+    )
+    os.makedirs(os.path.join(folder, fmt.COMPUTATIONS_DIR))
+    for size in sizes:
+      logging.info("exporting retrieve and rank for %d users per call on %s", size, platforms)
+      blobs = computations.export(serving.model, params, size, num_candidates, platforms)
+      for name, blob in zip(fmt.computation_files(size), blobs, strict=True):
+        with open(os.path.join(folder, *name.split("/")), "wb") as f:
+          f.write(blob)
+    manifest = fmt.BundleManifest(
+      step=serving.step,
+      config_hash=serving.config_hash,
+      created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+      git_commit=records.git_commit(),
+      batch_sizes=sizes,
+      platforms=tuple(platforms),
+      files=fmt.file_entries(folder),
+    )
+    with open(os.path.join(folder, fmt.MANIFEST_FILE), "w") as f:
+      f.write(manifest.to_json())
+
+  return versions.publish(directory, fill)
+
+
+def export_workdir(
+  workdir: str,
+  directory: str,
+  batch_sizes: Sequence[int] = (),
+  platforms: Sequence[str] = DEFAULT_PLATFORMS,
+  run: RunConfig | None = None,
+) -> str:
+  """The bundle of `workdir`'s served step (`restore_serving_model`), written by `write_bundle`.
+
+  Reads the training data once, for the item vocabulary and the surface names.
+
+  Returns:
+    The path of the new version.
+  """
+  run = run or read_run_config(workdir)
+  serving, experiment = restore_serving_model(workdir, run)
+  logging.info("serving step %d of %s", serving.step, workdir)
+  return write_bundle(
+    directory,
+    serving,
+    experiment.data.item_vocabulary,
+    experiment.data.logs.surface_names,
+    run.serving,
+    run.index,
+    batch_sizes,
+    platforms,
+  )
