@@ -17,6 +17,8 @@ from experiments.configs import synthetic
 from unipinrec import checkpoint
 from unipinrec.config import ServingConfig, from_mapping
 from unipinrec.data.pipeline import training_iterator
+from unipinrec.data.readers import read_interactions
+from unipinrec.data.vocabulary import ItemVocabulary
 from unipinrec.export.checkpoint import config_hash
 from unipinrec.export.model import ServingModel
 from unipinrec.index import store
@@ -35,8 +37,7 @@ EXACT = IndexConfig(dtype="f32", exact=True)
 CONFIG = ServingConfig(num_candidates=24, num_results=10, batch_size=4)
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["cosine", "item_bias"])
-def serving(request) -> ServingModel:
+def _noisy_serving(num_items: int, item_bias: bool) -> ServingModel:
   """A small model whose parameters are all perturbed away from initialisation.
 
   Zero-initialised residual branches would make the transformer an identity;
@@ -46,7 +47,7 @@ def serving(request) -> ServingModel:
   """
   model = UniPinRec(
     ModelConfig(
-      num_items=NUM_ITEMS,
+      num_items=num_items,
       num_outcomes=NUM_OUTCOMES,
       num_surfaces=2,
       max_length=MAX_LENGTH,
@@ -54,7 +55,7 @@ def serving(request) -> ServingModel:
       action_dim=8,
       mlp_dim=32,
       head_hidden_dim=16,
-      item_bias=request.param,
+      item_bias=item_bias,
       dropout_rate=0.0,
       offsets_seconds=(0.0,),
       relative_position_buckets=0,
@@ -79,11 +80,19 @@ def serving(request) -> ServingModel:
   return ServingModel(model, init(), 5, "hash", ("click", "save"))
 
 
+@pytest.fixture(scope="module", params=[False, True], ids=["cosine", "item_bias"])
+def serving(request) -> ServingModel:
+  return _noisy_serving(NUM_ITEMS, request.param)
+
+
+def _exact_index(serving: ServingModel, directory: str) -> store.ItemIndex:
+  store.write(directory, serving.manifest(EXACT), serving.item_vectors())
+  return store.load(directory, expected=serving.manifest(EXACT))
+
+
 @pytest.fixture(scope="module")
 def recommender(serving, tmp_path_factory) -> Recommender:
-  directory = str(tmp_path_factory.mktemp("index"))
-  store.write(directory, serving.manifest(EXACT), serving.item_vectors())
-  return Recommender(serving, store.load(directory, expected=serving.manifest(EXACT)), CONFIG)
+  return Recommender(serving, _exact_index(serving, str(tmp_path_factory.mktemp("index"))), CONFIG)
 
 
 def _request(user, items, seed, **kwargs) -> UserRequest:
@@ -289,7 +298,7 @@ def test_request_lines_parse_and_reject_bad_fields():
     ({"user": 1, "items": [4, 5], "times": [0]}, "field 'times': 1 times for 2 items"),
     ({"user": 1, "items": [], "condition": "buy"}, "field 'condition': unknown condition 'buy'"),
     ({"user": 1, "items": [4, "5"]}, "field 'items': expected a list of integers, got [4, '5']"),
-    ({"user": 1, "items": [4], "surfaces": [True]}, "field 'surfaces': expected a list of int"),
+    ({"user": 1, "items": [4], "surfaces": [True]}, "field 'surfaces': expected a non-negative"),
     ({"user": 1, "items": [4], "budgets": {"save": 0}}, "field 'budgets': expected non-negative"),
     ({"items": [4]}, "field 'user': missing"),
   ]
@@ -297,6 +306,88 @@ def test_request_lines_parse_and_reject_bad_fields():
     with pytest.raises(ValueError) as error:
       batch_lib.parse_request(record, names)
     assert str(error.value).startswith(message), (record, str(error.value))
+
+
+def test_a_string_vocabulary_takes_and_gives_the_data_sets_ids(serving, recommender, tmp_path):
+  """ASIN-like ids (in no particular order) in and out; unknown ones reported as sent."""
+  rng = np.random.default_rng(0)
+  vocabulary = ItemVocabulary([f"B{i:05d}X" for i in rng.permutation(NUM_ITEMS)])
+  by_name = Recommender(
+    serving, recommender.index, CONFIG, vocabulary=vocabulary, surface_names=("home", "search")
+  )
+  internal = _request("a", [3, 17, 250, 9, 42], 0)
+  original = dataclasses.replace(
+    internal,
+    items=np.insert(vocabulary.to_original(internal.items), 2, "B99999X"),
+    outcomes=np.insert(internal.outcomes, 2, True, axis=0),
+    times=np.insert(internal.times, 2, internal.times[1]),
+    surfaces=np.insert(internal.surfaces, 2, 0),
+  )
+  want, got = recommender.recommend([internal])[0], by_name.recommend([original])[0]
+  assert got.items.tolist() == vocabulary.to_original(want.items).tolist()
+  assert all(isinstance(i, str) for i in got.items.tolist())
+  np.testing.assert_allclose(got.outcome_probabilities, want.outcome_probabilities, atol=1e-6)
+  assert got.unknown_items == ("B99999X",) and want.unknown_items == ()
+
+  # The same through JSON lines, surfaces by name; an integer id or an unknown surface name
+  # is an error record naming the field.
+  names = ("home", "search")
+  line = {
+    "user": "a",
+    "items": vocabulary.to_original(internal.items).tolist() + ["B99999X"],
+    "surfaces": [names[s] for s in internal.surfaces] + ["home"],
+    "times": internal.times.tolist() + [internal.times[-1]],
+    "surface": "search",
+  }
+  users = tmp_path / "users.jsonl"
+  users.write_text(
+    "\n".join(
+      json.dumps(x)
+      for x in [line, {**line, "items": [1, 2]}, {**line, "surface": "feed"}, line | {"user": 1}]
+    )
+  )
+  out = tmp_path / "recs.jsonl"
+  assert batch_lib.recommend_file(by_name, str(users), str(out)) == batch_lib.FileSummary(4, 2)
+  first, wrong_type, unknown_surface, last = (json.loads(x) for x in out.read_text().splitlines())
+  assert wrong_type == {
+    "line": 2,
+    "error": "line 2: field 'items': expected a list of strings, got [1, 2]",
+  }
+  assert unknown_surface["error"] == (
+    "line 3: field 'surface': unknown surface 'feed'; expected one of ('home', 'search')"
+  )
+  assert first["unknown_items"] == ["B99999X"] and first["items"] == last["items"]
+  numbered = {**line, "surfaces": internal.surfaces.tolist() + [0], "surface": 1}
+  request = batch_lib.parse_request(line, serving.outcome_names, vocabulary, names)
+  same = batch_lib.parse_request(numbered, serving.outcome_names, vocabulary, names)
+  assert (request.request_surface, same.request_surface) == (1, 1)
+  np.testing.assert_array_equal(request.surfaces, same.surfaces)
+  [expected] = by_name.recommend([request])
+  assert first["items"] == expected.items.tolist()
+  with pytest.raises(ValueError, match="field 'items': expected a list of integers, got"):
+    batch_lib.parse_request(line, serving.outcome_names, ItemVocabulary.identity(NUM_ITEMS))
+
+
+def test_movielens_requests_are_answered_in_movie_ids(shared_data_dir, tmp_path):
+  interactions = read_interactions(str(shared_data_dir / "ml-100k"))
+  vocabulary = ItemVocabulary.from_items(interactions.items)
+  serving = _noisy_serving(len(vocabulary), item_bias=True)
+  index = _exact_index(serving, str(tmp_path))
+  by_movie_id = Recommender(serving, index, CONFIG, vocabulary=vocabulary)
+  by_internal_id = Recommender(serving, index, CONFIG)
+  user = interactions.users[0]
+  movies = interactions.items[interactions.users == user][:MAX_LENGTH]
+  movies_and_unknown = np.append(movies, 99999)
+  request = _request("u", movies_and_unknown, 0)
+  [got] = by_movie_id.recommend([request])
+  [want] = by_internal_id.recommend(
+    [dataclasses.replace(request, items=vocabulary.to_internal(movies_and_unknown))]
+  )
+  assert set(got.items.tolist()) <= set(interactions.items.tolist())
+  np.testing.assert_array_equal(got.items, vocabulary.to_original(want.items))
+  assert got.unknown_items == (99999,) and want.unknown_items == (0,)
+  record = json.loads(json.dumps(batch_lib.format_recommendation(got, serving.outcome_names)))
+  assert record["items"] == got.items.tolist() and record["unknown_items"] == [99999]
 
 
 @pytest.fixture(scope="module")

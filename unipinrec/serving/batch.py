@@ -2,15 +2,20 @@
 
 One input line per user:
   {"user": "u1", "items": [12, 7, 3], "outcomes": ["click", ["click", "save"], "click"],
-   "times": [1700000000, 1700000060, 1700000400], "surfaces": [0, 1, 0],
-   "request_time": 1700000500, "surface": 0, "condition": "any", "budgets": {"save": 3, "click": 1}}
-Only "user" and "items" are required. An action's outcome is a name or a list
-of names (default: the first, least valuable outcome); times default to one
-minute apart, surfaces to 0, the request time to the last action's, the
-condition to "any" (else an outcome name: retrieve for that outcome); "budgets"
-(outcome name -> weight) splits the candidates across outcomes instead.
+   "times": [1700000000, 1700000060, 1700000400], "surfaces": ["home", "search", "home"],
+   "request_time": 1700000500, "surface": "home", "condition": "any",
+   "budgets": {"save": 3, "click": 1}}
+Only "user" and "items" are required. Items are the data set's own ids: integers,
+or strings (e.g. ASINs, ["B00X4WHP5E", ...]) where the data spell them so; an id
+the data do not know is dropped and listed in the answer's "unknown_items". An
+action's outcome is a name or a list of names (default: the first, least
+valuable outcome); a surface is an integer or, where the data name surfaces, a
+name. Times default to one minute apart, surfaces to 0, the request time to the
+last action's, the condition to "any" (else an outcome name: retrieve for that
+outcome); "budgets" (outcome name -> weight) splits the candidates across
+outcomes instead.
 
-One output line per non-blank input line, in input order:
+One output line per non-blank input line, in input order, items in the data set's ids:
   {"user": "u1", "items": [...], "scores": [...], "retrieval_scores": [...],
    "probabilities": {"click": [...], "save": [...]}, "retrieved_for": ["any", ...],
    "cold_start": false, "unknown_items": []}
@@ -35,6 +40,7 @@ from absl import logging
 
 from unipinrec import records
 from unipinrec.config import RunConfig
+from unipinrec.data.vocabulary import ItemVocabulary
 from unipinrec.errors import MissingPathError
 from unipinrec.export.checkpoint import restore_serving_model
 from unipinrec.export.model import ServingModel
@@ -45,8 +51,19 @@ from unipinrec.train.experiment import read_run_config
 INDEX_DIR = "index"  # under the work directory
 
 
-def parse_request(record: object, outcome_names: Sequence[str]) -> UserRequest:
+def parse_request(
+  record: object,
+  outcome_names: Sequence[str],
+  vocabulary: ItemVocabulary | None = None,
+  surface_names: Sequence[str] = (),
+) -> UserRequest:
   """A `UserRequest` from one decoded input line.
+
+  Args:
+    record: the decoded line.
+    outcome_names: the outcomes' names, least valuable first.
+    vocabulary: the data set's item ids; items are integers without one.
+    surface_names: the surfaces' names, where the data name them.
 
   Raises:
     ValueError: for a malformed line; the message names the field.
@@ -54,13 +71,20 @@ def parse_request(record: object, outcome_names: Sequence[str]) -> UserRequest:
   if not isinstance(record, dict):
     raise ValueError(f"expected a JSON object, got {reprlib.repr(record)}")
   user = record.get("user")
-  items = _array(record, "items", np.int64)
+  string_items = vocabulary is not None and not vocabulary.is_integer
+  items = _array(record, "items", np.str_ if string_items else np.int64)
   for name, value in (("user", user), ("items", items)):
     if value is None:
       raise ValueError(f"field {name!r}: missing; a user line needs 'user' and 'items'")
   num_actions = len(items)
   times = _array(record, "times", np.float64, num_actions)
-  surfaces = _array(record, "surfaces", np.int64, num_actions)
+  surfaces = record.get("surfaces")
+  if surfaces is not None:
+    if not isinstance(surfaces, list):
+      raise ValueError(f"field 'surfaces': expected a list, got {reprlib.repr(surfaces)}")
+    if len(surfaces) != num_actions:
+      raise ValueError(f"field 'surfaces': {len(surfaces)} surfaces for {num_actions} items")
+    surfaces = np.asarray([_surface(s, "surfaces", surface_names) for s in surfaces], np.int64)
   actions = record.get("outcomes")
   if actions is None:
     actions = [outcome_names[0]] * num_actions
@@ -84,9 +108,7 @@ def parse_request(record: object, outcome_names: Sequence[str]) -> UserRequest:
   request_time = record.get("request_time")
   if request_time is not None and not _is(request_time, int | float):
     raise ValueError(f"field 'request_time': expected a number, got {reprlib.repr(request_time)}")
-  surface = record.get("surface", 0)
-  if not _is(surface, int):
-    raise ValueError(f"field 'surface': expected an integer, got {reprlib.repr(surface)}")
+  surface = _surface(record.get("surface", 0), "surface", surface_names)
   budgets = record.get("budgets")
   if budgets is not None and (
     not isinstance(budgets, dict)
@@ -116,15 +138,32 @@ def _is(value: object, kinds: type | types.UnionType) -> bool:
   return isinstance(value, kinds) and not isinstance(value, bool)
 
 
+def _surface(value: object, field: str, surface_names: Sequence[str]) -> int:
+  """A surface index from an integer or, where the data name surfaces, a name."""
+  if isinstance(value, str) and surface_names:
+    if value not in surface_names:
+      raise ValueError(
+        f"field {field!r}: unknown surface {value!r}; expected one of {tuple(surface_names)}"
+      )
+    return list(surface_names).index(value)
+  if not _is(value, int) or not 0 <= value < 2**31:  # the model's surfaces are int32
+    what = "a non-negative integer" + (" or a surface name" if surface_names else "")
+    raise ValueError(f"field {field!r}: expected {what}, got {reprlib.repr(value)}")
+  return value
+
+
 def _array(
   record: dict, name: str, dtype: type[np.generic], length: int | None = None
 ) -> np.ndarray | None:
-  """Field `name`, a list of `length` integers (or numbers, for a float `dtype`), or None."""
+  """Field `name`, a list of `length` integers (or numbers, for a float `dtype`, or strings,
+  for `np.str_`), or None."""
   values = record.get(name)
   if values is None:
     return None
-  integers = np.issubdtype(dtype, np.integer)
-  kinds, what = (int, "integers") if integers else (int | float, "numbers")
+  if np.issubdtype(dtype, np.integer):
+    kinds, what = int, "integers"
+  else:
+    kinds, what = (str, "strings") if dtype is np.str_ else (int | float, "numbers")
   if not isinstance(values, list) or not all(_is(v, kinds) for v in values):
     raise ValueError(f"field {name!r}: expected a list of {what}, got {reprlib.repr(values)}")
   if length is not None and len(values) != length:
@@ -176,8 +215,8 @@ class FileSummary:
 _Entry = tuple[int, UserRequest | str]  # (line number, its request or its error)
 
 
-def _read_requests(path: str, outcome_names: Sequence[str]) -> Iterator[_Entry]:
-  """The entries of the non-blank lines of `path`, in order."""
+def _read_requests(path: str, recommender: Recommender) -> Iterator[_Entry]:
+  """The entries of the non-blank lines of `path`, in order, in `recommender`'s ids and names."""
   with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is that line's error only
     for number, line in enumerate(f, 1):
       if not line.strip():
@@ -191,7 +230,12 @@ def _read_requests(path: str, outcome_names: Sequence[str]) -> Iterator[_Entry]:
         yield number, f"line {number}: invalid JSON: {error}"
         continue
       try:
-        request = parse_request(record, outcome_names)
+        request = parse_request(
+          record,
+          recommender.serving.outcome_names,
+          recommender.vocabulary,
+          recommender.surface_names,
+        )
       except ValueError as error:
         yield number, f"line {number}: {error}"
         continue
@@ -238,7 +282,8 @@ def workdir_recommender(
 ) -> Recommender:
   """The `Recommender` of a training work directory: its served step, from `workdir/index`.
 
-  Prepares the run's data (`restore_serving_model`); a bundle (`serving/bundle.py`) does not.
+  Prepares the run's data (`restore_serving_model`), for the item vocabulary and surface names
+  too; a bundle (`serving/bundle.py`) reads them from its files.
 
   Args:
     workdir: the training run's work directory (checkpoints, config.json, index/).
@@ -246,10 +291,17 @@ def workdir_recommender(
     run: the run's configuration; read from `workdir/config.json` when omitted.
   """
   run = run or read_run_config(workdir)
-  serving, _ = restore_serving_model(workdir, run)
+  serving, experiment = restore_serving_model(workdir, run)
   index = open_index(serving, run, os.path.join(workdir, INDEX_DIR), rebuild_index)
   logging.info("index %s: %s", index.path, index.manifest.index)
-  return Recommender(serving, index, run.serving)
+  data = experiment.data
+  return Recommender(
+    serving,
+    index,
+    run.serving,
+    vocabulary=data.item_vocabulary,
+    surface_names=data.logs.surface_names,
+  )
 
 
 def recommend_file(recommender: Recommender, users_path: str, out_path: str) -> FileSummary:
@@ -275,7 +327,7 @@ def recommend_file(recommender: Recommender, users_path: str, out_path: str) -> 
     records.atomic_text_file(out_path) as out,
     tqdm.tqdm(total=total, desc="users", unit="user") as bar,
   ):
-    for chunk in _chunks(_read_requests(users_path, names), recommender.config.batch_size):
+    for chunk in _chunks(_read_requests(users_path, recommender), recommender.config.batch_size):
       for record in _answers(chunk, recommender, names):
         out.write(json.dumps(record) + "\n")
       lines += len(chunk)

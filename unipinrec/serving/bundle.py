@@ -88,10 +88,13 @@ class Bundle:
     computations = Computations.deserialize(
       *(_read(version, name) for name in fmt.computation_files(batch_size))
     )
+    vocabulary = ItemVocabulary.load(os.path.join(version, fmt.VOCABULARY_FILE))
     return cls(
       path=version,
       manifest=manifest,
       description=description,
-      vocabulary=ItemVocabulary.load(os.path.join(version, fmt.VOCABULARY_FILE)),
-      recommender=Recommender(serving, index, config, computations),
+      vocabulary=vocabulary,
+      recommender=Recommender(
+        serving, index, config, computations, vocabulary, description.surface_names
+      ),
     )

@@ -34,9 +34,14 @@ Defined behaviours:
     gets the query of the all-padding history at position 0, the same for
     every such user and condition, and candidates ranked attending only to
     themselves (prefix 0). `Recommendation.cold_start` says so.
-  Unknown items: history actions whose item id is not in 1..N are dropped
-    (with a logged warning) before truncation to the model's length; the
-    ids are returned in `Recommendation.unknown_items`.
+  Item ids: requests and answers speak the data set's own ids (integers or
+    strings, as `vocabulary` spells them); the model and the index speak
+    internal ids 1..N. Without a vocabulary, the ids are the internal ones.
+  Unknown items: history actions whose item id is not in the vocabulary are
+    dropped (with a logged warning) before truncation to the model's length;
+    the ids, as the request spelled them, are returned in
+    `Recommendation.unknown_items`. An id of the other kind (a string for a
+    vocabulary of integers, or vice versa) is a `TypeError`.
   Mismatched index: the index's manifest must name this model's step,
     configuration hash, catalogue size and width, else `IndexMismatchError`.
 """
@@ -53,6 +58,7 @@ import numpy as np
 from absl import logging
 
 from unipinrec.config import ServingConfig
+from unipinrec.data.vocabulary import ItemVocabulary
 from unipinrec.export.computations import Computations
 from unipinrec.export.model import ServingModel
 from unipinrec.index.manifest import check
@@ -67,7 +73,7 @@ class UserRequest:
   """One user's history and the request to serve; A actions, oldest first."""
 
   user: Any  # an id echoed back in the recommendation
-  items: np.ndarray  # [A] int64 item ids; ids outside 1..N are dropped
+  items: np.ndarray  # [A] the data set's item ids (int64 or str); unknown ones are dropped
   outcomes: np.ndarray  # [A, O] bool multi-hot outcome of each action
   times: np.ndarray  # [A] float64 seconds
   surfaces: np.ndarray  # [A] int surface of each action
@@ -82,14 +88,14 @@ class Recommendation:
   """The ranked items of one user, best first (R = num_results)."""
 
   user: Any
-  items: np.ndarray  # [R] item ids
+  items: np.ndarray  # [R] the data set's item ids
   scores: np.ndarray  # [R] expected gain sum_o (o + 1) p_o, the sort key
   outcome_probabilities: np.ndarray  # [R, O]
   # [R] cosine of the query and the item (+ temperature x item bias, + temperature x h)
   retrieval_scores: np.ndarray
   retrieved_for: np.ndarray  # [R] condition whose query found the item (0 any, o + 1 outcome o)
   cold_start: bool  # no known item in the history
-  unknown_items: tuple[int, ...]  # history ids outside 1..N, dropped
+  unknown_items: tuple[int | str, ...]  # history ids not in the vocabulary, dropped
 
 
 def _history_logits(
@@ -106,12 +112,6 @@ def _history_logits(
   return np.where(equal.any(-1), history_bias[rows, slot, conditions], 0.0)
 
 
-def _known_actions(request: UserRequest, num_items: int) -> np.ndarray:
-  """Indices of the actions whose item is in the catalogue."""
-  items = np.asarray(request.items)
-  return np.flatnonzero((items >= 1) & (items <= num_items))
-
-
 class Recommender:
   """Serves a `ServingModel` from an `ItemIndex` built from it."""
 
@@ -121,16 +121,26 @@ class Recommender:
     index: ItemIndex,
     config: ServingConfig,
     computations: Computations | None = None,
+    vocabulary: ItemVocabulary | None = None,
+    surface_names: Sequence[str] = (),
   ):
     """Refuses (`IndexMismatchError`) an index whose manifest does not name this model.
 
     `computations` default to the model's, jitted; a bundle passes its exported ones, for
-    `config.batch_size` users and `config.candidates_for(N)` candidates.
+    `config.batch_size` users and `config.candidates_for(N)` candidates. `vocabulary` maps
+    the data set's item ids to the model's (default: the identity on 1..N); `surface_names`
+    name the surfaces a request may give by name (empty where the data name none).
     """
     check(index.manifest, serving.manifest(index.manifest.index), index.path)
+    num_items = serving.model.config.num_items
+    vocabulary = vocabulary or ItemVocabulary.identity(num_items)
+    if len(vocabulary) != num_items:
+      raise ValueError(f"a vocabulary of {len(vocabulary)} items for a model of {num_items}")
     self.serving = serving
     self.index = index
     self.config = config
+    self.vocabulary = vocabulary
+    self.surface_names = tuple(surface_names)
     self.num_candidates = config.candidates_for(serving.model.config.num_items)
     computations = computations or Computations.jitted(serving.model)
     self._retrieve, self._rank = computations.retrieve, computations.rank
@@ -156,9 +166,10 @@ class Recommender:
     request_surfaces = np.zeros(size, np.int32)
     unknown = []
     for row, request in enumerate(requests):
-      known = _known_actions(request, cfg.num_items)
+      internal = self.vocabulary.to_internal(request.items)
+      known = np.flatnonzero(internal)
       dropped = np.delete(np.asarray(request.items), known)
-      unknown.append(tuple(int(i) for i in dropped))
+      unknown.append(tuple(dropped.tolist()))  # Python ints or strs, as the request sent them
       if len(dropped):
         logging.warning(
           "user %s: %d unknown item id(s) dropped from the history", request.user, len(dropped)
@@ -170,7 +181,7 @@ class Recommender:
         request_time = float(request.times[kept[-1]]) if n else 0.0
       # Times are rebased to the first kept action: float32 keeps seconds over years only then.
       origin = float(request.times[kept[0]]) if n else request_time
-      items[row, :n] = np.asarray(request.items)[kept]
+      items[row, :n] = internal[kept]
       outcomes[row, :n] = np.asarray(request.outcomes)[kept]
       times[row, :n] = np.asarray(request.times, np.float64)[kept] - origin
       surfaces[row, :n] = np.asarray(request.surfaces)[kept]
@@ -315,7 +326,7 @@ class Recommender:
       results.append(
         Recommendation(
           user=request.user,
-          items=top,
+          items=self.vocabulary.to_original(top),
           scores=gain[row, order[row]],
           outcome_probabilities=probabilities[row, order[row]],
           retrieval_scores=retrieval_scores,
