@@ -32,7 +32,11 @@ Progress = Callable[[int, int], None]  # (vectors added, total)
 
 
 def build(item_vectors: np.ndarray, config: IndexConfig, progress: Progress | None = None) -> Index:
-  """An in-memory HNSW index of items 1..N from their [N + 1, D] vectors (row 0 skipped)."""
+  """An in-memory HNSW index of items 1..N from their [N + 1, D] vectors (row 0 skipped).
+
+  Built on one thread, so it is reproducible: an index rebuilt from the same vectors (a
+  bundle's, a work directory's) answers exactly alike.
+  """
   num_items, dim = item_vectors.shape[0] - 1, item_vectors.shape[1]
   index = Index(
     ndim=dim,
@@ -47,6 +51,7 @@ def build(item_vectors: np.ndarray, config: IndexConfig, progress: Progress | No
     index.add(
       np.arange(start, stop, dtype=np.uint64),
       np.ascontiguousarray(item_vectors[start:stop], dtype=np.float32),
+      threads=1,  # one insertion order: the same vectors always give the same graph
     )
     if progress is not None:
       progress(stop - 1, num_items)
