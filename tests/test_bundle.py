@@ -319,3 +319,29 @@ def test_a_bundle_exported_for_another_platform_is_refused(trained, tmp_path):
   bundle_lib.write_bundle(directory, serving, vocabulary, (), SERVING, index, platforms=("cuda",))
   with pytest.raises(fmt.BundleError, match="exported for cuda, .*--platforms=cpu"):
     Bundle.load(directory)
+
+
+def test_jax_export_serializes_after_usearch_is_loaded_through_unipinrec():
+  # usearch's native library loaded before jaxlib's empties StableHLO's version strings;
+  # `unipinrec/__init__.py` loads jax first, so any unipinrec import path is safe.
+  code = textwrap.dedent(
+    """
+    import unipinrec.bench.recall  # imports usearch
+    import jax
+    import jax.numpy as jnp
+
+    spec = jax.ShapeDtypeStruct((3,), jnp.float32)
+    exported = jax.export.export(jax.jit(lambda x: 2 * x), platforms=["cpu"])(spec)
+    print(len(exported.serialize()))
+    """
+  )
+  done = subprocess.run(
+    [sys.executable, "-c", code],
+    cwd=REPO,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    capture_output=True,
+    text=True,
+    timeout=HANG_SECONDS,
+  )
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert int(done.stdout.split()[-1]) > 0
