@@ -56,11 +56,6 @@ class Computations:
     return cls(*(jax.jit(jax.export.deserialize(bytearray(b)).call) for b in (retrieve, rank)))
 
 
-def exported_platforms(serialized: bytes) -> tuple[str, ...]:
-  """The platforms ("cpu", "cuda", "tpu"...) a serialized computation was exported for."""
-  return tuple(jax.export.deserialize(bytearray(serialized)).platforms)
-
-
 def export(
   model: UniPinRec,
   params: Any,
