@@ -4,7 +4,8 @@
 
 The bundle (layout: unipinrec/export/bundle_format.py) holds the served step's parameters
 (no optimizer state), the model config, the item vocabulary, outcome and surface names, the
-usearch index and the two serving computations exported with `jax.export` for each batch size;
+usearch index and the two serving computations exported with `jax.export` for each batch size
+(the powers of two up to the run's `serving.batch_size`, which `experiments.serve` batches into);
 `python -m experiments.recommend --bundle=OUT` serves it with nothing of training at hand.
 Each export is a new version made current atomically: a crash leaves the previous one whole.
 """
@@ -17,7 +18,10 @@ from unipinrec.export.bundle import DEFAULT_PLATFORMS, export_workdir
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's work directory.", required=True)
 _OUT = flags.DEFINE_string("out", None, "The bundle directory (created if absent).", required=True)
 _BATCH_SIZES = flags.DEFINE_list(
-  "batch_sizes", [], "Users per call to export for, besides the run's serving.batch_size."
+  "batch_sizes",
+  [],
+  "Users per call to export for, besides the powers of two up to the run's "
+  "serving.batch_size and it (what a server's micro-batches use).",
 )
 _PLATFORMS = flags.DEFINE_list(
   "platforms", list(DEFAULT_PLATFORMS), "Where the exported computations may run."

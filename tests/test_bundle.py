@@ -154,13 +154,13 @@ def test_a_loaded_bundle_holds_the_vocabulary_names_and_every_batch_size(
   trained, bundle_dir, users, expected
 ):
   _, serving, experiment = trained
-  bundle = Bundle.load(str(bundle_dir), batch_size=EXTRA_BATCH)
+  bundle = Bundle.load(str(bundle_dir), batch_sizes=[EXTRA_BATCH])
   assert bundle.vocabulary == experiment.data.item_vocabulary
   assert bundle.outcome_names == experiment.data.logs.outcome_names
   assert bundle.surface_names == experiment.data.logs.surface_names
   assert bundle.manifest.step == serving.step and bundle.manifest.config_hash == serving.config_hash
-  assert bundle.manifest.batch_sizes == (EXTRA_BATCH, SERVING.batch_size)
-  assert bundle.recommender.config.batch_size == EXTRA_BATCH
+  assert bundle.manifest.batch_sizes == (1, 2, EXTRA_BATCH, 4, SERVING.batch_size)
+  assert bundle.recommender.batch_sizes == (EXTRA_BATCH,)
   requests = [
     batch.parse_request(line, bundle.outcome_names) for line in _user_lines(experiment)[:7]
   ]
@@ -168,9 +168,15 @@ def test_a_loaded_bundle_holds_the_vocabulary_names_and_every_batch_size(
     batch.format_recommendation(r, bundle.outcome_names)
     for r in bundle.recommender.recommend(requests)
   ]
+  _assert_same_answers(json.loads(json.dumps(got)), expected[:7])  # calls of 3, 3 and 1 + 2 pads
+  every_size = Bundle.load(str(bundle_dir)).recommender
+  assert every_size.batch_sizes == bundle.manifest.batch_sizes
+  got = [  # calls of 4 and 3
+    batch.format_recommendation(r, bundle.outcome_names) for r in every_size.recommend(requests)
+  ]
   _assert_same_answers(json.loads(json.dumps(got)), expected[:7])
   with pytest.raises(fmt.BundleError, match="--batch_sizes=5"):
-    Bundle.load(str(bundle_dir), batch_size=5)
+    Bundle.load(str(bundle_dir), batch_sizes=[4, 5])
 
 
 def _assert_same_computations(exported, serving, experiment) -> None:

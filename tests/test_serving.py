@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hang_guard import HANG_SECONDS
+from serving_models import noisy_serving
 
 from experiments.configs import synthetic
 from unipinrec import checkpoint
@@ -23,12 +24,9 @@ from unipinrec.export.checkpoint import config_hash
 from unipinrec.export.model import ServingModel
 from unipinrec.index import store
 from unipinrec.index.manifest import IndexConfig, IndexMismatchError
-from unipinrec.model.config import ModelConfig
-from unipinrec.model.unified import UniPinRec
 from unipinrec.serving import batch as batch_lib
 from unipinrec.serving.recommender import Recommender, UserRequest
 from unipinrec.train.experiment import CONFIG_FILE, setup_experiment
-from unipinrec.train.state import example_batch
 from unipinrec.types import TrainBatch
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -37,52 +35,9 @@ EXACT = IndexConfig(dtype="f32", exact=True)
 CONFIG = ServingConfig(num_candidates=24, num_results=10, batch_size=4)
 
 
-def _noisy_serving(num_items: int, item_bias: bool) -> ServingModel:
-  """A small model whose parameters are all perturbed away from initialisation.
-
-  Zero-initialised residual branches would make the transformer an identity;
-  noise on every parameter makes each history position and layer matter. With
-  the item bias, the biases are drawn at the scale of the cosine / temperature
-  logits, so that they reorder the retrieved items.
-  """
-  model = UniPinRec(
-    ModelConfig(
-      num_items=num_items,
-      num_outcomes=NUM_OUTCOMES,
-      num_surfaces=2,
-      max_length=MAX_LENGTH,
-      embed_dim=16,
-      action_dim=8,
-      mlp_dim=32,
-      head_hidden_dim=16,
-      item_bias=item_bias,
-      dropout_rate=0.0,
-      offsets_seconds=(0.0,),
-      relative_position_buckets=0,
-      exclusive_outcomes=False,
-      repeat_buckets=0,  # the exact-search reference has no h: tests/test_history_bias.py
-    )
-  )
-  example = example_batch(model, 2, 1, 3)
-
-  @jax.jit
-  def init():
-    params = model.init(jax.random.key(0), example, jnp.zeros(example.items.shape, bool))["params"]
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    noisy = [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
-    params = jax.tree.unflatten(tree, noisy)
-    if model.config.item_bias:
-      bias = params["tokenizer"]["item_bias"]
-      params["tokenizer"]["item_bias"] = bias.replace_boxed(bias.value * 30.0)
-    return params
-
-  return ServingModel(model, init(), 5, "hash", ("click", "save"))
-
-
 @pytest.fixture(scope="module", params=[False, True], ids=["cosine", "item_bias"])
 def serving(request) -> ServingModel:
-  return _noisy_serving(NUM_ITEMS, request.param)
+  return noisy_serving(NUM_ITEMS, NUM_OUTCOMES, MAX_LENGTH, request.param)
 
 
 def _exact_index(serving: ServingModel, directory: str) -> store.ItemIndex:
@@ -300,7 +255,12 @@ def test_request_lines_parse_and_reject_bad_fields():
     ({"user": 1, "items": [4, "5"]}, "field 'items': expected a list of integers, got [4, '5']"),
     ({"user": 1, "items": [4], "surfaces": [True]}, "field 'surfaces': expected a non-negative"),
     ({"user": 1, "items": [4], "budgets": {"save": 0}}, "field 'budgets': expected non-negative"),
+    ({"user": [1], "items": [4]}, "field 'user': expected a string or an integer"),
+    ({"user": 1, "items": [4], "times": [float("nan")]}, "field 'times': expected finite seconds"),
+    ({"user": 1, "items": [4], "times": [-5]}, "field 'times': expected finite seconds >= 0"),
+    ({"user": 1, "items": [4], "request_time": -1}, "field 'request_time': expected finite"),
     ({"items": [4]}, "field 'user': missing"),
+    ({"user": 1, "items": [4], "request_tme": 5}, "field 'request_tme': unknown"),
   ]
   for record, message in bad:
     with pytest.raises(ValueError) as error:
@@ -371,7 +331,7 @@ def test_a_string_vocabulary_takes_and_gives_the_data_sets_ids(serving, recommen
 def test_movielens_requests_are_answered_in_movie_ids(shared_data_dir, tmp_path):
   interactions = read_interactions(str(shared_data_dir / "ml-100k"))
   vocabulary = ItemVocabulary.from_items(interactions.items)
-  serving = _noisy_serving(len(vocabulary), item_bias=True)
+  serving = noisy_serving(len(vocabulary), NUM_OUTCOMES, MAX_LENGTH, item_bias=True)
   index = _exact_index(serving, str(tmp_path))
   by_movie_id = Recommender(serving, index, CONFIG, vocabulary=vocabulary)
   by_internal_id = Recommender(serving, index, CONFIG)

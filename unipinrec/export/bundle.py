@@ -33,6 +33,12 @@ from unipinrec.train.experiment import read_run_config
 DEFAULT_PLATFORMS = ("cpu", "cuda")
 
 
+def server_batch_sizes(batch_size: int) -> tuple[int, ...]:
+  """The powers of two below `batch_size`, and it: a server's micro-batch of any size up to
+  `batch_size` users then runs as calls that it fills exactly (`Recommender.recommend`)."""
+  return tuple(2**p for p in range(batch_size.bit_length()) if 2**p < batch_size) + (batch_size,)
+
+
 def write_bundle(
   directory: str,
   serving: ServingModel,
@@ -53,7 +59,7 @@ def write_bundle(
     serving_config: candidates, results and batch size of the bundle's `Recommender`.
     index_config: how the usearch index is built.
     batch_sizes: users per call to export the computations for, besides
-      `serving_config.batch_size` (always exported).
+      `server_batch_sizes(serving_config.batch_size)` (always exported).
     platforms: where the exported computations may run.
 
   Returns:
@@ -62,7 +68,7 @@ def write_bundle(
   config = serving.model.config
   if len(vocabulary) != config.num_items:
     raise ValueError(f"a vocabulary of {len(vocabulary)} items for a model of {config.num_items}")
-  sizes = tuple(sorted({serving_config.batch_size, *batch_sizes}))
+  sizes = tuple(sorted({*server_batch_sizes(serving_config.batch_size), *batch_sizes}))
   num_candidates = serving_config.candidates_for(config.num_items)
   params = jax.device_get(flax.core.meta.unbox(serving.params))  # plain arrays, no metadata
   description = fmt.ModelDescription(

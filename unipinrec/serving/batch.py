@@ -5,15 +5,15 @@ One input line per user:
    "times": [1700000000, 1700000060, 1700000400], "surfaces": ["home", "search", "home"],
    "request_time": 1700000500, "surface": "home", "condition": "any",
    "budgets": {"save": 3, "click": 1}}
-Only "user" and "items" are required. Items are the data set's own ids: integers,
-or strings (e.g. ASINs, ["B00X4WHP5E", ...]) where the data spell them so; an id
-the data do not know is dropped and listed in the answer's "unknown_items". An
-action's outcome is a name or a list of names (default: the first, least
-valuable outcome); a surface is an integer or, where the data name surfaces, a
-name. Times default to one minute apart, surfaces to 0, the request time to the
-last action's, the condition to "any" (else an outcome name: retrieve for that
-outcome); "budgets" (outcome name -> weight) splits the candidates across
-outcomes instead.
+Only "user" (a string or an integer) and "items" are required; no other field is
+taken. Items are the data set's own ids: integers, or strings (e.g. ASINs,
+["B00X4WHP5E", ...]) where the data spell them so; an id the data do not know is
+dropped and listed in the answer's "unknown_items". An action's outcome is a name or a list of names
+(default: the first, least valuable outcome); a surface is an integer or, where
+the data name surfaces, a name. Times are seconds (finite, >= 0) and default to
+one minute apart, surfaces to 0, the request time to the last action's, the
+condition to "any" (else an outcome name: retrieve for that outcome); "budgets"
+(outcome name -> weight) splits the candidates across outcomes instead.
 
 One output line per non-blank input line, in input order, items in the data set's ids:
   {"user": "u1", "items": [...], "scores": [...], "retrieval_scores": [...],
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import reprlib
 import types
@@ -49,6 +50,17 @@ from unipinrec.serving.recommender import Recommendation, Recommender, UserReque
 from unipinrec.train.experiment import read_run_config
 
 INDEX_DIR = "index"  # under the work directory
+REQUEST_FIELDS = (
+  "user",
+  "items",
+  "outcomes",
+  "times",
+  "surfaces",
+  "request_time",
+  "surface",
+  "condition",
+  "budgets",
+)
 
 
 def parse_request(
@@ -70,7 +82,12 @@ def parse_request(
   """
   if not isinstance(record, dict):
     raise ValueError(f"expected a JSON object, got {reprlib.repr(record)}")
+  for name in record:
+    if name not in REQUEST_FIELDS:  # a misspelt optional field would be ignored silently
+      raise ValueError(f"field {name!r}: unknown; a user line has {', '.join(REQUEST_FIELDS)}")
   user = record.get("user")
+  if user is not None and not _is(user, str | int):
+    raise ValueError(f"field 'user': expected a string or an integer, got {reprlib.repr(user)}")
   string_items = vocabulary is not None and not vocabulary.is_integer
   items = _array(record, "items", np.str_ if string_items else np.int64)
   for name, value in (("user", user), ("items", items)):
@@ -78,6 +95,10 @@ def parse_request(
       raise ValueError(f"field {name!r}: missing; a user line needs 'user' and 'items'")
   num_actions = len(items)
   times = _array(record, "times", np.float64, num_actions)
+  if times is not None and not (np.isfinite(times).all() and (times >= 0).all()):
+    raise ValueError(
+      f"field 'times': expected finite seconds >= 0, got {reprlib.repr(record['times'])}"
+    )
   surfaces = record.get("surfaces")
   if surfaces is not None:
     if not isinstance(surfaces, list):
@@ -106,8 +127,12 @@ def parse_request(
   if condition not in conditions:
     raise ValueError(f"field 'condition': unknown condition {condition!r}; expected {conditions}")
   request_time = record.get("request_time")
-  if request_time is not None and not _is(request_time, int | float):
-    raise ValueError(f"field 'request_time': expected a number, got {reprlib.repr(request_time)}")
+  if request_time is not None and not (
+    _is(request_time, int | float) and math.isfinite(request_time) and request_time >= 0
+  ):
+    raise ValueError(
+      f"field 'request_time': expected finite seconds >= 0, got {reprlib.repr(request_time)}"
+    )
   surface = _surface(record.get("surface", 0), "surface", surface_names)
   budgets = record.get("budgets")
   if budgets is not None and (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 
 import flax.serialization
 import jax
@@ -46,14 +47,19 @@ class Bundle:
   def surface_names(self) -> tuple[str, ...]:
     return self.description.surface_names
 
+  @property
+  def version(self) -> str:
+    """The version folder's name: what a server names in every answer."""
+    return os.path.basename(os.path.normpath(self.path))
+
   @classmethod
-  def load(cls, path: str, batch_size: int | None = None) -> Bundle:
+  def load(cls, path: str, batch_sizes: Sequence[int] | None = None) -> Bundle:
     """The bundle at `path` (a bundle directory: its current version; or a version folder).
 
     Args:
       path: what `python -m experiments.export --out` names, or one version in it.
-      batch_size: users per call, one the bundle was exported for; default: the batch size
-        of its serving config.
+      batch_sizes: users per call, each one the bundle was exported for; default: every
+        exported one. The `Recommender` fills the largest first (`Recommender.recommend`).
 
     Raises:
       MissingPathError: `path` holds no bundle.
@@ -63,11 +69,12 @@ class Bundle:
     version = fmt.version_path(path)
     manifest = fmt.verify(version)
     description = fmt.ModelDescription.from_json(_read(version, fmt.MODEL_FILE).decode())
-    batch_size = batch_size or description.serving.batch_size
-    if batch_size not in manifest.batch_sizes:
+    batch_sizes = tuple(sorted(set(batch_sizes or manifest.batch_sizes)))
+    missing = [size for size in batch_sizes if size not in manifest.batch_sizes]
+    if missing:
       raise fmt.BundleError(
         f"{version}: computations exported for {manifest.batch_sizes} users per call, "
-        f"not {batch_size}; export it again with --batch_sizes={batch_size}"
+        f"not {missing[0]}; export it again with --batch_sizes={missing[0]}"
       )
     platform = jax.export.default_export_platform()
     if platform not in manifest.platforms:
@@ -83,11 +90,14 @@ class Bundle:
       manifest.config_hash,
       description.outcome_names,
     )
-    config = dataclasses.replace(description.serving, batch_size=batch_size)
+    config = dataclasses.replace(description.serving, batch_size=max(batch_sizes))
     index = store.load_files(os.path.join(version, fmt.INDEX_DIR), view=config.view)
-    computations = Computations.deserialize(
-      *(_read(version, name) for name in fmt.computation_files(batch_size))
-    )
+    computations = {
+      size: Computations.deserialize(
+        *(_read(version, name) for name in fmt.computation_files(size))
+      )
+      for size in batch_sizes
+    }
     vocabulary = ItemVocabulary.load(os.path.join(version, fmt.VOCABULARY_FILE))
     return cls(
       path=version,

@@ -120,14 +120,15 @@ class Recommender:
     serving: ServingModel,
     index: ItemIndex,
     config: ServingConfig,
-    computations: Computations | None = None,
+    computations: Mapping[int, Computations] | None = None,
     vocabulary: ItemVocabulary | None = None,
     surface_names: Sequence[str] = (),
   ):
     """Refuses (`IndexMismatchError`) an index whose manifest does not name this model.
 
-    `computations` default to the model's, jitted; a bundle passes its exported ones, for
-    `config.batch_size` users and `config.candidates_for(N)` candidates. `vocabulary` maps
+    `computations` (users per call -> that call's computations) default to the model's,
+    jitted, for `config.batch_size` users; a bundle passes its exported ones, one per exported
+    batch size, each for `config.candidates_for(N)` candidates. `vocabulary` maps
     the data set's item ids to the model's (default: the identity on 1..N); `surface_names`
     name the surfaces a request may give by name (empty where the data name none).
     """
@@ -142,21 +143,30 @@ class Recommender:
     self.vocabulary = vocabulary
     self.surface_names = tuple(surface_names)
     self.num_candidates = config.candidates_for(serving.model.config.num_items)
-    computations = computations or Computations.jitted(serving.model)
-    self._retrieve, self._rank = computations.retrieve, computations.rank
+    self._computations = dict(
+      computations or {config.batch_size: Computations.jitted(serving.model)}
+    )
+    self.batch_sizes = tuple(sorted(self._computations))  # users per call it can make
 
   def recommend(self, requests: Sequence[UserRequest]) -> list[Recommendation]:
-    """Recommendations for every request, in order, `config.batch_size` users per call."""
-    size = self.config.batch_size
-    results = []
-    for start in range(0, len(requests), size):
-      results.extend(self._recommend_batch(requests[start : start + size]))
+    """Recommendations for every request, in order.
+
+    Users go in calls of the largest batch size that the rest fill; a rest smaller than
+    every batch size is padded to the smallest (so 13 users with sizes 1, 4 and 8 make calls
+    of 8, 4 and 1, and with size 8 alone one call of 8 and one padded call of 8).
+    """
+    results, start = [], 0
+    while start < len(requests):
+      rest = len(requests) - start
+      size = max((s for s in self.batch_sizes if s <= rest), default=self.batch_sizes[0])
+      results.extend(self._recommend_batch(requests[start : start + size], size))
+      start += size
     return results
 
-  def _histories(self, requests: Sequence[UserRequest]):
-    """Padded [batch_size, L] histories, request times and surfaces, and the unknown ids."""
+  def _histories(self, requests: Sequence[UserRequest], size: int):
+    """Padded [size, L] histories, request times and surfaces, and the unknown ids."""
     cfg = self.serving.model.config
-    size, length = self.config.batch_size, cfg.max_length
+    length = cfg.max_length
     items = np.zeros((size, length), np.int32)
     outcomes = np.zeros((size, length, cfg.num_outcomes), bool)
     times = np.zeros((size, length), np.float32)
@@ -283,19 +293,21 @@ class Recommender:
     items, groups = budgets_lib.fill_quotas(jnp.asarray(ranked)[None], quotas)
     return np.asarray(items[0]), np.asarray(conditions)[np.asarray(groups[0])]
 
-  def _recommend_batch(self, requests: Sequence[UserRequest]) -> list[Recommendation]:
+  def _recommend_batch(self, requests: Sequence[UserRequest], size: int) -> list[Recommendation]:
+    """One call of `size` users: `requests` and padding rows."""
     params = self.serving.params
-    histories, request_times, request_surfaces, unknown = self._histories(requests)
+    computations = self._computations[size]
+    histories, request_times, request_surfaces, unknown = self._histories(requests, size)
     every_condition = np.broadcast_to(
       np.arange(self.serving.model.config.num_conditions, dtype=np.int32),
-      (self.config.batch_size, self.serving.model.config.num_conditions),
+      (size, self.serving.model.config.num_conditions),
     )
-    retrieved = self._retrieve(params, histories, every_condition)
+    retrieved = computations.retrieve(params, histories, every_condition)
     # Every condition's [B, O + 1, D] queries: the query heads cost little next to encoding.
     host = jax.device_get(retrieved.replace(cache=None))
     candidates, sources = self._candidates(host, requests)
     probabilities = np.asarray(
-      self._rank(
+      computations.rank(
         params,
         retrieved.cache,
         histories.times,
