@@ -23,8 +23,9 @@ from absl import flags, logging
 from experiments import cli, launch
 from unipinrec import records
 from unipinrec.bench import server_load
-from unipinrec.data.vocabulary import ItemVocabulary
 from unipinrec.export import bundle_format as fmt
+from unipinrec.serving import server
+from unipinrec.serving.bundle import Bundle
 
 _BUNDLE = flags.DEFINE_string("bundle", None, "A serving bundle directory.", required=True)
 _OUT = flags.DEFINE_string("out", None, "Where bench_server.json goes.", required=True)
@@ -98,13 +99,13 @@ def main(argv):
   version = fmt.version_path(_BUNDLE.value)  # MissingPathError: one line, status 2
   launch.prepare_process()
   std_logging.getLogger("httpx").setLevel(std_logging.WARNING)  # a line per request otherwise
-  vocabulary = ItemVocabulary.load(os.path.join(version, fmt.VOCABULARY_FILE))
-  users = server_load.random_users(_BUNDLE.value, 64)
+  bundle = server.warm(Bundle.load(version))
+  users = server.sample_user_lines(bundle, 64)
   os.makedirs(_OUT.value, exist_ok=True)
   document = {
     "command": launch.command("bench_server"),
     "bundle": version,
-    "ceiling": server_load.model_ceiling(_BUNDLE.value, users, _SECONDS.value / 2),
+    "ceiling": server_load.model_ceiling(bundle, _SECONDS.value / 2),
     "runs": [],
   }
   with tempfile.TemporaryDirectory(dir=_OUT.value) as scratch:
@@ -112,17 +113,22 @@ def main(argv):
     server_load.copy_version(_BUNDLE.value, served)
     for batching in (True, False):
       flags_ = [] if batching else ["--max_batch=1"]
-      with server_load.ServerProcess(served, flags_) as server:
-        logging.info("batching %s: %s", "on" if batching else "off", server.url)
-        for run in server_load.load_runs(server.url, users, concurrency, _SECONDS.value):
+      with server_load.ServerProcess(served, flags_) as process:
+        logging.info("batching %s: %s", "on" if batching else "off", process.url)
+        for run in server_load.load_runs(process.url, users, concurrency, _SECONDS.value):
           logging.info("%s", run)
           document["runs"].append({"batching": batching, **run})
         if batching:
           document["hot_swap"] = server_load.hot_swap(
-            server.url, served, _BUNDLE.value, users, _SWAP_CLIENTS.value, _SECONDS.value
+            process.url, served, _BUNDLE.value, users, _SWAP_CLIENTS.value, _SECONDS.value
           )
           document["malformed"] = server_load.malformed_load(
-            server.url, users, vocabulary.is_integer, _MALFORMED.value, _SWAP_CLIENTS.value, 600
+            process.url,
+            users,
+            bundle.vocabulary.is_integer,
+            _MALFORMED.value,
+            _SWAP_CLIENTS.value,
+            600,
           )
     shutil.rmtree(served, ignore_errors=True)
   document["checks"] = checks(document)

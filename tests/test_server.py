@@ -31,7 +31,7 @@ def bundle_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def users(bundle_dir) -> list[dict]:
-  lines = server_load.random_users(str(bundle_dir), 12, seed=1)
+  lines = server.sample_user_lines(Bundle.load(str(bundle_dir)), 12, seed=1)
   for n, line in enumerate(lines):
     if n % 3 == 1:
       line["budgets"] = {"click": 1, "save": 2}

@@ -1,8 +1,7 @@
 """Load on a running server (`experiments.serve`): concurrent clients over HTTP for a bounded
 time; throughput, latency and errors, a hot swap under load, and malformed requests.
 
-The users are random histories of the bundle's own item ids (the model's window long), so
-every request costs the model what a real one does: the computations' shapes are fixed.
+The users are `server.sample_user_lines`: random histories of the bundle's own item ids.
 """
 
 from __future__ import annotations
@@ -23,11 +22,9 @@ import httpx
 import numpy as np
 
 from unipinrec import versions
-from unipinrec.data.vocabulary import ItemVocabulary
 from unipinrec.export import bundle_format as fmt
-from unipinrec.serving import batch
 from unipinrec.serving.bundle import Bundle
-from unipinrec.serving.server import VERSION_HEADER, warm
+from unipinrec.serving.server import VERSION_HEADER, users_per_second
 
 RECOMMEND = "/v1/recommend"
 START_SECONDS = 300  # a server that has not listened by then has failed
@@ -96,28 +93,6 @@ class ServerProcess:
 
 def _repository_root() -> str:
   return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def random_users(bundle: str, count: int, seed: int = 0) -> list[dict]:
-  """`count` user lines of random histories, the model's window long, in the bundle's ids."""
-  version = fmt.version_path(bundle)
-  with open(os.path.join(version, fmt.MODEL_FILE)) as f:
-    description = fmt.ModelDescription.from_json(f.read())
-  vocabulary = ItemVocabulary.load(os.path.join(version, fmt.VOCABULARY_FILE))
-  rng = np.random.default_rng(seed)
-  length, names = description.model.max_length, description.outcome_names
-  users = []
-  for user in range(count):
-    items = vocabulary.to_original(rng.integers(1, len(vocabulary) + 1, length))
-    users.append(
-      {
-        "user": f"bench-{user}",
-        "items": items.tolist(),
-        "outcomes": [names[o] for o in rng.integers(0, len(names), length)],
-        "times": (1.7e9 + np.cumsum(rng.integers(1, 3600, length))).tolist(),
-      }
-    )
-  return users
 
 
 async def _post(client: httpx.AsyncClient, path: str, body: bytes, kind: str) -> Answer:
@@ -195,22 +170,11 @@ def load_runs(
     yield {"concurrency": clients, **summary(answers, seconds)}
 
 
-def model_ceiling(bundle: str, users: Sequence[dict], seconds: float) -> dict:
-  """Users/s of the bundle's `Recommender` alone (no HTTP, nothing else running) at each of
-  its batch sizes: what micro-batching can gain at most is the best over batch 1's."""
-  loaded = warm(Bundle.load(bundle))
-  requests = [
-    batch.parse_request(u, loaded.outcome_names, loaded.vocabulary, loaded.surface_names)
-    for u in users
-  ]
-  rates = {}
-  for size in loaded.recommender.batch_sizes:
-    calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-      loaded.recommender.recommend((requests * size)[:size])
-      calls += 1
-    rates[str(size)] = calls * size / (time.perf_counter() - start)
-  smallest = rates[str(min(loaded.recommender.batch_sizes))]
+def model_ceiling(bundle: Bundle, seconds: float) -> dict:
+  """Users/s of the bundle's `Recommender` alone (no HTTP) at each of its batch sizes: what
+  micro-batching can gain at most is the best over the smallest batch's."""
+  rates = {str(size): rate for size, rate in users_per_second(bundle, seconds).items()}
+  smallest = rates[str(min(bundle.recommender.batch_sizes))]
   return {"users_per_second": rates, "best_over_smallest_batch": max(rates.values()) / smallest}
 
 

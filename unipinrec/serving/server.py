@@ -29,8 +29,10 @@ import math
 import reprlib
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator
 
+import numpy as np
 import uvicorn
 from absl import logging
 from starlette.applications import Starlette
@@ -88,6 +90,44 @@ def warm(bundle: Bundle) -> Bundle:
   for size in recommender.batch_sizes:
     recommender.recommend([user] * size)
   return bundle
+
+
+def sample_user_lines(bundle: Bundle, count: int, seed: int = 0) -> list[dict]:
+  """`count` user lines of random histories of the bundle's items, the model's window long:
+  each costs the model what a real user does (the computations' shapes are fixed)."""
+  rng = np.random.default_rng(seed)
+  length = bundle.recommender.serving.model.config.max_length
+  names = bundle.outcome_names
+  lines = []
+  for user in range(count):
+    items = bundle.vocabulary.to_original(rng.integers(1, len(bundle.vocabulary) + 1, length))
+    lines.append(
+      {
+        "user": f"sample-{user}",
+        "items": items.tolist(),
+        "outcomes": [names[o] for o in rng.integers(0, len(names), length)],
+        "times": (1.7e9 + np.cumsum(rng.integers(1, 3600, length))).tolist(),
+      }
+    )
+  return lines
+
+
+def users_per_second(bundle: Bundle, seconds: float) -> dict[int, float]:
+  """Users/s of the (warm) bundle's `Recommender` alone at each of its batch sizes, on
+  `sample_user_lines`, each size timed for about `seconds`."""
+  recommender = bundle.recommender
+  requests = [
+    batch.parse_request(line, bundle.outcome_names, bundle.vocabulary, bundle.surface_names)
+    for line in sample_user_lines(bundle, max(recommender.batch_sizes))
+  ]
+  rates = {}
+  for size in recommender.batch_sizes:
+    calls, start = 0, time.perf_counter()
+    while not calls or time.perf_counter() - start < seconds:
+      recommender.recommend(requests[:size])
+      calls += 1
+    rates[size] = calls * size / (time.perf_counter() - start)
+  return rates
 
 
 class BundleSlot:
