@@ -111,8 +111,9 @@ async def _post(client: httpx.AsyncClient, path: str, body: bytes, kind: str) ->
   )
 
 
-def _client(url: str, concurrency: int) -> httpx.AsyncClient:
-  limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+def _client(url: str) -> httpx.AsyncClient:
+  """One client's keep-alive connection (a pool of many is slow to pick from in httpx)."""
+  limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
   return httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0)
 
 
@@ -123,18 +124,18 @@ async def drive(
   seconds: float,
   until: Callable[[], bool] = lambda: False,
 ) -> list[Answer]:
-  """`concurrency` clients, each posting `next_body()`'s (body, kind) to /v1/recommend and
-  the next once answered, until `seconds` have passed or `until()`."""
+  """`concurrency` clients, each on its own connection, posting `next_body()`'s (body, kind)
+  to /v1/recommend and the next once answered, until `seconds` have passed or `until()`."""
   answers: list[Answer] = []
-  async with _client(url, concurrency) as client:
-    end = time.perf_counter() + seconds
+  end = time.perf_counter() + seconds
 
-    async def one_client() -> None:
+  async def one_client() -> None:
+    async with _client(url) as client:
       while time.perf_counter() < end and not until():
         body, kind = next_body()
         answers.append(await _post(client, RECOMMEND, body, kind))
 
-    await asyncio.gather(*(one_client() for _ in range(concurrency)))
+  await asyncio.gather(*(one_client() for _ in range(concurrency)))
   return answers
 
 
@@ -199,7 +200,7 @@ def hot_swap(
     async def reload() -> None:
       await asyncio.sleep(seconds)
       await asyncio.to_thread(copy_version, bundle, served)
-      async with _client(url, 1) as client:
+      async with _client(url) as client:
         response = await client.post("/admin/reload", timeout=START_SECONDS)
       swap.update(status=response.status_code, answered=time.perf_counter(), **response.json())
 
@@ -346,4 +347,10 @@ def malformed_load(
     "valid_beside_failed": sum(a.status != 200 for a in good),  # must be none
     "documented_sent": len(odd),
     "documented_as_documented": sum(shown(a) for a in odd),
+    "first_failures": [  # of the malformed and documented cases: what went wrong
+      {"case": a.kind, "status": a.status, "body": a.body[:300].decode(errors="replace")}
+      for a in bad + odd
+      if (a.kind in shows and not shown(a))
+      or (a.kind in expected and not (a.status and 400 <= a.status < 500))
+    ][:5],
   }
