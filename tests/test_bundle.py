@@ -223,14 +223,17 @@ def test_computations_with_history_features_export_too(trained):
   _, serving, experiment = trained
   model = UniPinRec(dataclasses.replace(serving.model.config, repeat_buckets=4))
   example = example_batch(model, 2, 1, 3)
-  params = model.init(jax.random.key(0), example, jnp.zeros(example.items.shape, bool))["params"]
-  params = flax.core.meta.unbox(params)  # as a server holds them
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(1), len(leaves))
-  # Noise on every parameter, so that h (initialised at 0) differs between history items.
-  params = jax.tree.unflatten(
-    tree, [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
-  )
+
+  @jax.jit
+  def init():
+    params = model.init(jax.random.key(0), example, jnp.zeros(example.items.shape, bool))
+    leaves, tree = jax.tree.flatten(flax.core.meta.unbox(params["params"]))  # as served
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    # Noise on every parameter, so that h (initialised at 0) differs between history items.
+    noisy = [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+    return jax.tree.unflatten(tree, noisy)
+
+  params = init()
   with_features = dataclasses.replace(serving, model=model, params=params)
   exported = Computations.deserialize(
     *export_computations(model, params, SERVING.batch_size, 32, ("cpu",))

@@ -1,10 +1,12 @@
 """The online server over a real socket on 127.0.0.1: endpoints, the user's ids, micro-batches
-equal to single calls, bad input as 4xx naming the field, overload as 503, a hot swap."""
+equal to single calls, bad input as 4xx naming the field, overload as 503, a hot swap; and
+bench_server end to end."""
 
 import asyncio
 import contextlib
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import threading
@@ -13,13 +15,14 @@ import time
 import httpx
 import numpy as np
 import pytest
+from hang_guard import HANG_SECONDS
 from serving_models import SURFACES, export_noisy_bundle
 
 from unipinrec.bench import server_load
 from unipinrec.serving import batch, server
 from unipinrec.serving.bundle import Bundle
 
-STARTED_SECONDS = 60  # a guard against hangs, not a speed check
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +72,7 @@ def _serving(bundle_dir, config: server.ServerConfig, bundle: Bundle | None = No
   http = server.http_server(server.create_app(slot, config))
   thread = threading.Thread(target=http.run, kwargs={"sockets": [sock]}, daemon=True)
   thread.start()
-  deadline = time.monotonic() + STARTED_SECONDS
+  deadline = time.monotonic() + HANG_SECONDS
   while not http.started and time.monotonic() < deadline:
     time.sleep(0.01)
   assert http.started
@@ -77,7 +80,7 @@ def _serving(bundle_dir, config: server.ServerConfig, bundle: Bundle | None = No
     yield f"http://127.0.0.1:{sock.getsockname()[1]}", slot
   finally:
     http.should_exit = True
-    thread.join(STARTED_SECONDS)
+    thread.join(HANG_SECONDS)
 
 
 async def _post_all(
@@ -85,7 +88,7 @@ async def _post_all(
 ) -> list[httpx.Response]:
   """Every body posted at once, each on its own connection."""
   limits = httpx.Limits(max_connections=len(bodies))
-  async with httpx.AsyncClient(base_url=url, limits=limits, timeout=STARTED_SECONDS) as client:
+  async with httpx.AsyncClient(base_url=url, limits=limits, timeout=HANG_SECONDS) as client:
     return await asyncio.gather(
       *(client.post(path, content=b if isinstance(b, bytes) else json.dumps(b)) for b in bodies)
     )
@@ -155,7 +158,7 @@ def test_a_full_queue_answers_503_at_once_and_the_queued_requests_are_served(bun
 
   def held(requests):
     entered.set()
-    release.wait(STARTED_SECONDS)
+    release.wait(HANG_SECONDS)
     return recommend(requests)
 
   bundle.recommender.recommend = held
@@ -163,9 +166,9 @@ def test_a_full_queue_answers_503_at_once_and_the_queued_requests_are_served(bun
   with _serving(bundle_dir, config, bundle) as (url, _):
 
     async def run():
-      async with httpx.AsyncClient(base_url=url, timeout=STARTED_SECONDS) as client:
+      async with httpx.AsyncClient(base_url=url, timeout=HANG_SECONDS) as client:
         first = asyncio.create_task(client.post(server_load.RECOMMEND, json=users[0]))
-        assert await asyncio.to_thread(entered.wait, STARTED_SECONDS)  # the worker holds it
+        assert await asyncio.to_thread(entered.wait, HANG_SECONDS)  # the worker holds it
         queued = [
           asyncio.create_task(client.post(server_load.RECOMMEND, json=u)) for u in users[1:3]
         ]
@@ -182,9 +185,9 @@ def test_a_full_queue_answers_503_at_once_and_the_queued_requests_are_served(bun
   assert [r.status_code for r in served] == [200] * 3
 
 
-def test_a_hot_swap_mid_stream_drops_nothing_and_never_mixes_bundles(tmp_path, users):
+def test_a_hot_swap_mid_stream_drops_nothing_and_never_mixes_bundles(bundle_dir, tmp_path, users):
   directory = tmp_path / "bundle"
-  export_noisy_bundle(directory, seed=0)
+  server_load.copy_version(str(bundle_dir), str(directory))
   config = server.ServerConfig(max_batch=4, max_wait_ms=5.0)
   with _serving(directory, config) as (url, slot):
     old = slot.current
@@ -194,7 +197,7 @@ def test_a_hot_swap_mid_stream_drops_nothing_and_never_mixes_bundles(tmp_path, u
       async def reload():
         await asyncio.sleep(0.5)
         new_path = await asyncio.to_thread(export_noisy_bundle, directory, 7)  # another model
-        async with httpx.AsyncClient(base_url=url, timeout=STARTED_SECONDS) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=HANG_SECONDS) as client:
           response = await client.post("/admin/reload")
         swap.update(path=new_path, answered=time.perf_counter(), answer=response.json())
 
@@ -205,7 +208,7 @@ def test_a_hot_swap_mid_stream_drops_nothing_and_never_mixes_bundles(tmp_path, u
           url,
           lambda: (bodies[next(cycle) % len(bodies)], "valid"),
           4,
-          STARTED_SECONDS,
+          HANG_SECONDS,
           until=lambda: time.perf_counter() > swap.get("answered", np.inf) + 1.0,
         ),
         reload(),
@@ -239,7 +242,44 @@ def test_the_launcher_refuses_bad_flags_in_one_line(bundle_dir):
     [sys.executable, "-m", "experiments.serve", f"--bundle={bundle_dir}", "--max_batch=0"],
     capture_output=True,
     text=True,
-    timeout=STARTED_SECONDS,
+    timeout=HANG_SECONDS,
   )
   assert done.returncode == 2
   assert done.stderr.strip().splitlines() == ["error: flag --max_batch must be at least 1, got 0"]
+
+
+def test_bench_server_measures_both_modes_a_swap_and_bad_input(bundle_dir, tmp_path):
+  bundle = bundle_dir
+  out = tmp_path / "bench"
+  done = subprocess.run(
+    [sys.executable, "-m", "experiments.bench_server", f"--bundle={bundle}", f"--out={out}"]
+    + ["--seconds=0.3", "--concurrency=1,3", "--swap_clients=3", "--malformed=40"],
+    capture_output=True,
+    text=True,
+    timeout=HANG_SECONDS,
+    cwd=REPO,
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  document = json.loads((out / "bench_server.json").read_text())
+  assert [(r["batching"], r["concurrency"]) for r in document["runs"]] == [
+    (True, 1),
+    (True, 3),
+    (False, 1),
+    (False, 3),
+  ]
+  for run in document["runs"]:
+    assert run["requests"] > 0 and run["errors"] == 0
+    assert 0 < run["p50_ms"] <= run["p90_ms"] <= run["p99_ms"]
+    assert run["requests_per_second"] == run["requests"] / 0.3
+  assert set(document["ceiling"]["users_per_second"]) == {"1", "2", "4"}
+  swap = document["hot_swap"]
+  assert swap["dropped"] == swap["errors"] == swap["old_after_swap"] == 0
+  assert len(swap["versions_seen"]) == 2 and swap["reload_status"] == 200
+  bad = document["malformed"]
+  assert bad["sent"] == bad["answered_4xx"] == bad["naming_the_field"] == 40
+  assert bad["answered_5xx"] == bad["valid_beside_failed"] == 0 and bad["valid_sent"] > 0
+  assert bad["documented_sent"] == bad["documented_as_documented"] > 0
+  checks = document["checks"]
+  assert checks["hot_swap_drops_none"] and checks["malformed_all_4xx_naming_the_field"]
+  assert not checks["batching_3x_requests_per_second_at_32"]  # 32 clients were not run
+  assert "| on | 3 |" in done.stdout and "PASS hot_swap_drops_none" in done.stdout

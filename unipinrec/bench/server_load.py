@@ -164,9 +164,9 @@ def _cycle(users: Sequence[dict]) -> Callable[[], tuple[bytes, str]]:
 def load_runs(
   url: str, users: Sequence[dict], concurrency: Sequence[int], seconds: float
 ) -> Iterator[dict]:
-  """One `summary` per concurrency, each after a second of untimed load."""
+  """One `summary` per concurrency, each after untimed load (a second, or `seconds` if less)."""
   for clients in concurrency:
-    asyncio.run(drive(url, _cycle(users), clients, 1.0))
+    asyncio.run(drive(url, _cycle(users), clients, min(1.0, seconds)))
     answers = asyncio.run(drive(url, _cycle(users), clients, seconds))
     yield {"concurrency": clients, **summary(answers, seconds)}
 
