@@ -104,6 +104,7 @@ def main(argv):
   os.makedirs(_OUT.value, exist_ok=True)
   document = {
     "command": launch.command("bench_server"),
+    "git_commit": records.git_commit(),
     "bundle": version,
     "ceiling": server_load.model_ceiling(bundle, _SECONDS.value / 2),
     "runs": [],
