@@ -5,6 +5,7 @@ bench_server end to end."""
 import asyncio
 import contextlib
 import json
+import math
 import os
 import pathlib
 import subprocess
@@ -150,6 +151,37 @@ def test_bad_input_is_a_4xx_naming_the_field_and_odd_input_is_answered_as_docume
     assert response.status_code == 200 and shows(response.json()["recommendations"][0]), name
   assert httpx.get(f"{url}/v1/recommend").status_code == 405
   assert httpx.post(f"{url}/admin/reload", content=b"[").status_code == 400
+
+
+def test_no_body_gets_a_5xx(live, users):
+  """Each field of a valid user set to a value of every JSON kind, and odd bodies: every answer
+  is a 200 or a 4xx naming the field (or the body)."""
+  url, _ = live
+  values = [None, True, -1, 1.5, 10**30, math.nan, "x", "\ud800", [], [None], [[1]], {}, {"a": 1}]
+  bodies = [
+    json.dumps({**users[0], field: value}).encode()
+    for field in (*batch.REQUEST_FIELDS, "extra")
+    for value in values
+  ]
+  bodies += [
+    b"[" * 100_000 + b"]" * 100_000,  # nested too deeply for the parser
+    b'{"user": 1, "items": [' + b"9" * 5000 + b"]}",  # an integer too long to convert
+    b"",
+    b"\xff\xfe",
+    b"null",
+    b"1e999",
+  ]
+  responses = asyncio.run(_post_all(url, bodies))
+  failed = [
+    (b[:60], r.status_code) for b, r in zip(bodies, responses, strict=True) if r.status_code >= 500
+  ]
+  assert not failed
+  for response in responses:
+    if response.status_code != 200:
+      assert response.status_code in (400, 413)
+      assert response.json()["error"].startswith(("field ", "body: ")), response.json()
+  surrogate = httpx.post(f"{url}/v1/recommend", content=json.dumps({**users[0], "user": "\ud800"}))
+  assert surrogate.json()["recommendations"][0]["user"] == "\ud800"  # echoed as sent
 
 
 def test_a_full_queue_answers_503_at_once_and_the_queued_requests_are_served(bundle_dir, users):

@@ -155,6 +155,20 @@ class BundleSlot:
       return old, new
 
 
+def decode_json(raw: bytes) -> object:
+  """The JSON value of a request body.
+
+  Raises:
+    BadRequest: not JSON, not UTF-8, nested too deeply, or an integer of over 4,300 digits.
+  """
+  try:
+    return json.loads(raw)
+  except json.JSONDecodeError as error:
+    raise BadRequest(f"body: invalid JSON: {error.msg} at column {error.colno}") from None
+  except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError too
+    raise BadRequest(f"body: invalid JSON: {reprlib.repr(str(error))}") from None
+
+
 def _user_records(body: object, limits: ServerConfig) -> tuple[list, str]:
   """The user objects of a request body and how a field of user i is named in errors."""
   if isinstance(body, dict) and "users" in body:
@@ -185,13 +199,7 @@ def parse_body(raw: bytes, bundle: Bundle, limits: ServerConfig) -> list[UserReq
   """
   if len(raw) > limits.max_body_bytes:
     raise BadRequest(f"body: {len(raw)} bytes, over the limit of {limits.max_body_bytes}", 413)
-  try:
-    body = json.loads(raw)
-  except json.JSONDecodeError as error:
-    raise BadRequest(f"body: invalid JSON: {error.msg} at column {error.colno}") from None
-  except UnicodeDecodeError as error:
-    raise BadRequest(f"body: invalid JSON: {error}") from None
-  records, where = _user_records(body, limits)
+  records, where = _user_records(decode_json(raw), limits)
   requests = []
   for number, record in enumerate(records):
     prefix = where.format(number)
@@ -235,8 +243,16 @@ def metadata(bundle: Bundle, batcher: MicroBatcher) -> dict:
   }
 
 
+class _AsciiJSONResponse(JSONResponse):
+  """JSON with every non-ASCII character escaped: a user id holding a lone surrogate, which
+  UTF-8 cannot encode, is echoed back as sent instead of failing the answer."""
+
+  def render(self, content: object) -> bytes:
+    return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _answer(content: dict, bundle: Bundle, status: int = 200, **headers: str) -> JSONResponse:
-  return JSONResponse(
+  return _AsciiJSONResponse(
     {"bundle_version": bundle.version, **content},
     status_code=status,
     headers={VERSION_HEADER: bundle.version, **headers},
@@ -250,6 +266,9 @@ def create_app(slot: BundleSlot, config: ServerConfig) -> Starlette:
   async def recommend(request: Request) -> JSONResponse:
     bundle = slot.current  # parses and serves this request, even if a reload swaps meanwhile
     try:
+      declared = request.headers.get("content-length", "0")
+      if declared.isdigit() and int(declared) > config.max_body_bytes:  # not read at all
+        raise BadRequest(f"body: {declared} bytes, over the limit of {config.max_body_bytes}", 413)
       users = parse_body(await request.body(), bundle, config)
       recommendations = await batcher.submit(bundle, users)
     except BadRequest as error:
@@ -275,9 +294,9 @@ def create_app(slot: BundleSlot, config: ServerConfig) -> Starlette:
   async def reload(request: Request) -> JSONResponse:
     raw = await request.body()
     try:
-      body = json.loads(raw) if raw.strip() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
-      return _answer({"error": "body: invalid JSON"}, slot.current, 400)
+      body = decode_json(raw) if raw.strip() else {}
+    except BadRequest as error:
+      return _answer({"error": str(error)}, slot.current, error.status)
     directory = body.get("bundle") if isinstance(body, dict) else None
     if (
       not isinstance(body, dict)
