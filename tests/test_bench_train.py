@@ -30,7 +30,7 @@ def test_benchmark_figures_are_consistent():
     """XLA's own figure for the program, compiled here before the benchmark donates the state."""
     analysis = (
       benchmark.jit_train_step(experiment)
-      .lower(experiment.initial_state, batch, experiment.data.item_log_frequency)
+      .lower(experiment.initial_state, batch, experiment.data.logq_log_frequency)
       .compile()
       .cost_analysis()
     )

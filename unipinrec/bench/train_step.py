@@ -112,7 +112,7 @@ def benchmark_train_step(
   """
   batches = _batches(experiment)
   item_log_frequency = jax.device_put(
-    experiment.data.item_log_frequency, sharding.replicated(experiment.mesh)
+    experiment.data.logq_log_frequency, sharding.replicated(experiment.mesh)
   )
   state = experiment.initial_state
   logging.info("%s: compiling the train step", name)

@@ -13,8 +13,8 @@ import os
 import numpy as np
 from absl import logging
 
+from unipinrec.data import count_min, protocol, tfds_builders
 from unipinrec.data import examples as examples_lib
-from unipinrec.data import protocol, tfds_builders
 from unipinrec.data.repeats import Repeats, last_action_shares, repeat_shares
 from unipinrec.data.sequences import (
   MIN_TEST_LENGTH,
@@ -27,6 +27,8 @@ from unipinrec.data.synthetic import SyntheticConfig, SyntheticWorld, generate_w
 from unipinrec.data.vocabulary import ItemVocabulary
 from unipinrec.errors import ConfigError, MissingPathError
 from unipinrec.types import UserLogs
+
+LOGQ_SOURCES = ("exact", "count_min")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +54,26 @@ class DataConfig:
   # The unfiltered figure is primary from this share of validation targets that repeat a history
   # item: at a fifth, the filtered rule's leak (the target alone among them) can reorder models.
   repeat_threshold: float = 0.2
+  # Where the train step's log-Q reads item shares from: "exact" counts of the training
+  # actions, or "count_min", a sketch of them (PinRec's: a catalogue of billions leaves no room
+  # for a count table). Evaluation's popularity baseline reads the exact counts either way.
+  logq_source: str = "exact"
+  # count_min: counters per hash row; an estimate is over by at most e / width of the actions.
+  count_min_width: int = 1 << 18
+  count_min_depth: int = 5  # count_min: hash rows; an item breaks that bound w.p. at most e^-depth
 
   def __post_init__(self):
     if not 0.0 <= self.repeat_threshold <= 1.0:
       raise ValueError(f"data.repeat_threshold={self.repeat_threshold}; expected a share in [0, 1]")
+    if self.logq_source not in LOGQ_SOURCES:
+      raise ValueError(f"data.logq_source={self.logq_source!r}; expected one of {LOGQ_SOURCES}")
+    if not 1 <= self.count_min_width < count_min.PRIME:
+      raise ValueError(
+        f"data.count_min_width={self.count_min_width}; expected 1 to {count_min.PRIME - 1} "
+        "counters per hash row"
+      )
+    if self.count_min_depth < 1:
+      raise ValueError(f"data.count_min_depth={self.count_min_depth}; expected at least 1 hash row")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +85,12 @@ class PreparedData:
   world: SyntheticWorld | None  # the ground truth, for synthetic data only
   train_examples: dict[str, np.ndarray]
   eval_examples: examples_lib.EvalExamples
-  item_log_frequency: np.ndarray  # [N + 1] from training users only
+  # [N + 1] exact add-one smoothed log shares of the training users' actions: the popularity
+  # baseline's scores, and the log-Q source when `logq_source` is "exact".
+  item_log_frequency: np.ndarray
+  # [N + 1] what the train step's log-Q correction reads: `item_log_frequency` itself, or the
+  # count-min sketch's estimate of it (`DataConfig.logq_source`).
+  logq_log_frequency: np.ndarray
   repeats: Repeats  # how often targets repeat the history, and the primary figure it chooses
   eval_negatives: np.ndarray | None = None  # [U, 100] sampled-100 items, public logs
   valid_examples: protocol.ProtocolExamples | None = None  # validation targets, public logs
@@ -110,13 +133,15 @@ def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData
     len(eval_examples.retrieval_targets),
     len(eval_examples.ranking_requests),
   )
+  exact = examples_lib.item_log_frequency(logs, train_users)
   return PreparedData(
     logs=logs,
     item_vocabulary=ItemVocabulary.identity(logs.num_items),
     world=world,
     train_examples=train_examples,
     eval_examples=eval_examples,
-    item_log_frequency=examples_lib.item_log_frequency(logs, train_users),
+    item_log_frequency=exact,
+    logq_log_frequency=logq_log_frequency(config, logs, train_users, seed, exact),
     repeats=repeats,
     eval_users=eval_users,
   )
@@ -153,6 +178,7 @@ def _prepare_public(config: DataConfig, max_length: int, seed: int) -> PreparedD
   )
   users = np.arange(sequences.num_users)
   test = protocol.protocol_examples(sequences, split, max_length, "test", config.ranking_slates)
+  exact = examples_lib.item_log_frequency(train_logs, users)
   return PreparedData(
     logs=train_logs,
     item_vocabulary=sequences.item_vocabulary,
@@ -161,8 +187,36 @@ def _prepare_public(config: DataConfig, max_length: int, seed: int) -> PreparedD
       train_logs, users, max_length, config.max_slates, seed, config.window_stride
     ),
     eval_examples=test.examples,
-    item_log_frequency=examples_lib.item_log_frequency(train_logs, users),
+    item_log_frequency=exact,
+    logq_log_frequency=logq_log_frequency(config, train_logs, users, seed, exact),
     repeats=repeats,
     eval_negatives=test.sampled_negatives,
     valid_examples=protocol.protocol_examples(sequences, split, max_length, "valid", False),
   )
+
+
+def logq_log_frequency(
+  config: DataConfig, logs: UserLogs, users: np.ndarray, seed: int, exact: np.ndarray
+) -> np.ndarray:
+  """[N + 1] the log shares the train step's log-Q reads, from `config.logq_source`.
+
+  "exact" returns `exact` (the users' `examples.item_log_frequency`); "count_min" streams the
+  users' actions through a count-min sketch seeded by `seed`, whose estimates are never below
+  the exact counts.
+  """
+  if config.logq_source == "exact":
+    return exact
+  chunks = examples_lib.action_item_chunks(logs, users)
+  sketched = count_min.sketch_log_frequency(
+    chunks, logs.num_items, config.count_min_width, config.count_min_depth, seed
+  )
+  logging.info(
+    "log-Q from a %d x %d count-min sketch (a share is over by at most e/width = %.2g w.p. %.3f "
+    "or more); largest log-share excess over the exact counts: %.3g",
+    config.count_min_depth,
+    config.count_min_width,
+    np.e / config.count_min_width,
+    1.0 - np.exp(-config.count_min_depth),
+    float(np.max(sketched[1:] - exact[1:], initial=0.0)),
+  )
+  return sketched

@@ -10,6 +10,7 @@ precision whatever the epoch of the log.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -233,3 +234,23 @@ def item_log_frequency(logs: UserLogs, users: np.ndarray) -> np.ndarray:
   counts[0] = 0.0
   with np.errstate(divide="ignore"):
     return np.log(counts / counts.sum()).astype(np.float32)
+
+
+def action_item_chunks(
+  logs: UserLogs, users: np.ndarray, chunk_actions: int = 1 << 16
+) -> Iterator[np.ndarray]:
+  """The users' action item ids in log order (user by user), about `chunk_actions` at a time.
+
+  A stream for `count_min.sketch_log_frequency`: at most one chunk (plus one user's actions)
+  is in memory at once.
+  """
+  pending, size = [], 0
+  for user in users:
+    items = logs.action_items[logs.action_offsets[user] : logs.action_offsets[user + 1]]
+    pending.append(items)
+    size += len(items)
+    if size >= chunk_actions:
+      yield np.concatenate(pending)
+      pending, size = [], 0
+  if pending:
+    yield np.concatenate(pending)

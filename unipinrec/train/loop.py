@@ -112,7 +112,7 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
   else:
     logging.info("resumed from step %d in %s", int(state.step), workdir)
 
-  item_log_frequency = jax.device_put(experiment.data.item_log_frequency, sharding.replicated(mesh))
+  item_log_frequency = jax.device_put(experiment.data.logq_log_frequency, sharding.replicated(mesh))
   step_fn = jit_train_step(experiment)
   writer = (
     tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
