@@ -233,12 +233,10 @@ def test_a_hot_swap_mid_stream_drops_nothing_and_never_mixes_bundles(bundle_dir,
           response = await client.post("/admin/reload")
         swap.update(path=new_path, answered=time.perf_counter(), answer=response.json())
 
-      cycle = iter(range(10**9))
-      bodies = [json.dumps(u).encode() for u in users]
       answers, _ = await asyncio.gather(
         server_load.drive(
           url,
-          lambda: (bodies[next(cycle) % len(bodies)], "valid"),
+          server_load.cycle_users(users),
           4,
           HANG_SECONDS,
           until=lambda: time.perf_counter() > swap.get("answered", np.inf) + 1.0,

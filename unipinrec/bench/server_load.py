@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -155,10 +156,10 @@ def summary(answers: Sequence[Answer], seconds: float) -> dict:
   }
 
 
-def _cycle(users: Sequence[dict]) -> Callable[[], tuple[bytes, str]]:
-  bodies = [json.dumps(user).encode() for user in users]
-  state = iter(range(sys.maxsize))
-  return lambda: (bodies[next(state) % len(bodies)], "valid")
+def cycle_users(users: Sequence[dict]) -> Callable[[], tuple[bytes, str]]:
+  """A `drive` body source: the users' request bodies in turn, each of kind "valid"."""
+  bodies = itertools.cycle([json.dumps(user).encode() for user in users])
+  return lambda: (next(bodies), "valid")
 
 
 def load_runs(
@@ -166,8 +167,8 @@ def load_runs(
 ) -> Iterator[dict]:
   """One `summary` per concurrency, each after untimed load (a second, or `seconds` if less)."""
   for clients in concurrency:
-    asyncio.run(drive(url, _cycle(users), clients, min(1.0, seconds)))
-    answers = asyncio.run(drive(url, _cycle(users), clients, seconds))
+    asyncio.run(drive(url, cycle_users(users), clients, min(1.0, seconds)))
+    answers = asyncio.run(drive(url, cycle_users(users), clients, seconds))
     yield {"concurrency": clients, **summary(answers, seconds)}
 
 
@@ -207,7 +208,7 @@ def hot_swap(
     def swapped_long_ago() -> bool:
       return time.perf_counter() > swap.get("answered", math.inf) + seconds
 
-    load = drive(url, _cycle(users), clients, 2 * seconds + START_SECONDS, swapped_long_ago)
+    load = drive(url, cycle_users(users), clients, 2 * seconds + START_SECONDS, swapped_long_ago)
     answers, _ = await asyncio.gather(load, reload())
     return answers, swap
 
@@ -309,7 +310,7 @@ def malformed_load(
   case) from `clients` clients; stops once all are sent, or after `max_seconds`."""
   cases = malformed_cases(users[0], integer_ids)
   documented = documented_cases(users[1], integer_ids)
-  valid = _cycle(users)
+  valid = cycle_users(users)
   sent = {"malformed": 0, "all": 0}
 
   def next_body() -> tuple[bytes, str]:
