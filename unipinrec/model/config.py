@@ -5,6 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 from kernels import check_kernel
+from unipinrec.data.item_features import FeatureShapes
+
+ITEM_ID_PARTS = ("table", "hashed", "none")
+HASH_COMBINES = ("sum", "concat")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +59,20 @@ class ModelConfig:
   # the user's history; other items get none. Logs full of returns (replays, re-buys) need it,
   # the query alone ranks returns badly; on logs without returns it learns to push them down.
   repeat_buckets: int = 16
+  # The item side (`model/item_encoder.py`). An item's vector is its id part alone ("table",
+  # no features: the plain id table, SASRec's) or MLP([content, side features, id part]),
+  # L2-normalised. The id part: "table" (a row per item), "hashed" (the sum or concatenation
+  # of rows from `hash_functions` tables of `hash_rows` rows each, so the catalogue's size
+  # costs no rows) or "none" (features only).
+  item_id_part: str = "table"
+  hash_functions: int = 2
+  hash_rows: int = 0  # rows per hashed table; "hashed" needs it
+  hash_combine: str = "sum"  # "sum" (width D each) or "concat" (D / hash_functions each)
+  side_dim: int = 16  # embedding width of each categorical feature
+  # The data's feature sizes, filled in by `with_item_features` like the three counts above.
+  content_dim: int = 0
+  categorical_features: tuple[tuple[int, int], ...] = ()  # (values + 1, values per item) each
+  numeric_features: int = 0
 
   def __post_init__(self):
     check_kernel(self.kernel)
@@ -76,6 +94,42 @@ class ModelConfig:
         f"offsets_seconds must start at 0 and increase strictly, got {self.offsets_seconds!r}"
       )
     object.__setattr__(self, "offsets_seconds", offsets)
+    categorical = tuple((int(rows), int(width)) for rows, width in self.categorical_features)
+    object.__setattr__(self, "categorical_features", categorical)
+    self._check_item_side()
+
+  def _check_item_side(self) -> None:
+    if self.item_id_part not in ITEM_ID_PARTS:
+      raise ValueError(f"item_id_part={self.item_id_part!r}; expected one of {ITEM_ID_PARTS}")
+    if self.hash_combine not in HASH_COMBINES:
+      raise ValueError(f"hash_combine={self.hash_combine!r}; expected one of {HASH_COMBINES}")
+    if self.item_id_part == "hashed":
+      if self.hash_functions < 1 or self.hash_rows < 1:
+        raise ValueError(
+          f"item_id_part='hashed' needs hash_functions >= 1 and hash_rows >= 1, got "
+          f"{self.hash_functions} and {self.hash_rows}"
+        )
+      if self.hash_combine == "concat" and self.embed_dim % self.hash_functions:
+        raise ValueError(
+          f"hash_combine='concat' splits embed_dim {self.embed_dim} into hash_functions "
+          f"{self.hash_functions} equal parts"
+        )
+    if self.item_bias and self.item_id_part != "table":
+      raise ValueError("item_bias is a row per item: it needs item_id_part='table'")
+
+  @property
+  def has_item_features(self) -> bool:
+    """Whether items carry features, so their vectors come from the encoder's MLP."""
+    return bool(self.content_dim or self.categorical_features or self.numeric_features)
+
+  def with_item_features(self, shapes: FeatureShapes) -> ModelConfig:
+    """This config with the data's item feature sizes."""
+    return dataclasses.replace(
+      self,
+      content_dim=shapes.content_dim,
+      categorical_features=shapes.categorical,
+      numeric_features=shapes.numeric_dim,
+    )
 
   def with_data_sizes(self, num_items: int, num_outcomes: int, num_surfaces: int) -> ModelConfig:
     """This config with the data's catalogue, outcome and surface counts."""
