@@ -24,6 +24,7 @@ from unipinrec.data.sequences import (
   to_user_logs,
 )
 from unipinrec.data.synthetic import SyntheticConfig, SyntheticWorld, generate_world
+from unipinrec.data.item_features import ItemFeatures
 from unipinrec.data.vocabulary import ItemVocabulary
 from unipinrec.errors import ConfigError, MissingPathError
 from unipinrec.types import UserLogs
@@ -95,6 +96,11 @@ class PreparedData:
   eval_negatives: np.ndarray | None = None  # [U, 100] sampled-100 items, public logs
   valid_examples: protocol.ProtocolExamples | None = None  # validation targets, public logs
   eval_users: np.ndarray | None = None  # held-out users of the synthetic split
+  # Per-item features the item encoder reads (`item_features.py`); None: ids only.
+  item_features: ItemFeatures | None = None
+  # [N + 1] bool, items held out of training entirely (never in a training history, target or
+  # slate): evaluation reports their targets apart. None: every item is warm.
+  cold_items: np.ndarray | None = None
 
 
 def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData:
