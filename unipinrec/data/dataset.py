@@ -15,6 +15,7 @@ from absl import logging
 
 from unipinrec.data import count_min, protocol, tfds_builders
 from unipinrec.data import examples as examples_lib
+from unipinrec.data.item_features import ItemFeatures
 from unipinrec.data.repeats import Repeats, last_action_shares, repeat_shares
 from unipinrec.data.sequences import (
   MIN_TEST_LENGTH,
@@ -24,7 +25,6 @@ from unipinrec.data.sequences import (
   to_user_logs,
 )
 from unipinrec.data.synthetic import SyntheticConfig, SyntheticWorld, generate_world
-from unipinrec.data.item_features import ItemFeatures
 from unipinrec.data.vocabulary import ItemVocabulary
 from unipinrec.errors import ConfigError, MissingPathError
 from unipinrec.types import UserLogs

@@ -80,7 +80,10 @@ class ItemFeatures:
 
   def tables(self) -> dict[str, np.ndarray]:
     """The arrays the model stores, by the names of its frozen tables."""
-    tables = {"content": self.content.astype(np.float32), "numeric": self.numeric.astype(np.float32)}
+    tables = {
+      "content": self.content.astype(np.float32),
+      "numeric": self.numeric.astype(np.float32),
+    }
     for i, feature in enumerate(self.categorical):
       tables[f"categorical_{i}"] = feature.values.astype(np.int32)
     return tables
