@@ -191,7 +191,7 @@ def test_the_loss_with_h_is_the_full_softmax_over_the_catalogue(chunk_anchors):
   got = _retrieval_loss(params, model, batch, chunk_anchors)
   outputs = model.apply({"params": params}, batch, jnp.zeros(batch.items.shape, bool))
   queries = np.asarray(outputs.queries)  # [B, L, O + 1, D]
-  table = np.asarray(outputs.item_table[: N + 1])
+  table = np.asarray(model.apply({"params": params}, jnp.arange(N + 1), method=model.encode_items))
   table = table / np.maximum(np.linalg.norm(table, axis=1, keepdims=True), 1e-12)
   total, weights = 0.0, 0.0
   for row, history in enumerate(np.asarray(batch.items)):
@@ -228,7 +228,9 @@ def test_history_logsumexp_takes_each_history_item_once_but_the_excluded():
   bias = rng.normal(size=N + 1).astype(np.float32)
   excluded = np.where(rng.random((3, L, 2)) < 0.5, rng.integers(1, N + 1, (3, L, 2)), -1)
   got = np.asarray(
-    history_loss.history_logsumexp(tables, queries, table, HISTORY, excluded, 0.5, bias)
+    history_loss.history_logsumexp(
+      tables, queries, lambda ids: jnp.take(table, ids, axis=0), HISTORY, excluded, 0.5, bias
+    )
   )
   unit = table / np.linalg.norm(table, axis=1, keepdims=True)
   for row, history in enumerate(HISTORY):
@@ -270,7 +272,7 @@ def test_the_sampled_loss_scores_history_items_exactly_and_samples_the_rest():
   negatives, log_q = np.asarray(negatives), np.asarray(log_q)
   outputs = model.apply({"params": params}, batch, jnp.zeros(batch.items.shape, bool))
   queries = np.asarray(outputs.queries)
-  table = np.asarray(outputs.item_table[: N + 1])
+  table = np.asarray(model.apply({"params": params}, jnp.arange(N + 1), method=model.encode_items))
   table = table / np.linalg.norm(table, axis=1, keepdims=True)
   total, weights = 0.0, 0.0
   for row, history in enumerate(np.asarray(batch.items)):

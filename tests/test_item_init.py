@@ -86,7 +86,7 @@ def test_initial_table_rows_scale_padding_and_unseen_items():
   np.testing.assert_array_equal(first_group[0], draws[0])
 
 
-def test_warm_start_replaces_the_table_in_its_sharding():
+def test_item_tables_are_replaced_in_their_sharding():
   mesh = Mesh(np.array(jax.devices()[:1]), ("fsdp",))
   spec = NamedSharding(mesh, PartitionSpec("fsdp", None))
   params = {
@@ -95,13 +95,20 @@ def test_warm_start_replaces_the_table_in_its_sharding():
   }
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=())
   table = np.arange(24, dtype=np.float32).reshape(8, 3)
-  warm = item_init.warm_start(state, table)
+  warm = item_init.place_item_tables(state, {"item_embedding": table})
   placed = warm.params["tokenizer"]["item_embedding"]
   np.testing.assert_array_equal(np.asarray(placed), table)
   assert placed.sharding == spec
   assert warm.params["tokenizer"]["other"] == 1.0 and warm.params["head"] is params["head"]
-  with pytest.raises(ValueError, match="does not fit"):
-    item_init.warm_start(state, table[:4])
+  # Fewer rows (a catalogue's, under the padded table) fill the first rows, zeros after.
+  short = item_init.place_item_tables(state, {"item_embedding": table[:5]})
+  np.testing.assert_array_equal(np.asarray(short.params["tokenizer"]["item_embedding"])[5:], 0.0)
+  np.testing.assert_array_equal(
+    np.asarray(short.params["tokenizer"]["item_embedding"])[:5], table[:5]
+  )
+  for wrong in (table[:, :2], np.zeros((9, 3), np.float32)):
+    with pytest.raises(ValueError, match="does not fit"):
+      item_init.place_item_tables(state, {"item_embedding": wrong})
 
 
 def test_unknown_method_is_refused():

@@ -14,6 +14,11 @@ from unipinrec.train.state import example_batch
 from unipinrec.train.step import blended_loss
 
 
+def _rows(table):
+  """The loss's item-vector lookup over a fixed table."""
+  return lambda ids: jnp.take(jnp.asarray(table), ids, axis=0)
+
+
 def test_future_positives_by_hand():
   # Times in seconds; the window is 100 s; the next action always counts.
   times = np.array([[0.0, 10.0, 50.0, 500.0, 520.0, 0.0]], np.float32)
@@ -113,7 +118,7 @@ def test_sampled_softmax_matches_reference():
   # The table's rows at any scale: the loss scores them as unit vectors.
   table = vectors * rng.uniform(0.1, 3.0, (n + 1, 1)).astype(np.float32)
   got = losses.sampled_softmax_loss(
-    queries, table, pos_items, pos_weights, neg_items, neg_logq, 0.5
+    queries, _rows(table), pos_items, pos_weights, neg_items, neg_logq, 0.5
   )
   want = _reference_sampled_softmax(
     queries, vectors, pos_items, pos_weights, neg_items, neg_logq, 0.5
@@ -129,12 +134,13 @@ def test_item_bias_is_added_to_every_logit(kernel, chunk):
   bias = rng.standard_normal(len(vectors)).astype(np.float32)
   args = (queries, vectors, pos_items, pos_weights, neg_items, neg_logq, 0.5)
   options = dict(kernel=kernel, chunk_anchors=chunk)
-  got = losses.sampled_softmax_loss(*args, item_bias=bias, **options)
+  loss_args = (queries, _rows(vectors), *args[2:])
+  got = losses.sampled_softmax_loss(*loss_args, item_bias=bias, **options)
   want = _reference_sampled_softmax(*args, bias=bias)
   np.testing.assert_allclose(float(got), want, rtol=1e-5)
   assert abs(want - _reference_sampled_softmax(*args)) > 1e-2  # the bias changed the loss
   # Its gradient matches the loss's own finite difference in one item's bias.
-  grad = jax.grad(lambda c: losses.sampled_softmax_loss(*args, item_bias=c, **options))(bias)
+  grad = jax.grad(lambda c: losses.sampled_softmax_loss(*loss_args, item_bias=c, **options))(bias)
   step = np.zeros_like(bias)
   step[4] = 1e-2
   finite = (
@@ -161,7 +167,7 @@ def test_seen_negatives_are_left_out():
   np.testing.assert_array_equal(seen, want_seen)
   assert not seen[1, 3, 0]  # padding (0) is never a seen negative
   got = losses.sampled_softmax_loss(
-    queries, vectors, pos_items, pos_weights, neg_items, neg_logq, 0.5, seen=seen
+    queries, _rows(vectors), pos_items, pos_weights, neg_items, neg_logq, 0.5, seen=seen
   )
   want = _reference_sampled_softmax(
     queries, vectors, pos_items, pos_weights, neg_items, neg_logq, 0.5, history=history
@@ -209,7 +215,7 @@ def test_full_softmax_is_the_exact_softmax_over_the_catalogue():
   np.testing.assert_array_equal(negatives, np.arange(1, n + 1))
   got = losses.sampled_softmax_loss(
     query[None, None, None],
-    vectors,
+    _rows(vectors),
     np.array([[[3]]]),
     np.ones((1, 1, 1, 1)),
     negatives,
@@ -269,7 +275,9 @@ def test_any_condition_alone_is_the_full_softmax_over_the_catalogue():
   got = step_metrics(False)
   outputs = model.apply({"params": params}, batch, jnp.zeros((b, length), bool))
   queries = np.asarray(outputs.queries[:, :, 0])
-  table = np.asarray(outputs.item_table[1 : n + 1])
+  table = np.asarray(
+    model.apply({"params": params}, jnp.arange(1, n + 1), method=model.encode_items)
+  )
   table = table / np.linalg.norm(table, axis=1, keepdims=True)
   want = []
   for row in range(b):

@@ -264,7 +264,9 @@ def test_served_scores_are_the_training_logits_times_temperature():
     jax.random.normal(jax.random.key(1), bias.value.shape)
   )
   outputs = model.apply({"params": params}, batch, jnp.zeros((B, L), bool), deterministic=True)
-  table = np.asarray(outputs.item_table)[: config.num_items + 1]
+  table = np.asarray(
+    model.apply({"params": params}, jnp.arange(config.num_items + 1), method=model.encode_items)
+  )
   unit = table / np.maximum(np.linalg.norm(table, axis=-1, keepdims=True), 1e-12)
   logits = (
     np.einsum("blqd,nd->blqn", outputs.queries, unit) / config.temperature

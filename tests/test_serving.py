@@ -107,8 +107,11 @@ def _reference(serving: ServingModel, requests, k: int, num_results: int):
   b = len(requests)
   first, all_queries = _forward(serving, requests, np.ones((b, k), np.int32))
   queries = all_queries[np.arange(b), [r.condition for r in requests]]
-  # The training pass returns the raw (padded) table; it is scored as unit vectors.
-  table = np.asarray(first.item_table)[: NUM_ITEMS + 1]
+  # The encoder's raw vectors, scored as unit vectors.
+  model, params = serving.model, serving.params
+  table = np.asarray(
+    model.apply({"params": params}, jnp.arange(NUM_ITEMS + 1), method=model.encode_items)
+  )
   item_vectors = table / np.linalg.norm(table, axis=-1, keepdims=True)
   temperature = serving.model.config.temperature
   bias = np.zeros(NUM_ITEMS + 1) if first.item_bias is None else first.item_bias[: NUM_ITEMS + 1]

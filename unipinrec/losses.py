@@ -11,6 +11,7 @@ import optax
 from kernels import check_kernel, chunked_softmax, sampled_softmax
 from unipinrec.model.embeddings import SESSION_GAP_SECONDS
 from unipinrec.model.heads import l2_normalize, logits_with_none
+from unipinrec.types import ItemVectors
 
 SOFTMAX_CHOICES = ("sampled", "full", "auto")
 AUTO_FULL_SOFTMAX_ITEMS = 20_000  # "auto": the largest catalogue scored whole
@@ -231,7 +232,7 @@ def counted_positives(positive_items: jax.Array, positive_weights: jax.Array) ->
 
 def sampled_softmax_loss(
   queries: jax.Array,
-  item_table: jax.Array,
+  item_vectors: ItemVectors,
   positive_items: jax.Array,
   positive_weights: jax.Array,
   negative_items: jax.Array,
@@ -247,14 +248,13 @@ def sampled_softmax_loss(
 ) -> jax.Array:
   """Mean -log softmax of each positive against the shared sampled negatives.
 
-  Only the rows read are normalised: the table may hold millions of items,
-  and normalising all of them every step would cost several table-sized
-  temporaries (the normalised copy, its gradient).
+  Only the items scored are encoded and normalised: the catalogue may hold millions of items,
+  and encoding all of them every step would cost several catalogue-sized temporaries.
 
   Args:
     queries: [B, L, Q, D] unit queries (Q conditions per anchor).
-    item_table: [R, D] item embeddings, R > N (rows past N are never read); scored
-      as unit vectors.
+    item_vectors: item ids -> their vectors (`UniPinRec.encode_items`); scored as unit
+      vectors.
     positive_items: [B, L, W] positive item ids per anchor.
     positive_weights: [B, L, W, Q] weight of each (positive, condition) pair; 0 skips it.
     negative_items: [M] sampled negative ids; 0 marks an unusable sample.
@@ -276,7 +276,7 @@ def sampled_softmax_loss(
   Returns:
     The weighted mean loss (0 when no pair has weight).
   """
-  positive_vectors = l2_normalize(jnp.take(item_table, positive_items, axis=0))
+  positive_vectors = l2_normalize(item_vectors(positive_items))
   positive_logits = jnp.einsum("blqd,blwd->blwq", queries, positive_vectors) / temperature
   if item_bias is not None:
     positive_logits = positive_logits + jnp.take(item_bias, positive_items)[..., None]
@@ -289,7 +289,7 @@ def sampled_softmax_loss(
   b, length, num_conditions, dim = queries.shape
   args = (
     queries.reshape(b * length, num_conditions, dim),
-    l2_normalize(jnp.take(item_table, negative_items, axis=0)),
+    l2_normalize(item_vectors(negative_items)),
     negative_log_q,
     negative_items,
     excluded.reshape(b * length, -1),

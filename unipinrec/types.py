@@ -9,11 +9,14 @@ Shape letters used in comments across the package:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import flax.struct
 import jax
 import numpy as np
+
+# Item ids [...] -> [..., D] their vectors, not necessarily unit (`UniPinRec.encode_items`).
+ItemVectors = Callable[[jax.Array], jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)

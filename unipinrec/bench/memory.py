@@ -26,6 +26,7 @@ from unipinrec.model.unified import UniPinRec
 from unipinrec.train import partition
 from unipinrec.train.state import example_batch, make_optimizer
 
+ID_TABLES = ("item_embedding", "hashed_embedding")  # the id part: a row per item, or hashed
 MIB = 1024**2
 GIB = 1024**3
 
@@ -105,7 +106,9 @@ def plan_memory(
     num_items=num_items,
     embed_dim=model.config.embed_dim,
     batch_size=run.batch_size,
-    item_table_bytes=device_bytes(state.params["tokenizer"]["item_embedding"]),
+    item_table_bytes=device_bytes(
+      {k: v for k, v in state.params["tokenizer"].items() if k in ID_TABLES}
+    ),
     params_bytes=device_bytes(state.params),
     optimizer_bytes=device_bytes(state.opt_state),
     inputs_bytes=device_bytes((batch, frequency)),

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from unipinrec.model.config import ModelConfig
+from unipinrec.model.item_encoder import ItemEncoder
 
 SESSION_GAP_SECONDS = 1800.0  # a gap under 30 minutes keeps the same session
 
@@ -31,19 +32,6 @@ def time_features(gap_seconds: jax.Array, has_previous: jax.Array) -> jax.Array:
   )
 
 
-def _padded_rows(rows: int) -> nn.initializers.Initializer:
-  """normal(0.1) on the first `rows` rows, zeros on the unused rows after them.
-
-  The used rows draw exactly what an unpadded table of `rows` rows would.
-  """
-
-  def init(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32) -> jax.Array:
-    used = nn.initializers.normal(stddev=0.1)(key, (rows, shape[1]), dtype)
-    return jnp.pad(used, ((0, shape[0] - rows), (0, 0)))
-
-  return init
-
-
 class ActionTokenizer(nn.Module):
   """[..., W] tokens (W = D + action_dim) from items, actions, time gaps, surfaces, positions."""
 
@@ -51,18 +39,12 @@ class ActionTokenizer(nn.Module):
 
   def setup(self):
     cfg = self.config
-    self.item_embedding = self.param(
-      "item_embedding",
-      nn.with_logical_partitioning(_padded_rows(cfg.num_items + 1), ("vocab", "embed")),
-      (cfg.item_table_rows, cfg.embed_dim),
-    )
-    if cfg.item_bias:
-      # Zeros: training starts from the plain cosine and learns each item's own pull.
-      self.item_bias = self.param(
-        "item_bias",
-        nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
-        (cfg.item_table_rows,),
-      )
+    # The encoder's parameters sit in this scope, so the id table stays `tokenizer/item_embedding`.
+    self.item_encoder = ItemEncoder(cfg)
+    nn.share_scope(self, self.item_encoder)
+    # Any method call sets the encoder up now: parameters draw their init keys in creation order,
+    # so the item table must come before this scope's own, as it did before the encoder.
+    self.item_encoder.biases()
     self.surface_embedding = nn.Embed(
       cfg.num_surfaces,
       cfg.action_dim,
@@ -79,26 +61,6 @@ class ActionTokenizer(nn.Module):
       nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), (None, "embed")),
       (cfg.max_length + 1, cfg.width),
     )
-
-  def item_vectors(self, whole_table: bool = False) -> jax.Array:
-    """[N + 1, D] the item embedding table (row 0 is padding).
-
-    With `whole_table`, all [R, D] rows, the unused ones past N included:
-    gathers by item id read them as they are, without a slice that would
-    move the vocabulary-split table between devices.
-    """
-    if whole_table:
-      return self.item_embedding
-    return self.item_embedding[: self.config.num_items + 1]
-
-  def item_biases(self, whole_table: bool = False) -> jax.Array | None:
-    """[N + 1] learned retrieval logit bias per item (all [R] rows with `whole_table`).
-
-    None when the model has no item bias.
-    """
-    if not self.config.item_bias:
-      return None
-    return self.item_bias if whole_table else self.item_bias[: self.config.num_items + 1]
 
   def __call__(
     self,
@@ -122,7 +84,7 @@ class ActionTokenizer(nn.Module):
       positions: [...] position of the token in the history, 0..L.
 
     Returns:
-      [..., W] tokens: [item embedding, action features] + position.
+      [..., W] tokens: [item vector, action features] + position.
     """
     dtype = jnp.dtype(self.config.dtype)
     visible = jnp.where(masked[..., None], 0.0, outcomes.astype(jnp.float32))
@@ -131,7 +93,7 @@ class ActionTokenizer(nn.Module):
       axis=-1,
     )
     action = self.action_projection(action_inputs) + self.surface_embedding(surfaces)
-    item = jnp.take(self.item_embedding, items, axis=0)
+    item = self.item_encoder(items)
     # No mixing projection: the item keeps its own coordinates in the residual stream, so
     # the query (read from those coordinates) and the item table start aligned, as in
     # item2vec. A learned mix of the shared table into itself made training oscillate.

@@ -27,7 +27,6 @@ class TrainOutputs:
 
   queries: jax.Array  # [B, L, O + 1, D] unit queries for every condition
   offset_queries: jax.Array | None  # [B, L, T - 1, D] "any" queries at offsets 1.. (T > 1)
-  item_table: jax.Array  # [R, D] item embeddings (not normalised), rows past N unused
   item_bias: jax.Array | None  # [R] retrieval logit bias per item; None without one
   repeat_tables: RepeatTables | None  # h, the history bias of retrieval; None without one
   history_task_logits: jax.Array  # [B, L, O]
@@ -177,11 +176,18 @@ class UniPinRec(nn.Module):
     last is temperature x bias, so a score is the training logit times the
     temperature (cosine + temperature x bias): the same order.
     """
-    unit = l2_normalize(self.tokenizer.item_vectors())
-    bias = self.tokenizer.item_biases()
+    unit = l2_normalize(self.encode_items(jnp.arange(self.config.num_items + 1)))
+    bias = self.tokenizer.item_encoder.biases()
     if bias is None:
       return unit
     return jnp.concatenate([unit, self.config.temperature * bias[:, None]], axis=-1)
+
+  def encode_items(self, items: jax.Array) -> jax.Array:
+    """[...] item ids -> [..., D] their vectors (`model/item_encoder.py`), before normalising.
+
+    The losses read items through it, so a step encodes only the items it scores.
+    """
+    return self.tokenizer.item_encoder(items)
 
   def repeat_tables(self) -> RepeatTables | None:
     """The tables of h, the retrieval logit bias on history items (`model/repeats.py`)."""
@@ -209,9 +215,7 @@ class UniPinRec(nn.Module):
 
   def task_logits(self, states: jax.Array, items: jax.Array) -> jax.Array:
     """[..., W] states of masked tokens and [...] their items -> [..., O] outcome logits."""
-    # Normalise only the gathered rows: the table may hold millions of items.
-    rows = jnp.take(self.tokenizer.item_vectors(whole_table=True), items, axis=0)
-    return self.task_heads(states, l2_normalize(rows))
+    return self.task_heads(states, l2_normalize(self.encode_items(items)))
 
   def __call__(
     self, batch: TrainBatch, action_masked: jax.Array, deterministic: bool = False
@@ -255,8 +259,7 @@ class UniPinRec(nn.Module):
     return TrainOutputs(
       queries=queries,
       offset_queries=offset_queries,
-      item_table=self.tokenizer.item_vectors(whole_table=True),
-      item_bias=self.tokenizer.item_biases(whole_table=True),
+      item_bias=self.tokenizer.item_encoder.biases(whole_table=True),
       repeat_tables=self.repeat_tables(),
       history_task_logits=self.task_logits(states, batch.items),
       candidate_task_logits=candidate_logits.reshape(b, s, c, self.config.num_outcomes),

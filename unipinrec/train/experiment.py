@@ -16,7 +16,8 @@ from jax.sharding import Mesh
 from unipinrec import checkpoint, sharding
 from unipinrec.config import RunConfig, for_data, from_mapping
 from unipinrec.data.dataset import PreparedData, prepare_data
-from unipinrec.errors import MissingPathError
+from unipinrec.errors import ConfigError, MissingPathError
+from unipinrec.model.item_encoder import feature_tables
 from unipinrec.model.unified import UniPinRec
 from unipinrec.train import item_init, partition
 from unipinrec.train import state as state_lib
@@ -68,7 +69,10 @@ def setup_experiment(run: RunConfig) -> Experiment:
     loss.softmax,
     "" if loss.full_softmax else f" with {loss.num_random_negatives} random negatives",
   )
-  model = UniPinRec(run.model.with_data_sizes(logs.num_items, logs.num_outcomes, logs.num_surfaces))
+  model_config = run.model.with_data_sizes(logs.num_items, logs.num_outcomes, logs.num_surfaces)
+  if data.item_features is not None:
+    model_config = model_config.with_item_features(data.item_features.shapes)
+  model = UniPinRec(model_config)
   mesh = sharding.make_mesh(run.mesh)
   sharding.process_batch_shard(mesh, run.batch_size)  # fails early on a batch the mesh cannot split
   optimizer = state_lib.make_optimizer(run.optimizer, run.num_steps)
@@ -78,6 +82,8 @@ def setup_experiment(run: RunConfig) -> Experiment:
   state, shardings = partition.create_sharded_state(
     model, optimizer, mesh, jax.random.key(run.seed), example
   )
+  if data.item_features is not None:  # the encoder's frozen tables hold the data's features
+    state = item_init.place_item_tables(state, feature_tables(data.item_features))
   return Experiment(run, data, model, mesh, optimizer, state, shardings)
 
 
@@ -94,10 +100,16 @@ def fresh_state(experiment: Experiment) -> state_lib.TrainState:
   users = np.arange(data.logs.num_users)
   if data.eval_users is not None:
     users = np.setdiff1d(users, data.eval_users)
-  shape = experiment.initial_state.params["tokenizer"]["item_embedding"].shape
+  tokenizer = experiment.initial_state.params["tokenizer"]
+  if "item_embedding" not in tokenizer:
+    raise ConfigError(
+      f"item_init.method={config.method!r} warm-starts the id table; "
+      f"item_id_part={experiment.model.config.item_id_part!r} has none (use 'random')"
+    )
+  shape = tokenizer["item_embedding"].shape
   table = item_init.initial_table(data.logs, users, shape[0], shape[1], config)
   logging.info("item table: %s warm start from %d training users", config.method, len(users))
-  return item_init.warm_start(experiment.initial_state, table)
+  return item_init.place_item_tables(experiment.initial_state, {"item_embedding": table})
 
 
 def abstract_state(experiment: Experiment):

@@ -11,7 +11,7 @@ would find, given before the first step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
@@ -88,17 +88,22 @@ def initial_table(
   return table
 
 
-def warm_start(state: TrainState, table: np.ndarray) -> TrainState:
-  """The state with its item table replaced by `table`, in the table's own sharding.
+def place_item_tables(state: TrainState, tables: Mapping[str, np.ndarray]) -> TrainState:
+  """The state with tokenizer tables (the item table, the item features) replaced, each in its
+  own sharding.
 
-  Every process passes the same table (it is computed from the same logs), and
-  each device takes its block of it.
+  Every process passes the same arrays (they are computed from the same logs), and each device
+  takes its block of them. A table with fewer rows than the parameter fills its first rows and
+  leaves the rest zero (the padding rows past the catalogue).
   """
-  current = state.params["tokenizer"]["item_embedding"]
-  if table.shape != current.shape:
-    raise ValueError(f"item table {table.shape} does not fit the model's {current.shape}")
-  placed = jax.make_array_from_callback(
-    current.shape, current.sharding, lambda index: table[index].astype(current.dtype)
-  )
-  tokenizer = {**state.params["tokenizer"], "item_embedding": placed}
+  tokenizer = dict(state.params["tokenizer"])
+  for name, table in tables.items():
+    current = tokenizer[name]
+    if table.shape[1:] != current.shape[1:] or len(table) > len(current):
+      raise ValueError(f"{name} {table.shape} does not fit the model's {current.shape}")
+    full = np.zeros(current.shape, current.dtype)
+    full[: len(table)] = table
+    tokenizer[name] = jax.make_array_from_callback(
+      current.shape, current.sharding, lambda index, full=full: full[index]
+    )
   return state.replace(params={**state.params, "tokenizer": tokenizer})

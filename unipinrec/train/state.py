@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 from unipinrec.config import OptimizerConfig
+from unipinrec.model.item_encoder import FROZEN_PREFIX
 from unipinrec.model.unified import UniPinRec
 from unipinrec.types import TrainBatch
 
@@ -27,7 +28,14 @@ class TrainState:
 # Tables read by lookup learn at the embedding rate, with Adam and no weight decay: at the
 # dense rate the relative-position bias barely moves within a run; the history-bias tables
 # (`repeat_bias`) are lookups too, each row moved only by the repeats that fall in its bucket.
-EMBEDDING_TABLES = ("item_embedding", "item_bias", "relative_bias", "repeat_bias")
+EMBEDDING_TABLES = (
+  "item_embedding",
+  "hashed_embedding",
+  "side_embedding",
+  "item_bias",
+  "relative_bias",
+  "repeat_bias",
+)
 
 
 def _schedule(config: OptimizerConfig, peak: float, num_steps: int) -> optax.Schedule:
@@ -41,7 +49,9 @@ def _schedule(config: OptimizerConfig, peak: float, num_steps: int) -> optax.Sch
 
 
 def _param_group(path, _) -> str:
-  names = {getattr(key, "key", None) for key in path}
+  names = {str(getattr(key, "key", "")) for key in path}
+  if any(name.startswith(FROZEN_PREFIX) for name in names):
+    return "frozen"
   return "embedding" if names & set(EMBEDDING_TABLES) else "dense"
 
 
@@ -73,6 +83,8 @@ def parameter_average(decay: float) -> optax.GradientTransformation:
 def make_optimizer(config: OptimizerConfig, num_steps: int) -> optax.GradientTransformation:
   """Adam on the lookup tables, AdamW on the rest, warm-up + cosine, after global-norm clipping.
 
+  The item features (`item_encoder.FROZEN_PREFIX`) are data: no update and no optimizer state.
+
   The cosine decays over the run's `num_steps`.
 
   With `ema_decay` a last stage keeps the parameters' moving average (`evaluated_params`).
@@ -82,6 +94,7 @@ def make_optimizer(config: OptimizerConfig, num_steps: int) -> optax.GradientTra
     "dense": optax.adamw(
       _schedule(config, config.learning_rate, num_steps), weight_decay=config.weight_decay
     ),
+    "frozen": optax.set_to_zero(),
   }
   stages = [
     optax.clip_by_global_norm(config.clip_norm),

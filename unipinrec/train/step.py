@@ -32,6 +32,9 @@ def blended_loss(
   action_masked = jax.random.bernoulli(mask_rng, config.mask_prob, (b, length)) & valid
   outputs = model.apply({"params": params}, batch, action_masked, rngs={"dropout": dropout_rng})
 
+  def item_vectors(items: jax.Array) -> jax.Array:
+    return model.apply({"params": params}, items, method=model.encode_items)
+
   positions, positive_valid = losses.future_positives(
     batch.items,
     batch.times,
@@ -81,7 +84,7 @@ def blended_loss(
       history_lse = history_loss.history_logsumexp(
         outputs.repeat_tables,
         queries,
-        outputs.item_table,
+        item_vectors,
         batch.items,
         losses.counted_positives(positive_items, positive_weights),
         model.config.temperature,
@@ -89,7 +92,7 @@ def blended_loss(
       )
   retrieval = losses.sampled_softmax_loss(
     queries,
-    outputs.item_table,
+    item_vectors,
     positive_items,
     positive_weights,
     negatives,
@@ -129,7 +132,7 @@ def blended_loss(
     ).reshape(b, anchors, num_offsets * width, num_offsets)
     metrics["offset_loss"] = losses.sampled_softmax_loss(
       outputs.offset_queries[:, ::stride],
-      outputs.item_table,
+      item_vectors,
       offset_items,
       offset_weights,
       negatives,
