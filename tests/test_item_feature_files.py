@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from unipinrec.data.content_vectors import read_content_vectors
+from unipinrec.data.dataset import DataConfig, prepare_data
 from unipinrec.data.interactions import DataFormatError
 from unipinrec.data.item_feature_files import item_features_from, read_item_features
 from unipinrec.data.movielens import movielens_side_table, year_bucket
@@ -239,3 +240,88 @@ def test_ml100k_side_features(shared_data_dir):
   assert _genres(year, vocabulary, 99) == {"1935-1939"}  # Snow White (1937)
   assert _genres(year, vocabulary, 267) == set()  # "unknown": no year
   assert _genres(genres, vocabulary, 267) == {"unknown"}
+
+
+def _sasrec_log(tmp_path):
+  path = tmp_path / "log.txt"
+  sequences = [[1, 2, 3, 4, 5], [6, 7, 8, 2, 3]]
+  path.write_text("".join(f"{u} {i}\n" for u, items in enumerate(sequences, 1) for i in items))
+  return path
+
+
+def test_prepared_data_append_feature_only_items_outside_training(tmp_path):
+  content = _write(tmp_path / "content.csv", "9,1,1\n2,2,0\n3,0,2\n")
+  side = _write(tmp_path / "side.csv", "item,kind\n1,a\n9,b\n")
+  config = DataConfig(
+    source="sasrec",
+    path=str(_sasrec_log(tmp_path)),
+    tfds_dir=str(tmp_path / "tfds"),
+    item_content_path=str(content),
+    item_side_path=str(side),
+    item_categorical=("kind",),
+  )
+  data = prepare_data(config, max_length=4, seed=0)
+  # Items 1..8 as logged, then 9 from the feature files.
+  np.testing.assert_array_equal(
+    data.item_vocabulary.to_original(np.arange(1, 10)), np.arange(1, 10)
+  )
+  assert data.logs.num_items == 9 and data.item_log_frequency.shape == (10,)
+  np.testing.assert_array_equal(data.cold_items, [False] * 9 + [True])
+  features = data.item_features
+  np.testing.assert_array_equal(features.content[[1, 2, 3, 9]], [[0, 0], [2, 0], [0, 2], [1, 1]])
+  np.testing.assert_array_equal(features.categorical[0].values[:, 0], [0, 1] + [0] * 7 + [2])
+  np.testing.assert_array_equal(features.has_features, [0, 1, 1, 1] + [0] * 5 + [1])
+  # The feature-only item is in no training action, slate, example or evaluation draw.
+  seen = [data.logs.action_items, data.logs.slate_items, data.eval_negatives]
+  seen += [data.train_examples["items"], data.eval_examples.retrieval_targets]
+  assert max(int(np.max(a)) for a in seen) <= 8
+
+
+def test_prepared_data_movielens_side_features(tmp_path):
+  folder = tmp_path / "ml"
+  folder.mkdir()
+  rated = {1: (10, 20, 30, 40), 2: (10, 20, 30, 50)}
+  (folder / "u.data").write_text(
+    "".join(f"{u}\t{i}\t4\t{t}\n" for u, items in rated.items() for t, i in enumerate(items))
+  )
+  comedy = "|".join("1" if g == 5 else "0" for g in range(19))  # u.genre's Comedy
+  years = {10: 1972, 20: 1983, 30: 1991, 40: 1999, 60: 1996}  # 50: no row; 60: never rated
+  (folder / "u.item").write_text(
+    "".join(f"{i}|Film {i} ({y})|01-Jan-{y}||x|{comedy}\n" for i, y in years.items())
+  )
+  config = DataConfig(
+    source="movielens",
+    path=str(folder),
+    tfds_dir=str(tmp_path / "tfds"),
+    movielens_side_features=True,
+  )
+  data = prepare_data(config, max_length=4, seed=0)
+  np.testing.assert_array_equal(
+    data.item_vocabulary.to_original(np.arange(1, 7)), [10, 20, 30, 40, 50, 60]
+  )
+  np.testing.assert_array_equal(data.cold_items, [False] * 6 + [True])
+  year, genres = data.item_features.categorical
+  assert year.vocabulary == ("1970-1974", "1980-1984", "1990-1994", "1995-1999")
+  np.testing.assert_array_equal(year.values[:, 0], [0, 1, 2, 3, 4, 0, 4])
+  assert genres.vocabulary == ("Comedy",)
+  np.testing.assert_array_equal(data.item_features.has_features, [0, 1, 1, 1, 1, 0, 1])
+
+
+@pytest.mark.parametrize(
+  "fields, message",
+  [
+    ({"item_side_path": "s.csv"}, "needs the columns"),
+    ({"item_numeric": ("price",)}, "set data.item_side_path"),
+    ({"item_side_path": "s.csv", "item_numeric": ("a",), "item_categorical": ("a",)}, "twice"),
+    ({"item_side_path": "s.csv", "movielens_side_features": True, "item_numeric": ("a",)}, "one"),
+    ({"source": "synthetic", "item_content_path": "c.npy"}, "public logs"),
+  ],
+)
+def test_data_config_checks_the_item_feature_fields(fields, message):
+  with pytest.raises(ValueError, match=message):
+    DataConfig(**{"source": "sasrec", "path": "log.txt", **fields})
+
+
+def test_data_config_item_columns_read_back_from_json_as_tuples():
+  config = DataConfig(source="sasrec", item_side_path="s.csv", item_numeric=["price"])
+  assert config.item_numeric == ("price",)

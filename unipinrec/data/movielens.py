@@ -60,6 +60,9 @@ MOVIELENS_LAYOUTS = (
 # "Title (1995)", "Title (1975-1979)": the year is the first one.
 _TITLE_YEAR = re.compile(r"^(.*?)\s*\((\d{4})(?:\s*[-\u2013]\s*\d{0,4})?\)\s*$")
 _ML100K_DATA = re.compile(r"^u(\d*|[a-z])\.(data|base|test)$")
+# `movielens_side_table`'s feature columns by kind, as `item_feature_files` takes them.
+SIDE_CATEGORICAL = ("year",)
+SIDE_MULTI_VALUED = ("genres",)
 # Release years per side-feature bucket: ml-100k's films crowd into 1990-1998, which decades
 # would lump together.
 YEAR_BUCKET_YEARS = 5
