@@ -127,7 +127,7 @@ def _numeric(table: Table, name: str) -> np.ndarray:
 
 def _extended(vocabulary: ItemVocabulary, ids: list[np.ndarray]) -> ItemVocabulary:
   """`vocabulary` with the ids it lacks appended in ascending order."""
-  everything = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+  everything = np.concatenate(ids)
   cold = np.unique(everything[vocabulary.to_internal(everything) == 0])
   if not len(cold):
     return vocabulary
@@ -156,6 +156,8 @@ def item_features_from(
     The vocabulary with feature-only ids appended as N+1.. (ascending), the features of its
     N' items, and [N' + 1] bool: which items are feature-only (cold).
   """
+  if content is None and side is None:
+    raise ValueError("item features need content vectors, a side feature table or both")
   named = [*categorical, *multi_valued, *numeric]
   repeated = sorted({c for c in named if named.count(c) > 1})
   if repeated:
@@ -222,9 +224,10 @@ def read_item_features(
     As `item_features_from`: the vocabulary with feature-only ids appended, the features, and
     the [N' + 1] mask of feature-only (cold) items.
   """
-  if not os.fspath(content_path) and not os.fspath(side_path):
-    raise ValueError("item features need a content_path, a side_path or both")
   columns = [*categorical, *multi_valued, *numeric]
-  content = read_content_vectors(content_path, vocabulary.is_integer) if content_path else None
-  side = read_side_table(side_path, columns) if side_path else None
+  # A Path is always true; its spelling tells "" (none) apart.
+  content = None
+  if os.fspath(content_path):
+    content = read_content_vectors(content_path, vocabulary.is_integer)
+  side = read_side_table(side_path, columns) if os.fspath(side_path) else None
   return item_features_from(vocabulary, content, side, categorical, multi_valued, numeric)
