@@ -13,8 +13,10 @@ import os
 import numpy as np
 from absl import logging
 
-from unipinrec.data import count_min, protocol, tfds_builders
+from unipinrec.data import count_min, movielens, protocol, tfds_builders
 from unipinrec.data import examples as examples_lib
+from unipinrec.data.content_vectors import read_content_vectors
+from unipinrec.data.item_feature_files import item_features_from, read_item_features
 from unipinrec.data.item_features import ItemFeatures
 from unipinrec.data.repeats import Repeats, last_action_shares, repeat_shares
 from unipinrec.data.sequences import (
@@ -62,6 +64,17 @@ class DataConfig:
   # count_min: counters per hash row; an estimate is over by at most e / width of the actions.
   count_min_width: int = 1 << 18
   count_min_depth: int = 5  # count_min: hash rows; an item breaks that bound w.p. at most e^-depth
+  # Public logs: item features keyed by the data set's own item ids, in the layouts of
+  # unipinrec/data/item_feature_files.py; ids the logs lack become feature-only (cold) items.
+  item_content_path: str = ""  # dense content vectors: .npy, .parquet or CSV ("": none)
+  item_side_path: str = ""  # side features: CSV with a header line, or .parquet ("": none)
+  # The side table's columns by kind, e.g. --config.data.item_numeric="('price',)".
+  item_categorical: tuple[str, ...] = ()  # one value per item
+  item_multi_valued: tuple[str, ...] = ()  # several values per item ("|"-separated in CSV)
+  item_numeric: tuple[str, ...] = ()  # numbers, standardised over the items that have them
+  # MovieLens: the item file's genres (multi-valued) and release-year bucket (categorical) as
+  # the side features, in place of item_side_path.
+  movielens_side_features: bool = False
 
   def __post_init__(self):
     if not 0.0 <= self.repeat_threshold <= 1.0:
@@ -75,6 +88,30 @@ class DataConfig:
       )
     if self.count_min_depth < 1:
       raise ValueError(f"data.count_min_depth={self.count_min_depth}; expected at least 1 hash row")
+    self._check_item_features()
+
+  def _check_item_features(self) -> None:
+    kinds = ("item_categorical", "item_multi_valued", "item_numeric")
+    for kind in kinds:  # a config read back from JSON holds lists; the config stays hashable
+      object.__setattr__(self, kind, tuple(str(column) for column in getattr(self, kind)))
+    named = [column for kind in kinds for column in getattr(self, kind)]
+    uses_features = self.item_content_path or self.item_side_path or self.movielens_side_features
+    if uses_features and self.source == "synthetic":
+      raise ValueError("data.item_*_path and data.movielens_side_features are for public logs")
+    if self.movielens_side_features and self.item_side_path:
+      raise ValueError("data.movielens_side_features replaces data.item_side_path; set one")
+    if self.item_side_path and not named:
+      raise ValueError(
+        f"data.item_side_path={self.item_side_path!r} needs the columns to read: "
+        "data.item_categorical, data.item_multi_valued or data.item_numeric"
+      )
+    if named and not self.item_side_path:
+      raise ValueError(
+        f"data.item_categorical/multi_valued/numeric name {named}; set data.item_side_path"
+      )
+    repeated = sorted({column for column in named if named.count(column) > 1})
+    if repeated:
+      raise ValueError(f"data.item_categorical/multi_valued/numeric name {repeated} twice")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +206,7 @@ def _prepare_public(config: DataConfig, max_length: int, seed: int) -> PreparedD
   sequences = tfds_builders.load_user_sequences(
     config.path, os.path.expanduser(tfds_dir), config.source, **reader_kwargs
   )
+  item_side = _item_features(config, sequences.item_vocabulary)
   split = leave_last_out(sequences)
   logging.info("\n%s", data_card(sequences, split))
   repeats = Repeats(
@@ -182,12 +220,18 @@ def _prepare_public(config: DataConfig, max_length: int, seed: int) -> PreparedD
   train_logs = protocol.sampled_impressions(
     train_logs, config.sampled_slates_per_user, config.sampled_slate_size, seed
   )
+  vocabulary, features, cold = sequences.item_vocabulary, None, None
+  if item_side is not None:
+    vocabulary, features, cold = item_side
+    # Feature-only items join the catalogue after every slate and evaluation draw is made from
+    # the logged items, so they never appear in training: the model meets them by features.
+    train_logs = dataclasses.replace(train_logs, num_items=len(vocabulary))
   users = np.arange(sequences.num_users)
   test = protocol.protocol_examples(sequences, split, max_length, "test", config.ranking_slates)
   exact = examples_lib.item_log_frequency(train_logs, users)
   return PreparedData(
     logs=train_logs,
-    item_vocabulary=sequences.item_vocabulary,
+    item_vocabulary=vocabulary,
     world=None,
     train_examples=examples_lib.training_examples(
       train_logs, users, max_length, config.max_slates, seed, config.window_stride
@@ -198,7 +242,43 @@ def _prepare_public(config: DataConfig, max_length: int, seed: int) -> PreparedD
     repeats=repeats,
     eval_negatives=test.sampled_negatives,
     valid_examples=protocol.protocol_examples(sequences, split, max_length, "valid", False),
+    item_features=features,
+    cold_items=cold if cold is not None and cold.any() else None,
   )
+
+
+def _item_features(
+  config: DataConfig, vocabulary: ItemVocabulary
+) -> tuple[ItemVocabulary, ItemFeatures, np.ndarray] | None:
+  """The public log's item features (`read_item_features`' triple), or None without any."""
+  if config.movielens_side_features:
+    content = None
+    if config.item_content_path:
+      content = read_content_vectors(config.item_content_path, vocabulary.is_integer)
+    side = movielens.movielens_side_table(config.path)
+    found = item_features_from(
+      vocabulary, content, side, movielens.SIDE_CATEGORICAL, movielens.SIDE_MULTI_VALUED
+    )
+  elif config.item_content_path or config.item_side_path:
+    found = read_item_features(
+      vocabulary,
+      config.item_content_path,
+      config.item_side_path,
+      config.item_categorical,
+      config.item_multi_valued,
+      config.item_numeric,
+    )
+  else:
+    return None
+  _, features, cold = found
+  logging.info(
+    "item features: %d of %d logged items have some, %d feature-only items appended; %s",
+    features.has_features[1 : len(vocabulary) + 1].sum(),
+    len(vocabulary),
+    cold.sum(),
+    features.shapes,
+  )
+  return found
 
 
 def logq_log_frequency(

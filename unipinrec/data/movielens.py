@@ -60,19 +60,30 @@ MOVIELENS_LAYOUTS = (
 # "Title (1995)", "Title (1975-1979)": the year is the first one.
 _TITLE_YEAR = re.compile(r"^(.*?)\s*\((\d{4})(?:\s*[-\u2013]\s*\d{0,4})?\)\s*$")
 _ML100K_DATA = re.compile(r"^u(\d*|[a-z])\.(data|base|test)$")
+# `movielens_side_table`'s feature columns by kind, as `item_feature_files` takes them.
+SIDE_CATEGORICAL = ("year",)
+SIDE_MULTI_VALUED = ("genres",)
+# Release years per side-feature bucket: ml-100k's films crowd into 1990-1998, which decades
+# would lump together.
+YEAR_BUCKET_YEARS = 5
 
 
 @dataclasses.dataclass
 class _Items:
+  path: str = ""  # the item file read, for messages
   titles: dict[int, str] = dataclasses.field(default_factory=dict)
   years: dict[int, int] = dataclasses.field(default_factory=dict)
   genres: dict[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+  lines: dict[int, int] = dataclasses.field(default_factory=dict)  # the item's line in `path`
 
-  def add(self, item: int, title: str, year: int | None, genres: tuple[str, ...]) -> None:
+  def add(
+    self, item: int, title: str, year: int | None, genres: tuple[str, ...], line: int
+  ) -> None:
     self.titles[item] = title
     if year is not None:
       self.years[item] = year
     self.genres[item] = genres
+    self.lines[item] = line
 
 
 def _title_year(title: str) -> tuple[str, int | None]:
@@ -92,7 +103,7 @@ def _ml100k_items(item_path: pathlib.Path, genre_path: pathlib.Path) -> _Items:
     genres = tuple(str(genre_table.column("genre")[i]).strip() for i in np.argsort(indices))
   names = ("item", "title", "release_date", "video_release_date", "url", *genres)
   table = split_table(item_path, "|", names)
-  items, out = table.ints("item"), _Items()
+  items, out = table.ints("item"), _Items(table.path)
   titles, dates = table.column("title"), table.column("release_date")
   flags = [table.convert(g, parse_flag, f"{g} must be a 0/1 flag") for g in genres]
   for row, item in enumerate(items.tolist()):
@@ -100,14 +111,15 @@ def _ml100k_items(item_path: pathlib.Path, genre_path: pathlib.Path) -> _Items:
     date = dates[row].strip()
     if year is None and re.fullmatch(r".*\d{4}", date):
       year = int(date[-4:])
-    out.add(item, title, year, tuple(g for g, f in zip(genres, flags, strict=True) if f[row]))
+    kinds = tuple(g for g, f in zip(genres, flags, strict=True) if f[row])
+    out.add(item, title, year, kinds, table.lines[row])
   return out
 
 
 def _recbole_items(path: pathlib.Path) -> _Items:
   """RecBole's <name>.item: item_id, movie_title, release_year, class (space-separated genres)."""
   table = split_table(path, "\t", recbole=True)
-  items, out = table.ints("item_id"), _Items()
+  items, out = table.ints("item_id"), _Items(table.path)
   blank = [""] * len(table)
   titles = table.column("movie_title") if table.has("movie_title") else blank
   years = table.column("release_year") if table.has("release_year") else blank
@@ -115,21 +127,20 @@ def _recbole_items(path: pathlib.Path) -> _Items:
   for row, item in enumerate(items.tolist()):
     year = years[row].strip()
     # ml-100k.item spells an unknown year "unkonwn" and has one "V".
-    out.add(
-      item, titles[row].strip(), int(year) if year.isdigit() else None, tuple(genres[row].split())
-    )
+    year_number = int(year) if year.isdigit() else None
+    out.add(item, titles[row].strip(), year_number, tuple(genres[row].split()), table.lines[row])
   return out
 
 
 def _movies_items(table: Table, item: str, title: str, genres: str) -> _Items:
   """movies.dat / movies.csv: id, "Title (year)", "Genre|Genre" ("(no genres listed)": none)."""
-  items, out = table.ints(item), _Items()
+  items, out = table.ints(item), _Items(table.path)
   titles, genre_lists = table.column(title), table.column(genres)
   for row, item_id in enumerate(items.tolist()):
     name, year = _title_year(titles[row])
     listed = genre_lists[row].strip()
     kinds = () if listed in ("", "(no genres listed)") else tuple(listed.split("|"))
-    out.add(item_id, name, year, kinds)
+    out.add(item_id, name, year, kinds, table.lines[row])
   return out
 
 
@@ -189,6 +200,27 @@ def is_movielens_name(name: str) -> bool:
   )
 
 
+def _items_beside(file: pathlib.Path) -> _Items:
+  """The item side data of ratings file `file` (its layout's item file), empty without one."""
+  folder, name = file.parent, file.name
+  if _ML100K_DATA.match(name):
+    item_file = folder / "u.item"
+    return _ml100k_items(item_file, folder / "u.genre") if item_file.is_file() else _Items()
+  if name.endswith(".inter"):
+    item_file = file.with_suffix(".item")
+    return _recbole_items(item_file) if item_file.is_file() else _Items()
+  if name == "ratings.dat":
+    item_file = folder / "movies.dat"
+    if not item_file.is_file():
+      return _Items()
+    movies = split_table(item_file, "::", ("item", "title", "genres"))
+    return _movies_items(movies, "item", "title", "genres")
+  item_file = folder / "movies.csv"
+  if not item_file.is_file():
+    return _Items()
+  return _movies_items(csv_table(item_file), "movieId", "title", "genres")
+
+
 def read_movielens(path: PathLike) -> Interactions:
   """MovieLens ratings with their item side data; `path` is a MovieLens folder or ratings file.
 
@@ -197,28 +229,46 @@ def read_movielens(path: PathLike) -> Interactions:
   `MOVIELENS_OUTCOMES`: "high" for a rating >= 4, "low" otherwise; `ratings` keeps the stars.
   """
   file = _movielens_file(pathlib.Path(path))
-  folder, name = file.parent, file.name
+  items, name = _items_beside(file), file.name
   if _ML100K_DATA.match(name):
     table = split_table(file, None, ("user", "item", "rating", "timestamp"))
-    item_file = folder / "u.item"
-    items = _ml100k_items(item_file, folder / "u.genre") if item_file.is_file() else _Items()
     return _movielens_interactions(table, "user", "item", "rating", "timestamp", items)
   if name.endswith(".inter"):
     table = split_table(file, "\t", recbole=True)
-    item_file = file.with_suffix(".item")
-    items = _recbole_items(item_file) if item_file.is_file() else _Items()
     return _movielens_interactions(table, "user_id", "item_id", "rating", "timestamp", items)
   if name == "ratings.dat":
     table = split_table(file, "::", ("user", "item", "rating", "timestamp"))
-    item_file = folder / "movies.dat"
-    items = _Items()
-    if item_file.is_file():
-      movies = split_table(item_file, "::", ("item", "title", "genres"))
-      items = _movies_items(movies, "item", "title", "genres")
     return _movielens_interactions(table, "user", "item", "rating", "timestamp", items)
   table = csv_table(file)
-  item_file = folder / "movies.csv"
-  items = _Items()
-  if item_file.is_file():
-    items = _movies_items(csv_table(item_file), "movieId", "title", "genres")
   return _movielens_interactions(table, "userId", "movieId", "rating", "timestamp", items)
+
+
+def year_bucket(year: int) -> str:
+  """The `YEAR_BUCKET_YEARS`-year span holding `year`: 1995 -> "1995-1999"."""
+  start = year - year % YEAR_BUCKET_YEARS
+  return f"{start}-{start + YEAR_BUCKET_YEARS - 1}"
+
+
+def movielens_side_table(path: PathLike) -> Table:
+  """A MovieLens folder's item side data as a side-feature table (`item_feature_files`).
+
+  Columns: "item" (the film's id), "genres" (multi-valued: a tuple of genre names) and "year"
+  (single-valued: `year_bucket` of the release year, "" where the item file has none). Rows
+  and lines are the item file's, in its order.
+
+  Raises:
+    MissingPathError: the layout's item file (u.item, <name>.item, movies.dat or movies.csv)
+      is not beside the ratings file.
+  """
+  file = _movielens_file(pathlib.Path(path))
+  items = _items_beside(file)
+  if not items.titles:
+    raise MissingPathError(
+      f"{file}: MovieLens side features need the item file beside it (u.item, <name>.item, "
+      "movies.dat or movies.csv)"
+    )
+  ids = list(items.titles)
+  genres = [items.genres[i] for i in ids]
+  years = [year_bucket(items.years[i]) if i in items.years else "" for i in ids]
+  lines = [items.lines[i] for i in ids]
+  return Table(items.path, ("item", "genres", "year"), [ids, genres, years], lines, None, None)
