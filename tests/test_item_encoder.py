@@ -1,0 +1,190 @@
+"""The item encoder against NumPy: hashing, the feature MLP, frozen tables, cold items."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from unipinrec.config import OptimizerConfig
+from unipinrec.data.item_features import CategoricalFeature, ItemFeatures
+from unipinrec.model.config import ModelConfig
+from unipinrec.model.item_encoder import FROZEN_PREFIX, feature_tables, hash_buckets
+from unipinrec.model.unified import UniPinRec
+from unipinrec.train import item_init
+from unipinrec.train.state import TrainState, example_batch, make_optimizer
+
+N, D, C = 12, 8, 5
+
+
+def _features(rng) -> ItemFeatures:
+  content = rng.normal(size=(N + 1, C)).astype(np.float32)
+  content[0] = 0.0
+  genres = np.zeros((N + 1, 2), np.int32)
+  genres[1:, 0] = rng.integers(1, 4, N)
+  genres[1::2, 1] = 3  # odd items hold a second value; the rest hold one
+  numeric = rng.normal(size=(N + 1, 1)).astype(np.float32)
+  numeric[0] = 0.0
+  return ItemFeatures(
+    content=content,
+    categorical=(CategoricalFeature("genres", genres, ("a", "b", "c")),),
+    numeric=numeric,
+    has_features=np.arange(N + 1) > 0,
+  )
+
+
+def _model(features: ItemFeatures | None, **overrides) -> UniPinRec:
+  config = ModelConfig(
+    num_items=N,
+    num_outcomes=2,
+    num_surfaces=1,
+    max_length=4,
+    embed_dim=D,
+    action_dim=4,
+    head_hidden_dim=16,
+    side_dim=3,
+    item_table_multiple=16,
+    **overrides,
+  )
+  if features is not None:
+    config = config.with_item_features(features.shapes)
+  return UniPinRec(config)
+
+
+def _params(model: UniPinRec, features: ItemFeatures | None):
+  batch = example_batch(model, 1, 1, 2)
+  params = model.init(jax.random.key(0), batch, jnp.zeros((1, 4), bool))["params"]
+  params = jax.tree.map(
+    lambda x: getattr(x, "value", x), params, is_leaf=lambda x: hasattr(x, "value")
+  )
+  if features is not None:
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=())
+    params = item_init.place_item_tables(state, feature_tables(features)).params
+  return params
+
+
+def test_hash_buckets_are_deterministic_in_range_and_the_same_in_numpy():
+  ids = np.arange(0, 100_000, 7)
+  rows = hash_buckets(ids, 3, 1000, xp=np)
+  np.testing.assert_array_equal(np.asarray(hash_buckets(jnp.asarray(ids), 3, 1000)), rows)
+  np.testing.assert_array_equal(hash_buckets(ids, 3, 1000, xp=np), rows)
+  assert rows.shape == (len(ids), 3) and rows.min() >= 0 and rows.max() < 1000
+  # Each function spreads ids evenly (chi-square over 10 bins) and the functions differ.
+  for j in range(3):
+    counts = np.bincount(rows[:, j] // 100, minlength=10)
+    expected = len(ids) / 10
+    assert ((counts - expected) ** 2 / expected).sum() < 30
+  assert np.mean(rows[:, 0] == rows[:, 1]) < 0.01
+
+
+def _reference(params, features: ItemFeatures, items: np.ndarray, id_part) -> np.ndarray:
+  """The encoder in NumPy: MLP([side mean, content projection, numeric, id part]), unit rows."""
+  tok = params["tokenizer"]
+  side = np.asarray(tok["side_embedding"])
+  values = features.categorical[0].values[items]
+  present = values > 0
+  genre = (side[values] * present[..., None]).sum(1) / np.maximum(present.sum(1), 1)[:, None]
+  content = features.content[items] @ np.asarray(tok["content_projection"]["kernel"])
+  content += np.asarray(tok["content_projection"]["bias"])
+  parts = [genre, content, features.numeric[items]] + ([id_part] if id_part is not None else [])
+  x = np.concatenate(parts, axis=1)
+  hidden = x @ np.asarray(tok["hidden"]["kernel"]) + np.asarray(tok["hidden"]["bias"])
+  hidden = np.asarray(jax.nn.gelu(hidden))
+  out = hidden @ np.asarray(tok["output"]["kernel"]) + np.asarray(tok["output"]["bias"])
+  return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("id_part", ["table", "hashed", "none"])
+def test_the_encoder_is_unit_norm_and_matches_numpy(id_part):
+  features = _features(np.random.default_rng(0))
+  hashing = dict(hash_rows=5, hash_combine="concat") if id_part == "hashed" else {}
+  model = _model(features, item_id_part=id_part, **hashing)
+  params = _params(model, features)
+  items = np.arange(1, N + 1)
+  got = np.asarray(model.apply({"params": params}, jnp.asarray(items), method=model.encode_items))
+  np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
+  tok = params["tokenizer"]
+  if id_part == "table":
+    id_vectors = np.asarray(tok["item_embedding"])[items]
+  elif id_part == "hashed":
+    buckets = hash_buckets(items, 2, 5, xp=np)
+    table = np.asarray(tok["hashed_embedding"])  # [rows, k, D / k]
+    id_vectors = np.concatenate([table[buckets[:, j], j] for j in range(2)], axis=1)
+  else:
+    id_vectors = None
+  want = _reference(params, features, items, id_vectors)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_hashed_sum_adds_each_functions_row():
+  model = _model(None, item_id_part="hashed", hash_rows=7, hash_functions=3)
+  params = _params(model, None)
+  items = np.array([1, 5, 11, 1_000_000])  # an id past the catalogue hashes like any other
+  got = np.asarray(model.apply({"params": params}, jnp.asarray(items), method=model.encode_items))
+  table = np.asarray(params["tokenizer"]["hashed_embedding"])
+  buckets = hash_buckets(items, 3, 7, xp=np)
+  want = sum(table[buckets[:, j], j] for j in range(3))
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  assert table.shape == (16, 3, D)  # rows padded to the table multiple
+
+
+def test_without_features_the_table_encoder_is_the_table():
+  model = _model(None)
+  params = _params(model, None)
+  items = jnp.array([[3, 0], [12, 7]])
+  got = model.apply({"params": params}, items, method=model.encode_items)
+  np.testing.assert_array_equal(got, np.asarray(params["tokenizer"]["item_embedding"])[items])
+
+
+def test_features_are_frozen_and_get_no_gradient():
+  features = _features(np.random.default_rng(1))
+  model = _model(features, item_id_part="none")
+  params = _params(model, features)
+  frozen = {k for k in params["tokenizer"] if k.startswith(FROZEN_PREFIX)}
+  assert frozen == {f"{FROZEN_PREFIX}_{n}" for n in ("content", "numeric", "categorical_0")}
+  np.testing.assert_array_equal(
+    np.asarray(params["tokenizer"][f"{FROZEN_PREFIX}_content"])[: N + 1], features.content
+  )
+
+  def loss(p):
+    vectors = model.apply({"params": p}, jnp.arange(1, N + 1), method=model.encode_items)
+    return jnp.sum(vectors[:, 0])
+
+  grads = jax.grad(loss)(params)
+  for name in frozen:
+    np.testing.assert_array_equal(grads["tokenizer"][name], 0.0)
+  assert np.abs(np.asarray(grads["tokenizer"]["hidden"]["kernel"])).sum() > 0
+  optimizer = make_optimizer(OptimizerConfig(), 10)
+  state = optimizer.init(params)
+  ones = jax.tree.map(jnp.ones_like, params)
+  for _ in range(2):  # the second: the warm-up's first rate is 0
+    updates, state = optimizer.update(ones, state, params)
+  for name in frozen:
+    np.testing.assert_array_equal(updates["tokenizer"][name], 0.0)
+  assert np.abs(np.asarray(updates["tokenizer"]["hidden"]["kernel"])).sum() > 0
+
+
+def test_an_item_never_trained_gets_its_vector_from_its_features():
+  """Two items with the same features and no id part have the same vector; others differ."""
+  features = _features(np.random.default_rng(2))
+  features.content[N] = features.content[3]
+  features.numeric[N] = features.numeric[3]
+  features.categorical[0].values[N] = features.categorical[0].values[3]
+  model = _model(features, item_id_part="none")
+  params = _params(model, features)
+  got = np.asarray(model.apply({"params": params}, jnp.arange(N + 1), method=model.encode_items))
+  np.testing.assert_allclose(got[N], got[3], rtol=1e-6)
+  assert np.linalg.norm(got[N] - got[4]) > 1e-3
+
+
+def test_the_config_refuses_what_cannot_be_built():
+  with pytest.raises(ValueError, match="item_id_part='other'"):
+    ModelConfig(item_id_part="other")
+  with pytest.raises(ValueError, match="hash_rows >= 1"):
+    ModelConfig(item_id_part="hashed")
+  with pytest.raises(ValueError, match="splits embed_dim 64 into hash_functions 3"):
+    ModelConfig(item_id_part="hashed", hash_rows=4, hash_functions=3, hash_combine="concat")
+  with pytest.raises(ValueError, match="item_bias is a row per item"):
+    ModelConfig(item_id_part="hashed", hash_rows=4, item_bias=True)
+  model = _model(None, item_id_part="none")
+  with pytest.raises(ValueError, match="nothing to encode"):
+    _params(model, None)
