@@ -106,11 +106,9 @@ def draw_cold_items(settings: ItemSettings) -> np.ndarray | None:
   return cold
 
 
-def hidden_items(cold_items: np.ndarray | None, viewers: np.ndarray) -> np.ndarray | None:
+def hidden_items(cold_items: np.ndarray, viewers: np.ndarray) -> np.ndarray:
   """[N + 1] cold mask, [L] whether each row's user may see cold items -> [L, N + 1] bool,
-  the items never shown to each row's user (None: every item may be shown)."""
-  if cold_items is None:
-    return None
+  the items never shown to each row's user."""
   return cold_items[None, :] & ~viewers[:, None]
 
 
