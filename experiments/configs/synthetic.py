@@ -7,7 +7,11 @@ for tests and CI (seconds, not minutes). `synthetic.py:revisit` is the default w
 users: half the requests of a user with earlier actions show earlier items again
 (`data.synthetic.revisit = 0.5`, unipinrec/data/synthetic_revisit.py), so a retrieval target
 can be an item of the user's history; "retrieval_unfiltered" ranks it against the whole
-catalogue, "retrieval" against the items the user has not engaged with. Override any field with
+catalogue, "retrieval" against the items the user has not engaged with. `synthetic.py:cold_items`
+is the default with items as features: a fifth of the items are cold (shown only to held-out
+users, so training never meets them) and every item carries a noisy content vector
+(unipinrec/data/synthetic_items.py); results.json reports "retrieval_cold" and "retrieval_warm"
+beside "retrieval". Override any field with
 `--config.a.b=value`, e.g. `--config.num_steps=500`; every knob of the world is
 `--config.data.synthetic.NAME`.
 
@@ -23,7 +27,7 @@ from unipinrec.config import RunConfig, to_dict
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """The run configuration; `variant` is "" (default), "runlocal" or "revisit"."""
+  """The run configuration; `variant` is "" (default), "runlocal", "revisit" or "cold_items"."""
   config = ml_collections.ConfigDict(to_dict(RunConfig()))
   if variant == "runlocal":
     config.num_steps = 40
@@ -53,6 +57,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.serving.batch_size = 8
   elif variant == "revisit":
     config.data.synthetic.revisit = 0.5
+  elif variant == "cold_items":
+    config.data.synthetic.cold_item_fraction = 0.2
+    # One short of the truth's latent_dim + 1 dimensions: even noise-free content loses a little.
+    config.data.synthetic.content_dim = 32
+    config.data.synthetic.content_noise = 0.5
   elif variant:
-    raise ValueError(f"unknown variant {variant!r}; expected '', 'runlocal' or 'revisit'")
+    raise ValueError(
+      f"unknown variant {variant!r}; expected '', 'runlocal', 'revisit' or 'cold_items'"
+    )
   return config

@@ -13,7 +13,7 @@ import os
 import numpy as np
 from absl import logging
 
-from unipinrec.data import count_min, movielens, protocol, tfds_builders
+from unipinrec.data import count_min, movielens, protocol, synthetic_items, tfds_builders
 from unipinrec.data import examples as examples_lib
 from unipinrec.data.content_vectors import read_content_vectors
 from unipinrec.data.item_feature_files import item_features_from, read_item_features
@@ -144,9 +144,13 @@ def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData
   """Generates (or reads) the logs and cuts them into examples, deterministically."""
   if config.source != "synthetic":
     return _prepare_public(config, max_length, seed)
-  world = generate_world(config.synthetic)
+  num_users = config.synthetic.num_users
+  train_users, eval_users = examples_lib.split_users(num_users, config.holdout_fraction, seed)
+  # Cold items are shown to the held-out users only, so training never meets them.
+  held_out = np.zeros(num_users, dtype=bool)
+  held_out[eval_users] = True
+  world = generate_world(config.synthetic, cold_item_viewers=held_out)
   logs = world.logs
-  train_users, eval_users = examples_lib.split_users(logs.num_users, config.holdout_fraction, seed)
   train_examples = examples_lib.training_examples(
     logs, train_users, max_length, config.max_slates, seed, config.window_stride
   )
@@ -187,6 +191,8 @@ def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData
     logq_log_frequency=logq_log_frequency(config, logs, train_users, seed, exact),
     repeats=repeats,
     eval_users=eval_users,
+    item_features=synthetic_items.content_features(world.item_content),
+    cold_items=world.cold_items,
   )
 
 

@@ -13,12 +13,15 @@ import dataclasses
 
 import numpy as np
 
+from unipinrec.data import synthetic_items as items_lib
 from unipinrec.data import synthetic_revisit as revisit_lib
+from unipinrec.data.synthetic_items import normalize
 from unipinrec.data.synthetic_logs import logs_from_requests
 from unipinrec.data.synthetic_sampling import (
   draw_slots,
   gumbel_top_k,
   inclusion_probs,
+  policy_pool,
   sample_popular,
 )
 from unipinrec.types import UserLogs
@@ -80,6 +83,9 @@ class SyntheticConfig:
   # A return's weight per action since the item's latest. Nearer 1, affinity counts as much as
   # recency: at 0.8 "the most recent items" was the truth and left a model nothing to learn.
   revisit_decay: float = 0.98
+  content_dim: int = 0  # width of the items' noisy content vectors (0: none; synthetic_items.py)
+  content_noise: float = 0.5  # the content's noise-to-signal ratio of norms (0: exact)
+  cold_item_fraction: float = 0.0  # share of items only held-out users are ever shown
 
   @property
   def num_popular(self) -> int:
@@ -89,11 +95,6 @@ class SyntheticConfig:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
   return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def normalize(x: np.ndarray) -> np.ndarray:
-  """Rows of `x` scaled to unit length; zero rows stay zero."""
-  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def examination(config: SyntheticConfig) -> np.ndarray:
@@ -123,6 +124,9 @@ class SyntheticWorld:
   request_interests: np.ndarray  # [S, D] true interest at each request
   request_policy_interests: np.ndarray  # [S, D] the policy's estimate of it
   request_users: np.ndarray  # [S] int64 owner of each request
+  item_content: np.ndarray | None = None  # [N + 1, content_dim] float32 noisy content, row 0 zeros
+  cold_items: np.ndarray | None = None  # [N + 1] bool, shown only to `cold_item_viewers`
+  cold_item_viewers: np.ndarray | None = None  # [U] bool, the users who may see cold items
 
   @property
   def _item_truth(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -167,7 +171,8 @@ class SyntheticWorld:
 
     Returns:
       [L, N + 1] float64; column 0 is -inf, items the user engaged with
-      before the request score 0 unless `revisit` shows them again.
+      before the request score 0 unless `revisit` shows them again, and so
+      do cold items for a user who may not see them.
     """
     cfg, logs = self.config, self.logs
     slate_ids = np.asarray(slate_ids)
@@ -175,9 +180,13 @@ class SyntheticWorld:
     allowed = np.ones((len(slate_ids), cfg.num_items + 1), dtype=bool)
     allowed[:, 0] = False
     np.put_along_axis(allowed, history, False, axis=1)
+    if self.cold_items is not None:
+      allowed &= ~items_lib.hidden_items(
+        self.cold_items, self.cold_item_viewers[self.request_users[slate_ids]]
+      )
     logits_pop = np.broadcast_to(self.item_log_popularity, allowed.shape)
     policy = self.request_policy_interests[slate_ids]
-    pool, pool_logits = _policy_pool(cfg, policy, self.item_vectors, self.item_log_popularity)
+    pool, pool_logits = policy_pool(cfg, policy, self.item_vectors, self.item_log_popularity)
     rows = np.arange(len(slate_ids))[:, None]
     logits_rel = np.full(allowed.shape, -np.inf)
     logits_rel[rows, pool] = pool_logits
@@ -223,19 +232,16 @@ def _outcome_model(
   return np.where(items > 0, engage, 0.0), save
 
 
-def _policy_pool(
-  cfg: SyntheticConfig, policy_interests: np.ndarray, vectors: np.ndarray, log_pop: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-  """[L, D] -> the policy's top `policy_pool` items [L, M] and their logits [L, M]."""
-  logits = cfg.policy_temperature * (policy_interests @ vectors[1:].T) + (
-    cfg.policy_popularity * log_pop[1:]
-  )
-  pool = np.argpartition(-logits, cfg.policy_pool - 1, axis=1)[:, : cfg.policy_pool]
-  return pool + 1, np.take_along_axis(logits, pool, axis=1)
+def generate_world(
+  config: SyntheticConfig, cold_item_viewers: np.ndarray | None = None
+) -> SyntheticWorld:
+  """Simulates the logging policy and users; deterministic in `config.seed`.
 
-
-def generate_world(config: SyntheticConfig) -> SyntheticWorld:
-  """Simulates the logging policy and users; deterministic in `config.seed`."""
+  Args:
+    config: the world's knobs.
+    cold_item_viewers: [U] bool, the users the policy may show cold items to (the held-out
+      ones); read only, and needed, when `config.cold_item_fraction` > 0.
+  """
   cfg = config
   rng = np.random.default_rng(cfg.seed)
   num_u, num_n, dim = cfg.num_users, cfg.num_items, cfg.latent_dim
@@ -246,21 +252,10 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
   # Returns draw from a stream of their own, so every other draw is the world's without them.
   revisit_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(1)[0])
 
-  # Items: row 0 is padding and stays zero.
-  centres = normalize(rng.standard_normal((cfg.num_topics, dim)))
-  num_sub = cfg.num_topics * cfg.subtopics_per_topic
-  sub_noise = cfg.subtopic_noise * rng.standard_normal((num_sub, dim)) / np.sqrt(dim)
-  sub_centres = normalize(np.repeat(centres, cfg.subtopics_per_topic, axis=0) + sub_noise)
-  subtopics = rng.integers(0, num_sub, num_n)  # the primary topic is subtopic // S
-  noise = cfg.item_noise * rng.standard_normal((num_n, dim)) / np.sqrt(dim)
-  vectors = np.zeros((num_n + 1, dim))
-  vectors[1:] = normalize(sub_centres[subtopics] + noise)
-  ranks = rng.permutation(num_n) + 1.0
-  log_pop = np.zeros(num_n + 1)
-  log_pop[1:] = -cfg.zipf_exponent * np.log(ranks)
-  log_pop[1:] -= log_pop[1:].mean()
-  quality = np.zeros(num_n + 1)
-  quality[1:] = rng.standard_normal(num_n)
+  cold_items = items_lib.draw_cold_items(cfg)
+  if cold_items is not None and cold_item_viewers is None:
+    raise ValueError("cold_item_fraction > 0 needs cold_item_viewers, who may see cold items")
+  centres, vectors, log_pop, quality = items_lib.draw_items(rng, cfg)
 
   # Users: a Dirichlet mix of 1..max_user_topics centres plus an offset.
   num_topics_u = rng.integers(1, cfg.max_user_topics + 1, num_u)
@@ -287,6 +282,8 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
   users = np.arange(num_u)
   engaged_before = np.zeros((num_u, num_n + 1), dtype=bool)
   engaged_before[:, 0] = True  # padding is never a candidate
+  if cold_items is not None:  # the policy's bans keep cold items from the other users
+    engaged_before |= items_lib.hidden_items(cold_items, cold_item_viewers)
   counts = np.zeros(num_u, dtype=np.int64)
   now = _START_TIME + rng.integers(0, 30 * 86_400, num_u)
   session_surface = rng.integers(0, cfg.num_surfaces, num_u)
@@ -338,7 +335,7 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
     # Logging policy: popular slots, then relevant slots from the session's
     # candidate pool, ordered by the policy's score.
     refresh = np.nonzero(new_session | (t == 0))[0]
-    pool[refresh], pool_logits[refresh] = _policy_pool(
+    pool[refresh], pool_logits[refresh] = policy_pool(
       cfg, policy_interest[refresh], vectors, log_pop
     )
     popular = sample_popular(rng, log_pop, engaged_before, num_pop)
@@ -397,4 +394,7 @@ def generate_world(config: SyntheticConfig) -> SyntheticWorld:
     request_interests=interests.transpose(1, 0, 2).reshape(-1, dim),
     request_policy_interests=policy_interests.transpose(1, 0, 2).reshape(-1, dim),
     request_users=np.repeat(users, num_r),
+    item_content=items_lib.content_vectors(cfg, vectors, quality),
+    cold_items=cold_items,
+    cold_item_viewers=None if cold_items is None else np.asarray(cold_item_viewers, dtype=bool),
   )

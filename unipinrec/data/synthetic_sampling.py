@@ -1,11 +1,33 @@
-"""Draws without replacement for the synthetic world, and their inclusion probabilities.
+"""Draws without replacement for the synthetic world, their inclusion probabilities, and the
+logging policy's candidate pool.
 
 The logging policy and the users draw; the oracle uses the inclusion probabilities in their place.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
+
+
+class PolicySettings(Protocol):
+  """The `SyntheticConfig` fields the policy's pool reads (synthetic.py imports this module)."""
+
+  policy_temperature: float  # the policy's logit per unit estimated affinity
+  policy_popularity: float  # the policy's logit per unit log popularity
+  policy_pool: int  # per-session candidate pool M of the relevant slots
+
+
+def policy_pool(
+  settings: PolicySettings, policy_interests: np.ndarray, vectors: np.ndarray, log_pop: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+  """[L, D] -> the policy's top `policy_pool` items [L, M] and their logits [L, M]."""
+  logits = settings.policy_temperature * (policy_interests @ vectors[1:].T) + (
+    settings.policy_popularity * log_pop[1:]
+  )
+  pool = np.argpartition(-logits, settings.policy_pool - 1, axis=1)[:, : settings.policy_pool]
+  return pool + 1, np.take_along_axis(logits, pool, axis=1)
 
 
 def gumbel_top_k(rng: np.random.Generator, logits: np.ndarray, k: int) -> np.ndarray:

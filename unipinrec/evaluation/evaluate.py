@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from unipinrec.data.examples import EvalExamples
 from unipinrec.data.synthetic_history import history_interests
+from unipinrec.evaluation import cold_items as cold_items_lib
 from unipinrec.evaluation import metrics
 from unipinrec.model import inference
 from unipinrec.model.unified import UniPinRec
@@ -69,14 +70,25 @@ def chunked_ranks(
   return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def retrieval_report(ranks: dict[str, np.ndarray]) -> dict[str, dict]:
-  """The metrics of `retrieval_ranks`' ranks; sampled-100 reports HR/NDCG@10 and MRR."""
-  return {
+def retrieval_report(
+  ranks: dict[str, np.ndarray],
+  targets: np.ndarray | None = None,
+  cold_items: np.ndarray | None = None,
+) -> dict[str, dict]:
+  """The metrics of `retrieval_ranks`' ranks; sampled-100 reports HR/NDCG@10 and MRR.
+
+  With `cold_items` ([N + 1] bool) and the [U] `targets`, "retrieval" is also reported apart
+  for the cold and the warm targets (`cold_items.cold_warm_reports`).
+  """
+  report = {
     name: metrics.retrieval_metrics(
       values, (10,) if name == "retrieval_sampled" else metrics.RETRIEVAL_KS
     )
     for name, values in ranks.items()
   }
+  if cold_items is not None:
+    report.update(cold_items_lib.cold_warm_reports(ranks["retrieval"], targets, cold_items))
+  return report
 
 
 def ranking_report(
@@ -201,6 +213,7 @@ def evaluate_model(
   batch_size: int = 256,
   sampled_negatives: np.ndarray | None = None,
   outcome_conditions: bool = True,
+  cold_items: np.ndarray | None = None,
 ) -> dict[str, dict]:
   """The model's retrieval metrics, its ranking head's, and its retrieval head's as a ranker.
 
@@ -208,7 +221,8 @@ def evaluate_model(
   scores every example: the figures are the same whatever the process count.
   Without `outcome_conditions` (a model that trained the "any" query alone)
   no conditioned query is read: no `retrieval_by_condition`, and the retrieval
-  head ranks every outcome's column by the "any" query.
+  head ranks every outcome's column by the "any" query. With `cold_items`
+  ([N + 1] bool) "retrieval" is also reported apart for cold and warm targets.
   """
   score_catalogue = functools.partial(model_scorers(model, _mesh_of(params))[0], params)
 
@@ -221,7 +235,7 @@ def evaluate_model(
     return score_rows
 
   ranks = chunked_ranks(scorer(0, examples), examples, sampled_negatives)
-  report = retrieval_report(ranks)
+  report = retrieval_report(ranks, examples.retrieval_targets, cold_items)
   if outcome_conditions and len(outcome_names) > 1:
     report["retrieval_by_condition"] = _conditioning_report(
       scorer, examples, ranks["retrieval"], outcome_names
@@ -295,14 +309,17 @@ def evaluate_popularity(
   item_log_frequency: np.ndarray,
   outcome_names: Sequence[str],
   sampled_negatives: np.ndarray | None = None,
+  cold_items: np.ndarray | None = None,
 ) -> dict[str, dict]:
-  """Every item scored by its share of training actions, for every outcome."""
+  """Every item scored by its share of training actions, for every outcome; `cold_items` as
+  `evaluate_model`'s."""
 
   def score_rows(rows: slice) -> np.ndarray:
     users = len(examples.retrieval_targets[rows])
     return np.broadcast_to(item_log_frequency, (users, len(item_log_frequency)))
 
-  report = retrieval_report(chunked_ranks(score_rows, examples, sampled_negatives))
+  ranks = chunked_ranks(score_rows, examples, sampled_negatives)
+  report = retrieval_report(ranks, examples.retrieval_targets, cold_items)
   if not len(examples.ranking_items):
     return report
   popularity = item_log_frequency[examples.ranking_items]
@@ -341,12 +358,12 @@ def history_oracle_world(world, examples: EvalExamples):
 
 
 def evaluate_oracle(world, examples: EvalExamples, outcome_names: Sequence[str]) -> dict[str, dict]:
-  """The synthetic world's true probabilities as the scorer (the quality ceiling)."""
-  report = retrieval_report(
-    chunked_ranks(
-      lambda rows: world.oracle_retrieval_scores(examples.retrieval_requests[rows]), examples
-    )
+  """The synthetic world's true probabilities as the scorer (the quality ceiling), with
+  "retrieval" apart for cold and warm targets when the world has cold items."""
+  ranks = chunked_ranks(
+    lambda rows: world.oracle_retrieval_scores(examples.retrieval_requests[rows]), examples
   )
+  report = retrieval_report(ranks, examples.retrieval_targets, world.cold_items)
   probabilities = world.true_outcome_probs(examples.ranking_requests, examples.ranking_items)
   scores, gain = probabilities_to_candidate_scores(probabilities)
   report["ranking"] = ranking_report(

@@ -99,7 +99,7 @@ def baseline_reports(data: PreparedData) -> dict[str, dict]:
   popularity = np.asarray(data.item_log_frequency)
   baselines = {
     "popularity": evaluate.evaluate_popularity(
-      data.eval_examples, popularity, names, data.eval_negatives
+      data.eval_examples, popularity, names, data.eval_negatives, data.cold_items
     ),
     **history_baselines.evaluate_history_baselines(
       data.eval_examples, popularity, data.eval_negatives
@@ -156,5 +156,6 @@ def evaluate_state(experiment: Experiment, params) -> dict:
     experiment.run.eval_batch_size,
     data.eval_negatives,
     experiment.run.step.loss.outcome_conditions,
+    data.cold_items,
   )
   return results_figures(data, model_report)
