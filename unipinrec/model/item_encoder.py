@@ -100,8 +100,11 @@ class ItemEncoder(nn.Module):
   def _feature_setup(self, rows: int) -> None:
     cfg = self.config
     frozen = nn.with_logical_partitioning(nn.initializers.zeros, ("vocab", None))
-    self.content = self.param(f"{FROZEN_PREFIX}_content", frozen, (rows, cfg.content_dim))
-    self.numeric = self.param(f"{FROZEN_PREFIX}_numeric", frozen, (rows, cfg.numeric_features))
+    # Only the features the data has: a checkpoint cannot hold an empty array.
+    if cfg.content_dim:
+      self.content = self.param(f"{FROZEN_PREFIX}_content", frozen, (rows, cfg.content_dim))
+    if cfg.numeric_features:
+      self.numeric = self.param(f"{FROZEN_PREFIX}_numeric", frozen, (rows, cfg.numeric_features))
     # Value ids as float32: gradients need float leaves, and ids below 2^24 are exact.
     self.categorical = [
       self.param(f"{FROZEN_PREFIX}_categorical_{i}", frozen, (rows, width))
@@ -178,4 +181,5 @@ class ItemEncoder(nn.Module):
 
 def feature_tables(features: ItemFeatures) -> dict[str, np.ndarray]:
   """The encoder's frozen parameters that hold `features`, by parameter name."""
-  return {f"{FROZEN_PREFIX}_{name}": table for name, table in features.tables().items()}
+  tables = features.tables().items()
+  return {f"{FROZEN_PREFIX}_{name}": table for name, table in tables if table.shape[1]}
