@@ -1,5 +1,6 @@
 """The item encoder against NumPy: hashing, the feature MLP, frozen tables, cold items."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,11 +8,12 @@ import pytest
 
 from unipinrec.config import OptimizerConfig
 from unipinrec.data.item_features import CategoricalFeature, ItemFeatures
+from unipinrec.index import store
+from unipinrec.index.manifest import IndexConfig
 from unipinrec.model.config import ModelConfig
-from unipinrec.model.item_encoder import FROZEN_PREFIX, feature_tables, hash_buckets
-from unipinrec.model.unified import UniPinRec
+from unipinrec.model.item_encoder import FROZEN_PREFIX, ItemEncoder, feature_tables, hash_buckets
 from unipinrec.train import item_init
-from unipinrec.train.state import TrainState, example_batch, make_optimizer
+from unipinrec.train.state import TrainState, make_optimizer
 
 N, D, C = 12, 8, 5
 
@@ -32,34 +34,31 @@ def _features(rng) -> ItemFeatures:
   )
 
 
-def _model(features: ItemFeatures | None, **overrides) -> UniPinRec:
+def _config(features: ItemFeatures | None, **overrides) -> ModelConfig:
   config = ModelConfig(
     num_items=N,
-    num_outcomes=2,
-    num_surfaces=1,
-    max_length=4,
     embed_dim=D,
-    action_dim=4,
     head_hidden_dim=16,
     side_dim=3,
     item_table_multiple=16,
     **overrides,
   )
-  if features is not None:
-    config = config.with_item_features(features.shapes)
-  return UniPinRec(config)
+  return config if features is None else config.with_item_features(features.shapes)
 
 
-def _params(model: UniPinRec, features: ItemFeatures | None):
-  batch = example_batch(model, 1, 1, 2)
-  params = model.init(jax.random.key(0), batch, jnp.zeros((1, 4), bool))["params"]
-  params = jax.tree.map(
-    lambda x: getattr(x, "value", x), params, is_leaf=lambda x: hasattr(x, "value")
-  )
+def _encoder(features: ItemFeatures | None, **overrides):
+  """The encoder alone, its parameters (features placed as training places them) and encode."""
+  encoder = ItemEncoder(_config(features, **overrides))
+  params = encoder.init(jax.random.key(0), jnp.arange(N + 1))["params"]
+  params = nn.meta.unbox(params)
   if features is not None:
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=())
-    params = item_init.place_item_tables(state, feature_tables(features)).params
-  return params
+    state = TrainState(step=jnp.zeros((), jnp.int32), params={"tokenizer": params}, opt_state=())
+    params = item_init.place_item_tables(state, feature_tables(features)).params["tokenizer"]
+
+  def encode(p, items):
+    return encoder.apply({"params": p}, jnp.asarray(items))
+
+  return params, encode
 
 
 def test_hash_buckets_are_deterministic_in_range_and_the_same_in_numpy():
@@ -76,9 +75,8 @@ def test_hash_buckets_are_deterministic_in_range_and_the_same_in_numpy():
   assert np.mean(rows[:, 0] == rows[:, 1]) < 0.01
 
 
-def _reference(params, features: ItemFeatures, items: np.ndarray, id_part) -> np.ndarray:
+def _reference(tok, features: ItemFeatures, items: np.ndarray, id_part) -> np.ndarray:
   """The encoder in NumPy: MLP([side mean, content projection, numeric, id part]), unit rows."""
-  tok = params["tokenizer"]
   side = np.asarray(tok["side_embedding"])
   values = features.categorical[0].values[items]
   present = values > 0
@@ -97,12 +95,10 @@ def _reference(params, features: ItemFeatures, items: np.ndarray, id_part) -> np
 def test_the_encoder_is_unit_norm_and_matches_numpy(id_part):
   features = _features(np.random.default_rng(0))
   hashing = dict(hash_rows=5, hash_combine="concat") if id_part == "hashed" else {}
-  model = _model(features, item_id_part=id_part, **hashing)
-  params = _params(model, features)
+  tok, encode = _encoder(features, item_id_part=id_part, **hashing)
   items = np.arange(1, N + 1)
-  got = np.asarray(model.apply({"params": params}, jnp.asarray(items), method=model.encode_items))
-  np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
-  tok = params["tokenizer"]
+  got = np.asarray(encode(tok, items))
+  np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-4)
   if id_part == "table":
     id_vectors = np.asarray(tok["item_embedding"])[items]
   elif id_part == "hashed":
@@ -111,16 +107,15 @@ def test_the_encoder_is_unit_norm_and_matches_numpy(id_part):
     id_vectors = np.concatenate([table[buckets[:, j], j] for j in range(2)], axis=1)
   else:
     id_vectors = None
-  want = _reference(params, features, items, id_vectors)
+  want = _reference(tok, features, items, id_vectors)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_hashed_sum_adds_each_functions_row():
-  model = _model(None, item_id_part="hashed", hash_rows=7, hash_functions=3)
-  params = _params(model, None)
+  params, encode = _encoder(None, item_id_part="hashed", hash_rows=7, hash_functions=3)
   items = np.array([1, 5, 11, 1_000_000])  # an id past the catalogue hashes like any other
-  got = np.asarray(model.apply({"params": params}, jnp.asarray(items), method=model.encode_items))
-  table = np.asarray(params["tokenizer"]["hashed_embedding"])
+  got = np.asarray(encode(params, items))
+  table = np.asarray(params["hashed_embedding"])
   buckets = hash_buckets(items, 3, 7, xp=np)
   want = sum(table[buckets[:, j], j] for j in range(3))
   np.testing.assert_allclose(got, want, rtol=1e-6)
@@ -128,28 +123,22 @@ def test_hashed_sum_adds_each_functions_row():
 
 
 def test_without_features_the_table_encoder_is_the_table():
-  model = _model(None)
-  params = _params(model, None)
-  items = jnp.array([[3, 0], [12, 7]])
-  got = model.apply({"params": params}, items, method=model.encode_items)
-  np.testing.assert_array_equal(got, np.asarray(params["tokenizer"]["item_embedding"])[items])
+  params, encode = _encoder(None)
+  items = np.array([[3, 0], [12, 7]])
+  np.testing.assert_array_equal(encode(params, items), np.asarray(params["item_embedding"])[items])
 
 
 def test_features_are_frozen_and_get_no_gradient():
   features = _features(np.random.default_rng(1))
-  model = _model(features, item_id_part="none")
-  params = _params(model, features)
-  frozen = {k for k in params["tokenizer"] if k.startswith(FROZEN_PREFIX)}
+  tok, encode = _encoder(features, item_id_part="none")
+  params = {"tokenizer": tok}  # the optimizer finds the frozen tables by name at any depth
+  frozen = {k for k in tok if k.startswith(FROZEN_PREFIX)}
   assert frozen == {f"{FROZEN_PREFIX}_{n}" for n in ("content", "numeric", "categorical_0")}
   np.testing.assert_array_equal(
-    np.asarray(params["tokenizer"][f"{FROZEN_PREFIX}_content"])[: N + 1], features.content
+    np.asarray(tok[f"{FROZEN_PREFIX}_content"])[: N + 1], features.content
   )
 
-  def loss(p):
-    vectors = model.apply({"params": p}, jnp.arange(1, N + 1), method=model.encode_items)
-    return jnp.sum(vectors[:, 0])
-
-  grads = jax.grad(loss)(params)
+  grads = jax.grad(lambda p: jnp.sum(encode(p["tokenizer"], np.arange(1, N + 1))[:, 0]))(params)
   for name in frozen:
     np.testing.assert_array_equal(grads["tokenizer"][name], 0.0)
   assert np.abs(np.asarray(grads["tokenizer"]["hidden"]["kernel"])).sum() > 0
@@ -169,11 +158,14 @@ def test_an_item_never_trained_gets_its_vector_from_its_features():
   features.content[N] = features.content[3]
   features.numeric[N] = features.numeric[3]
   features.categorical[0].values[N] = features.categorical[0].values[3]
-  model = _model(features, item_id_part="none")
-  params = _params(model, features)
-  got = np.asarray(model.apply({"params": params}, jnp.arange(N + 1), method=model.encode_items))
+  params, encode = _encoder(features, item_id_part="none")
+  got = np.asarray(encode(params, np.arange(N + 1)))
   np.testing.assert_allclose(got[N], got[3], rtol=1e-6)
   assert np.linalg.norm(got[N] - got[4]) > 1e-3
+  # In an index of every item's vector, item N's own vector finds item N (or its twin, 3).
+  index = store.build(got, IndexConfig(dtype="f32", exact=True))
+  found = store.ItemIndex(index, got, None, "").index.search(got[N], 2, exact=True).keys
+  assert set(found.tolist()) == {3, N}
 
 
 def test_the_config_refuses_what_cannot_be_built():
@@ -185,6 +177,5 @@ def test_the_config_refuses_what_cannot_be_built():
     ModelConfig(item_id_part="hashed", hash_rows=4, hash_functions=3, hash_combine="concat")
   with pytest.raises(ValueError, match="item_bias is a row per item"):
     ModelConfig(item_id_part="hashed", hash_rows=4, item_bias=True)
-  model = _model(None, item_id_part="none")
   with pytest.raises(ValueError, match="nothing to encode"):
-    _params(model, None)
+    _encoder(None, item_id_part="none")

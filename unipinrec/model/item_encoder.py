@@ -20,6 +20,7 @@ import numpy as np
 
 from unipinrec.data.item_features import ItemFeatures
 from unipinrec.model.config import ModelConfig
+from unipinrec.model.heads import l2_normalize
 
 FROZEN_PREFIX = "item_features"  # parameters under this prefix are data, never trained
 _GOLDEN = 0x9E3779B9  # 2^32 / golden ratio: spreads the hash functions' seeds apart
@@ -160,7 +161,7 @@ class ItemEncoder(nn.Module):
       parts.append(id_vectors)
     hidden = nn.gelu(self.hidden(jnp.concatenate(parts, axis=-1)))
     vectors = self.output(hidden)
-    return vectors * jax.lax.rsqrt(jnp.sum(vectors * vectors, axis=-1, keepdims=True) + 1e-6)
+    return l2_normalize(vectors)
 
   @staticmethod
   def _lookup(table: jax.Array, items: jax.Array) -> jax.Array:
