@@ -24,6 +24,7 @@ from unipinrec.export import bundle_format as fmt
 from unipinrec.export.checkpoint import restore_serving_model
 from unipinrec.export.computations import Computations
 from unipinrec.export.computations import export as export_computations
+from unipinrec.index.manifest import IndexConfig
 from unipinrec.model.unified import UniPinRec
 from unipinrec.serving import batch
 from unipinrec.serving.bundle import Bundle
@@ -218,10 +219,18 @@ def test_the_bundles_computations_equal_the_models_own(trained, bundle_dir):
   _assert_same_computations(exported, serving, experiment)
 
 
-def test_computations_with_history_features_export_too(trained):
-  """`repeat_buckets` adds the history items and their bias h to what retrieval returns."""
+# History features (`repeat_buckets`) add the history items and their bias h to what retrieval
+# returns; item features (hashed ids and a content vector here) add frozen tables and an MLP.
+_VARIANTS = {
+  "history features": dict(repeat_buckets=4),
+  "item features": dict(item_id_part="hashed", hash_rows=40, content_dim=6, item_bias=False),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(_VARIANTS))
+def test_computations_of_other_models_export_too(trained, tmp_path, variant):
   _, serving, experiment = trained
-  model = UniPinRec(dataclasses.replace(serving.model.config, repeat_buckets=4))
+  model = UniPinRec(dataclasses.replace(serving.model.config, **_VARIANTS[variant]))
   example = example_batch(model, 2, 1, 3)
 
   @jax.jit
@@ -229,16 +238,28 @@ def test_computations_with_history_features_export_too(trained):
     params = model.init(jax.random.key(0), example, jnp.zeros(example.items.shape, bool))
     leaves, tree = jax.tree.flatten(flax.core.meta.unbox(params["params"]))  # as served
     keys = jax.random.split(jax.random.key(1), len(leaves))
-    # Noise on every parameter, so that h (initialised at 0) differs between history items.
+    # Noise on every parameter: h (initialised at 0) differs between history items, and the
+    # (zero-initialised) content table between items.
     noisy = [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
     return jax.tree.unflatten(tree, noisy)
 
   params = init()
-  with_features = dataclasses.replace(serving, model=model, params=params)
+  other = dataclasses.replace(serving, model=model, params=params)
   exported = Computations.deserialize(
     *export_computations(model, params, SERVING.batch_size, 32, ("cpu",))
   )
-  _assert_same_computations(exported, with_features, experiment)
+  _assert_same_computations(exported, other, experiment)
+  if variant == "item features":  # the bundle's index holds the encoder's vectors
+    vocabulary = experiment.data.item_vocabulary
+    one_user = dataclasses.replace(SERVING, batch_size=1)  # one export: this checks the index
+    index_config = IndexConfig(dtype="f32", exact=True)
+    path = bundle_lib.write_bundle(
+      str(tmp_path), other, vocabulary, ("a",), one_user, index_config, platforms=("cpu",)
+    )
+    loaded = Bundle.load(path)
+    vectors = np.asarray(model.apply({"params": params}, method=model.item_vectors))
+    np.testing.assert_allclose(loaded.recommender.index.item_vectors, vectors, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vectors[1:], axis=1), 1.0, rtol=1e-4)
 
 
 def _copy(bundle_dir: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:

@@ -214,15 +214,8 @@ def read_item_features(
 ) -> tuple[ItemVocabulary, ItemFeatures, np.ndarray]:
   """Reads feature files keyed by the logs' own ids (the module docstring has the layouts).
 
-  Args:
-    vocabulary: the logs' items 1..N.
-    content_path: a content vector file, or "" for none.
-    side_path: a side feature table, or "" for none.
-    categorical, multi_valued, numeric: the side table's columns of each kind.
-
-  Returns:
-    As `item_features_from`: the vocabulary with feature-only ids appended, the features, and
-    the [N' + 1] mask of feature-only (cold) items.
+  `content_path` and `side_path` name the files ("" for none); the rest and the returned
+  triple are `item_features_from`'s.
   """
   columns = [*categorical, *multi_valued, *numeric]
   # A Path is always true; its spelling tells "" (none) apart.
