@@ -175,7 +175,5 @@ def test_the_config_refuses_what_cannot_be_built():
     ModelConfig(item_id_part="hashed")
   with pytest.raises(ValueError, match="splits embed_dim 64 into hash_functions 3"):
     ModelConfig(item_id_part="hashed", hash_rows=4, hash_functions=3, hash_combine="concat")
-  with pytest.raises(ValueError, match="item_bias is a row per item"):
-    ModelConfig(item_id_part="hashed", hash_rows=4, item_bias=True)
   with pytest.raises(ValueError, match="nothing to encode"):
     _encoder(None, item_id_part="none")

@@ -202,6 +202,18 @@ def test_sample_negatives_log_q_is_the_mixture_expectation():
   np.testing.assert_array_equal(no_correction, 0.0)
 
 
+def test_cold_items_are_never_negatives():
+  log_frequency = np.log(np.full(9, 1 / 8, np.float32))
+  log_frequency[[3, 7]] = -np.inf  # held out of training
+  items = np.array([[1, 2, 4, 5, 6, 8]], np.int32)
+  negatives, log_q = losses.sample_negatives(jax.random.key(0), items, log_frequency, 400, 8, True)
+  drawn = set(np.asarray(negatives).tolist())
+  assert not drawn & {3, 7} and 0 in drawn and {1, 2, 4, 5, 6, 8} <= drawn
+  assert np.all(np.isfinite(log_q))
+  catalogue, _ = losses.sample_negatives(jax.random.key(0), items, log_frequency, 4, 4, True, True)
+  np.testing.assert_array_equal(catalogue, [1, 2, 0, 4, 5, 6, 0, 8])
+
+
 def test_full_softmax_is_the_exact_softmax_over_the_catalogue():
   rng = np.random.default_rng(1)
   n, d = 7, 4

@@ -337,21 +337,31 @@ def sample_negatives(
   `full_softmax` the "sample" is the catalogue itself, each item once, so
   the correction is log 1 = 0 and the loss is the exact softmax.
 
+  An item whose log share is -inf is held out of training (a cold item, `PreparedData.
+  cold_items`): it is never a negative either, as an item added after training never was.
+
   Returns:
-    ([M] item ids, 0 where an in-batch draw hit padding; [M] log-Q).
+    ([M] item ids, 0 where an in-batch draw hit padding or a draw hit a cold item; [M] log-Q).
   """
   num_items = item_log_frequency.shape[0] - 1
   if full_softmax:
-    return jnp.arange(1, num_items + 1, dtype=jnp.int32), jnp.zeros(num_items, jnp.float32)
+    catalogue = jnp.arange(1, num_items + 1, dtype=jnp.int32)
+    return _usable(catalogue, item_log_frequency), jnp.zeros(num_items, jnp.float32)
   random_rng, inbatch_rng = jax.random.split(rng)
   random_items = jax.random.randint(random_rng, (num_random,), 1, num_items + 1)
   flat_items = items.reshape(-1)
   inbatch_items = flat_items[jax.random.randint(inbatch_rng, (num_inbatch,), 0, flat_items.size)]
   negatives = jnp.concatenate([random_items, inbatch_items]).astype(jnp.int32)
+  negatives = _usable(negatives, item_log_frequency)
   if not logq_correction:
     return negatives, jnp.zeros(negatives.shape, jnp.float32)
   expected = num_inbatch * jnp.exp(item_log_frequency[negatives]) + num_random / num_items
   return negatives, jnp.log(expected)
+
+
+def _usable(negatives: jax.Array, item_log_frequency: jax.Array) -> jax.Array:
+  """`negatives` with the cold items' (log share -inf) replaced by 0, the unusable sample."""
+  return jnp.where(jnp.isneginf(item_log_frequency[negatives]), 0, negatives)
 
 
 def masked_exclusive_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:

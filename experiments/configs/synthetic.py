@@ -62,6 +62,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # One short of the truth's latent_dim + 1 dimensions: even noise-free content loses a little.
     config.data.synthetic.content_dim = 32
     config.data.synthetic.content_noise = 0.5
+    # Features only: a cold item's vector comes from the same function as a trained item's.
+    config.model.item_id_part = "none"
+    config.item_init.method = "random"  # no id table to warm-start
   elif variant:
     raise ValueError(
       f"unknown variant {variant!r}; expected '', 'runlocal', 'revisit' or 'cold_items'"

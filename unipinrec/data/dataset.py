@@ -188,7 +188,9 @@ def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData
     train_examples=train_examples,
     eval_examples=eval_examples,
     item_log_frequency=exact,
-    logq_log_frequency=logq_log_frequency(config, logs, train_users, seed, exact),
+    logq_log_frequency=without_cold(
+      logq_log_frequency(config, logs, train_users, seed, exact), world.cold_items
+    ),
     repeats=repeats,
     eval_users=eval_users,
     item_features=synthetic_items.content_features(world.item_content),
@@ -244,7 +246,9 @@ def _prepare_public(config: DataConfig, max_length: int, seed: int) -> PreparedD
     ),
     eval_examples=test.examples,
     item_log_frequency=exact,
-    logq_log_frequency=logq_log_frequency(config, train_logs, users, seed, exact),
+    logq_log_frequency=without_cold(
+      logq_log_frequency(config, train_logs, users, seed, exact), cold
+    ),
     repeats=repeats,
     eval_negatives=test.sampled_negatives,
     valid_examples=protocol.protocol_examples(sequences, split, max_length, "valid", False),
@@ -285,6 +289,16 @@ def _item_features(
     features.shapes,
   )
   return found
+
+
+def without_cold(log_frequency: np.ndarray, cold_items: np.ndarray | None) -> np.ndarray:
+  """`log_frequency` with -inf at the cold items: the train step then never samples them.
+
+  A cold item stands for one added after training, which no training step could have seen.
+  """
+  if cold_items is None:
+    return log_frequency
+  return np.where(cold_items, -np.inf, log_frequency).astype(log_frequency.dtype)
 
 
 def logq_log_frequency(

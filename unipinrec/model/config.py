@@ -114,8 +114,6 @@ class ModelConfig:
           f"hash_combine='concat' splits embed_dim {self.embed_dim} into hash_functions "
           f"{self.hash_functions} equal parts"
         )
-    if self.item_bias and self.item_id_part != "table":
-      raise ValueError("item_bias is a row per item: it needs item_id_part='table'")
 
   @property
   def has_item_features(self) -> bool:
