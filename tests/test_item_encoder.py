@@ -49,7 +49,7 @@ def _config(features: ItemFeatures | None, **overrides) -> ModelConfig:
 def _encoder(features: ItemFeatures | None, **overrides):
   """The encoder alone, its parameters (features placed as training places them) and encode."""
   encoder = ItemEncoder(_config(features, **overrides))
-  params = encoder.init(jax.random.key(0), jnp.arange(N + 1))["params"]
+  params = jax.jit(encoder.init)(jax.random.key(0), jnp.arange(N + 1))["params"]
   params = nn.meta.unbox(params)
   if features is not None:
     state = TrainState(step=jnp.zeros((), jnp.int32), params={"tokenizer": params}, opt_state=())
@@ -138,7 +138,9 @@ def test_features_are_frozen_and_get_no_gradient():
     np.asarray(tok[f"{FROZEN_PREFIX}_content"])[: N + 1], features.content
   )
 
-  grads = jax.grad(lambda p: jnp.sum(encode(p["tokenizer"], np.arange(1, N + 1))[:, 0]))(params)
+  grads = jax.jit(jax.grad(lambda p: jnp.sum(encode(p["tokenizer"], np.arange(1, N + 1))[:, 0])))(
+    params
+  )
   for name in frozen:
     np.testing.assert_array_equal(grads["tokenizer"][name], 0.0)
   assert np.abs(np.asarray(grads["tokenizer"]["hidden"]["kernel"])).sum() > 0
@@ -146,7 +148,7 @@ def test_features_are_frozen_and_get_no_gradient():
   state = optimizer.init(params)
   ones = jax.tree.map(jnp.ones_like, params)
   for _ in range(2):  # the second: the warm-up's first rate is 0
-    updates, state = optimizer.update(ones, state, params)
+    updates, state = jax.jit(optimizer.update)(ones, state, params)
   for name in frozen:
     np.testing.assert_array_equal(updates["tokenizer"][name], 0.0)
   assert np.abs(np.asarray(updates["tokenizer"]["hidden"]["kernel"])).sum() > 0
