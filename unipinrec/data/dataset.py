@@ -234,6 +234,7 @@ def _prepare_public(config: DataConfig, max_length: int, seed: int) -> PreparedD
     # Feature-only items join the catalogue after every slate and evaluation draw is made from
     # the logged items, so they never appear in training: the model meets them by features.
     train_logs = dataclasses.replace(train_logs, num_items=len(vocabulary))
+  cold_items = cold if cold is not None and cold.any() else None  # None: every item is warm
   users = np.arange(sequences.num_users)
   test = protocol.protocol_examples(sequences, split, max_length, "test", config.ranking_slates)
   exact = examples_lib.item_log_frequency(train_logs, users)
@@ -247,13 +248,13 @@ def _prepare_public(config: DataConfig, max_length: int, seed: int) -> PreparedD
     eval_examples=test.examples,
     item_log_frequency=exact,
     logq_log_frequency=without_cold(
-      logq_log_frequency(config, train_logs, users, seed, exact), cold
+      logq_log_frequency(config, train_logs, users, seed, exact), cold_items
     ),
     repeats=repeats,
     eval_negatives=test.sampled_negatives,
     valid_examples=protocol.protocol_examples(sequences, split, max_length, "valid", False),
     item_features=features,
-    cold_items=cold if cold is not None and cold.any() else None,
+    cold_items=cold_items,
   )
 
 

@@ -7,6 +7,12 @@ import dataclasses
 from kernels import check_kernel
 from unipinrec.data.item_features import FeatureShapes
 
+
+def _padded(rows: int, multiple: int) -> int:
+  """`rows` rounded up to a multiple: the table splits evenly on the mesh."""
+  return -(-rows // multiple) * multiple
+
+
 ITEM_ID_PARTS = ("table", "hashed", "none")
 HASH_COMBINES = ("sum", "concat")
 
@@ -157,7 +163,12 @@ class ModelConfig:
     A fixed multiple rather than the device count keeps the table's shape, and
     so its checkpoints, the same on every mesh.
     """
-    return -(-(self.num_items + 1) // self.item_table_multiple) * self.item_table_multiple
+    return _padded(self.num_items + 1, self.item_table_multiple)
+
+  @property
+  def hash_table_rows(self) -> int:
+    """Rows of each hashed table: `hash_rows`, padded to the table multiple like the id table."""
+    return _padded(self.hash_rows, self.item_table_multiple)
 
   @property
   def head_dim(self) -> int:

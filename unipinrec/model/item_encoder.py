@@ -60,11 +60,6 @@ def _padded_rows(rows: int) -> nn.initializers.Initializer:
   return init
 
 
-def padded(rows: int, multiple: int) -> int:
-  """`rows` rounded up to a multiple: the table splits evenly on the mesh."""
-  return -(-rows // multiple) * multiple
-
-
 class ItemEncoder(nn.Module):
   """Item ids -> [..., D] item vectors (not normalised without features, unit with them)."""
 
@@ -86,7 +81,7 @@ class ItemEncoder(nn.Module):
       self.hashed_embedding = self.param(
         "hashed_embedding",
         nn.with_logical_partitioning(_padded_rows(cfg.hash_rows), ("vocab", None, "embed")),
-        (padded(cfg.hash_rows, cfg.item_table_multiple), cfg.hash_functions, width),
+        (cfg.hash_table_rows, cfg.hash_functions, width),
       )
     if cfg.item_bias:
       # Zeros: training starts from the plain cosine and learns each item's own pull.
