@@ -14,7 +14,7 @@ workers by user; the read itself is one worker per source file. The pipeline als
 item vocabulary and the outcome and surface names into the build folder, so the driver never
 holds the log; `pop_names` gives the builder the names back once the pipeline has run.
 
-Runners are chosen with Beam's own pipeline flags (BUILD.md, "Preparing a data set on Beam").
+Runners are chosen with Beam's own pipeline flags (BUILD.md, "Preparing a data set on Apache Beam").
 """
 
 from __future__ import annotations

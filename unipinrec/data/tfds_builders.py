@@ -17,7 +17,9 @@ On disk (`data_dir` of `prepare_user_sequences`):
     dataset_info.json, features.json, metadata.json (outcome and surface names)
   downloads/  (tfds's download folder, left empty)
 
-Users are stored in ascending original id. The config name carries a
+Users are stored in ascending original id, each example's features in name
+order (`CanonicalExampleWriter`), so equal data give equal bytes. With a Beam
+runner configured, `unipinrec.data.beam_sequences` makes the same records. The config name carries a
 fingerprint of the source (path, size, mtime of every file, reader
 arguments), so a changed source gets a new config and a fresh build, while an
 unchanged one is reused; the configs of older versions of a file stay on disk.
