@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from array_record.python.array_record_module import ArrayRecordReader
+from tensorflow_datasets.proto import tf_example_pb2
 
 from unipinrec.data import readers, tfds_builders
 from unipinrec.data.interactions import Interactions
@@ -124,6 +126,28 @@ def test_builds_per_user_sequences_from_sasrec_file(sasrec_file, tmp_path):
   assert "user_sequences-train.array_record-00000-of-00001" in files
   assert {"dataset_info.json", "features.json", tfds_builders.VOCABULARY_FILE} <= files
   assert "tensorflow" not in sys.modules  # written and read back without TensorFlow
+
+
+def test_examples_are_written_with_their_features_in_name_order(sasrec_file, tmp_path):
+  """Protobuf orders a map by a per-process hash seed; name order gives every build one bytes."""
+  tfds_builders.prepare_user_sequences(sasrec_file, tmp_path / "tfds", format="sasrec")
+  (shard,) = (tmp_path / "tfds").glob("user_sequences/*/2.0.0/*.array_record-*")
+  reader = ArrayRecordReader(str(shard))
+  records = reader.read_all()
+  reader.close()
+  assert len(records) == len(SASREC_LINES)
+  for record in records:
+    canonical = tf_example_pb2.Example.FromString(record).SerializeToString(deterministic=True)
+    assert record == canonical
+
+
+def test_a_beam_build_without_apache_beam_names_the_extra(sasrec_file, tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "apache_beam", None)  # import now raises ImportError
+  monkeypatch.delitem(sys.modules, "unipinrec.data.beam_sequences", raising=False)
+  with pytest.raises(ImportError, match=r"apache-beam.*\[beam\]"):
+    tfds_builders.prepare_user_sequences(
+      sasrec_file, tmp_path / "tfds", format="sasrec", beam_runner="DirectRunner"
+    )
 
 
 def test_reuses_a_built_source_and_rebuilds_a_changed_one(sasrec_file, tmp_path, read_calls):

@@ -17,7 +17,9 @@ On disk (`data_dir` of `prepare_user_sequences`):
     dataset_info.json, features.json, metadata.json (outcome and surface names)
   downloads/  (tfds's download folder, left empty)
 
-Users are stored in ascending original id. The config name carries a
+Users are stored in ascending original id, each example's features in name
+order (`CanonicalExampleWriter`), so equal data give equal bytes. With a Beam
+runner configured, `unipinrec.data.beam_sequences` makes the same records. The config name carries a
 fingerprint of the source (path, size, mtime of every file, reader
 arguments), so a changed source gets a new config and a fresh build, while an
 unchanged one is reused; the configs of older versions of a file stay on disk.
@@ -32,13 +34,15 @@ import hashlib
 import os
 import pathlib
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grain
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
+from tensorflow_datasets.core import writer as writer_lib
+from tensorflow_datasets.proto import tf_example_pb2
 
 from unipinrec.data.readers import read_interactions
 from unipinrec.data.sequences import UserSequences as ProtocolSequences
@@ -48,6 +52,24 @@ from unipinrec.errors import MissingPathError
 
 SPLIT = "train"
 VOCABULARY_FILE = "item_vocabulary.json"
+
+
+class CanonicalExampleWriter(writer_lib.ExampleWriter):
+  """Writes each example with its features in name order, so equal data give equal bytes.
+
+  TFDS serializes an example's features in the order of protobuf's hash map, whose seed
+  changes from process to process: without this, every build of the same data (local or
+  Beam) writes other bytes.
+  """
+
+  def write(
+    self, path: epath.PathLike, examples: Iterable[tuple[Any, bytes]]
+  ) -> tfds.core.file_adapters.ExamplePositions | None:
+    canonical = (
+      (key, tf_example_pb2.Example.FromString(example).SerializeToString(deterministic=True))
+      for key, example in examples
+    )
+    return super().write(path, canonical)
 
 
 @dataclasses.dataclass(eq=False)
@@ -111,9 +133,41 @@ class UserSequences(tfds.core.GeneratorBasedBuilder):
       metadata=tfds.core.MetadataDict(),
     )
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
+  def _example_writer(self) -> writer_lib.ExampleWriter:
+    return CanonicalExampleWriter(file_format=self.info.file_format)
+
+  def _download_and_prepare(
+    self,
+    dl_manager: tfds.download.DownloadManager,
+    download_config: tfds.download.DownloadConfig,
+  ) -> None:
+    # TFDS gives the split generators no sight of the download config, so note the choice here.
+    self._on_beam = (
+      download_config.beam_runner is not None or download_config.beam_options is not None
+    )
+    super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
     source = pathlib.Path(dl_manager.manual_dir) / self.builder_config.source_name
+    if self._on_beam:
+      from unipinrec.data import beam_sequences  # apache-beam is an optional extra
+
+      config = self.builder_config
+      records = beam_sequences.UserRecords(
+        os.fspath(source),
+        config.format,
+        dict(config.reader_kwargs),
+        vocabulary_path=os.fspath(self.data_path / VOCABULARY_FILE),
+        names_path=os.fspath(self.data_path / beam_sequences.NAMES_FILE),
+      )
+      return {SPLIT: records}
     return {SPLIT: self._generate_examples(source)}
+
+  def _process_pipeline_result(self, pipeline_result: Any) -> None:
+    """Moves the names the Beam pipeline wrote into the metadata (written after this)."""
+    from unipinrec.data import beam_sequences
+
+    self.info.metadata.update(beam_sequences.pop_names(self.data_path / beam_sequences.NAMES_FILE))
 
   def _generate_examples(self, source: pathlib.Path) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     config = self.builder_config
@@ -170,6 +224,9 @@ def prepare_user_sequences(
   source_path: str | os.PathLike,
   data_dir: str | os.PathLike,
   format: str = "auto",
+  *,
+  beam_runner: str | None = None,
+  beam_options: Sequence[str] | None = None,
   **reader_kwargs: Any,
 ) -> Sequence[dict[str, np.ndarray]]:
   """Builds the per-user data set of `source_path` unless already built, and returns it.
@@ -185,13 +242,23 @@ def prepare_user_sequences(
   data set as built only when the version folder exists: a crash mid-build
   leaves at worst an `incomplete.*` folder, never a half data set that a
   later call would read.
+
+  With `beam_runner` (a Beam runner's name, such as "DirectRunner") or `beam_options` (Beam's
+  pipeline flags, such as `["--runner=FlinkRunner", "--flink_master=host:8081"]`), an Apache
+  Beam pipeline builds the same records (`unipinrec.data.beam_sequences`; needs the `beam`
+  extra); without them the build runs in this process.
   """
   builder = user_sequences_builder(source_path, data_dir, format, **reader_kwargs)
   source = pathlib.Path(source_path).resolve()
   manual_dir = source.parent if source.is_file() else source
+  beam: dict[str, Any] = {}
+  if beam_runner is not None or beam_options is not None:
+    from unipinrec.data.beam_sequences import pipeline_options
+
+    beam = dict(beam_runner=beam_runner, beam_options=pipeline_options(beam_options or ()))
   # No GCS copy either: the data come only from the manual directory.
   download_config = tfds.download.DownloadConfig(
-    manual_dir=os.fspath(manual_dir), try_download_gcs=False
+    manual_dir=os.fspath(manual_dir), try_download_gcs=False, **beam
   )
   try:
     builder.download_and_prepare(download_config=download_config)
