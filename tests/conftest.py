@@ -23,6 +23,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   # Small programs too: a launch compiles dozens, most well under the 1 s default.
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# The tests' programs are small and compiled far more often than run: XLA's cheapest compile.
+os.environ.setdefault(
+  "XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+)
 # Test subprocesses and the xdist workers (started after this file is read) get the
 # launchers' malloc on huge pages (experiments/huge_pages.py): their steps run 1.2-1.5x faster.
 _TUNABLES = huge_pages.tunables_with_huge_pages(os.environ.get("GLIBC_TUNABLES", ""))

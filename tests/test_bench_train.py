@@ -19,6 +19,7 @@ from unipinrec.train.experiment import setup_experiment
 from unipinrec.types import TrainBatch
 
 
+@pytest.mark.slow
 def test_benchmark_figures_are_consistent():
   experiment = setup_experiment(from_mapping(synthetic.get_config("runlocal").to_dict()))
   run = experiment.run

@@ -227,6 +227,7 @@ _VARIANTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", sorted(_VARIANTS))
 def test_computations_of_other_models_export_too(trained, tmp_path, variant):
   _, serving, experiment = trained

@@ -1,6 +1,8 @@
 """History (repeat) features of retrieval, `model.repeat_buckets`: h against NumPy references in
 the model, the loss, evaluation and serving; off, or at zero, it changes nothing."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -56,11 +58,15 @@ def _config(repeat_buckets: int = BUCKETS, **kwargs) -> ModelConfig:
   )
 
 
+@functools.partial(jax.jit, static_argnums=0)  # one compilation, not one per operation
+def _init(model: UniPinRec, batch) -> dict:
+  return nn.unbox(model.init(jax.random.key(0), batch, jnp.zeros(batch.items.shape, bool)))
+
+
 def _params(model: UniPinRec, seed: int = 0, table_scale: float = 1.0) -> dict:
   """Initial parameters, with random history-bias tables (zeros at `table_scale` 0)."""
   batch = example_batch(model, 2, 1, 3)
-  params = nn.unbox(model.init(jax.random.key(0), batch, jnp.zeros(batch.items.shape, bool)))
-  params = params["params"]
+  params = _init(model, batch)["params"]
   if model.config.repeat_buckets:
     rng = np.random.default_rng(seed)
     params["repeat_bias"] = {
@@ -70,14 +76,19 @@ def _params(model: UniPinRec, seed: int = 0, table_scale: float = 1.0) -> dict:
   return params
 
 
+@functools.cache
+def _bucket(distance: int) -> int:
+  return int(relative_buckets(jnp.asarray(distance), BUCKETS, L))
+
+
 def _reference_h(params: dict, history: np.ndarray, anchor: int, item: int) -> np.ndarray:
   """[O + 1] h of `item` for the query at `anchor`, loop by loop."""
   positions = [p for p in range(anchor + 1) if item > 0 and history[p] == item]
   if not positions:
     return np.zeros(O + 1)
-  bucket = int(relative_buckets(jnp.asarray(anchor - positions[-1]), BUCKETS, L))
-  table = params["repeat_bias"]
-  return np.asarray(table["recency"][bucket] + table["frequency"][len(positions).bit_length() - 1])
+  # NumPy lookups: the loops call this thousands of times, too often for one JAX op each.
+  recency, frequency = (np.asarray(params["repeat_bias"][k]) for k in ("recency", "frequency"))
+  return recency[_bucket(anchor - positions[-1])] + frequency[len(positions).bit_length() - 1]
 
 
 def test_h_of_a_hand_built_history_is_its_last_occurrence_and_count_buckets():
@@ -169,6 +180,7 @@ def _batch(model: UniPinRec):
   )
 
 
+@functools.partial(jax.jit, static_argnums=(1, 3))  # one compilation, not op-by-op dispatch
 def _retrieval_loss(params, model, batch, chunk_anchors: int) -> jax.Array:
   loss = losses.LossConfig(
     softmax="full",
@@ -179,7 +191,7 @@ def _retrieval_loss(params, model, batch, chunk_anchors: int) -> jax.Array:
     chunk_anchors=chunk_anchors,
   )
   config = StepConfig(mask_prob=0.0, loss=loss)
-  log_frequency = np.full(N + 1, -np.log(N), np.float32)
+  log_frequency = jnp.full(N + 1, -np.log(N), jnp.float32)
   return blended_loss(params, model, config, batch, log_frequency, jax.random.key(1))[0]
 
 

@@ -121,7 +121,6 @@ def _figures(workdir: pathlib.Path) -> dict[str, float]:
   return flat
 
 
-@pytest.mark.slow
 def test_two_processes_preempted_then_resumed_on_one_device_match_an_uninterrupted_run(tmp_path):
   preempted, straight = tmp_path / "preempted", tmp_path / "straight"
   deadline = time.time() + HANG_SECONDS

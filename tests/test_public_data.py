@@ -74,6 +74,7 @@ def synthetic_experiment():
   return setup_experiment(from_mapping(config.to_dict()))
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_and_stays_stopped(synthetic_experiment, tmp_path):
   run = dataclasses.replace(synthetic_experiment.run, eval_every=5, patience=2, num_steps=40)
   experiment = dataclasses.replace(synthetic_experiment, run=run)
@@ -113,6 +114,7 @@ def test_the_wall_clock_cap_saves_and_stops_at_a_log_step(tmp_path):
   assert checkpoint.make_manager(str(tmp_path), experiment.run.checkpoint).latest_step() == 5
 
 
+@pytest.mark.slow
 def test_generation_report_on_the_synthetic_world(synthetic_experiment):
   experiment = synthetic_experiment
   run, model = experiment.run, experiment.model

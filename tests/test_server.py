@@ -217,6 +217,7 @@ def test_a_full_queue_answers_503_at_once_and_the_queued_requests_are_served(bun
   assert [r.status_code for r in served] == [200] * 3
 
 
+@pytest.mark.slow
 def test_a_hot_swap_mid_stream_drops_nothing_and_never_mixes_bundles(bundle_dir, tmp_path, users):
   directory = tmp_path / "bundle"
   server_load.copy_version(str(bundle_dir), str(directory))
@@ -278,6 +279,7 @@ def test_the_launcher_refuses_bad_flags_in_one_line(bundle_dir):
   assert done.stderr.strip().splitlines() == ["error: flag --max_batch must be at least 1, got 0"]
 
 
+@pytest.mark.slow
 def test_bench_server_measures_both_modes_a_swap_and_bad_input(bundle_dir, tmp_path):
   bundle = bundle_dir
   out = tmp_path / "bench"
