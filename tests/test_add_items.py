@@ -14,14 +14,16 @@ from hang_guard import HANG_SECONDS
 
 from unipinrec import versions
 from unipinrec.config import ServingConfig
-from unipinrec.data.feature_spec import FeatureSpec
+from unipinrec.data.feature_spec import CategoricalColumn, FeatureSpec, read_new_items
 from unipinrec.data.interactions import DataFormatError
 from unipinrec.data.item_feature_files import read_item_features
+from unipinrec.data.item_features import NumericColumn
 from unipinrec.data.vocabulary import ItemVocabulary
 from unipinrec.export import bundle as bundle_lib
 from unipinrec.export import bundle_format as fmt
 from unipinrec.export.add_items import add_items
 from unipinrec.export.model import ServingModel
+from unipinrec.index import store
 from unipinrec.index.manifest import IndexConfig
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.item_encoder import feature_tables
@@ -69,7 +71,7 @@ def _training_files(folder: pathlib.Path):
   return paths, (content, genres, years, prices)
 
 
-def _export(directory: pathlib.Path, id_part: str) -> tuple[str, tuple]:
+def _export(directory: pathlib.Path) -> tuple[str, tuple]:
   """A bundle of a small model whose parameters are all noise but the features', trained on
   feature files; its path and the files' rows."""
   (content_path, side_path), rows = _training_files(directory.parent)
@@ -91,7 +93,7 @@ def _export(directory: pathlib.Path, id_part: str) -> tuple[str, tuple]:
     repeat_buckets=0,
     dropout_rate=0.0,
     item_table_multiple=MULTIPLE,
-    item_id_part=id_part,
+    item_id_part="none",
   ).with_item_features(features.shapes)
   model = UniPinRec(config)
   example = example_batch(model, 2, 1, 3)
@@ -125,7 +127,7 @@ def _export(directory: pathlib.Path, id_part: str) -> tuple[str, tuple]:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-  return _export(tmp_path_factory.mktemp("features") / "bundle", "none")
+  return _export(tmp_path_factory.mktemp("features") / "bundle")
 
 
 def _serving(version: str) -> tuple[ServingModel, Bundle]:
@@ -134,6 +136,9 @@ def _serving(version: str) -> tuple[ServingModel, Bundle]:
   return bundle.recommender.serving, bundle
 
 
+# Exports a model, adds items twice (the second exports again) and compiles its computations
+# from the model's code twice: over 10 s on 2 cores.
+@pytest.mark.slow
 def test_added_items_are_encoded_indexed_retrieved_and_ranked(exported, tmp_path):
   first, (content, genres, years, prices) = exported
   directory = os.path.dirname(first)
@@ -212,22 +217,59 @@ def test_added_items_are_encoded_indexed_retrieved_and_ranked(exported, tmp_path
   np.testing.assert_allclose(got.outcome_probabilities, want.outcome_probabilities, atol=1e-5)
 
 
-def test_bad_rows_name_file_line_and_field_and_nothing_is_written(exported, tmp_path):
-  directory = os.path.dirname(exported[0])
-  before = versions.current(directory)
+_SPEC = FeatureSpec(
+  content_dim=C,
+  categorical=(CategoricalColumn("genres", True, GENRES, 2),),
+  numeric=(NumericColumn("price", 10.0, 2.0),),
+)
+
+
+def test_new_items_are_read_with_the_training_vocabularies_and_statistics(tmp_path):
+  side = _write_side(
+    tmp_path / "side.csv", [IDS[0], 8, 6], ["a", "d|zzz|b|c", ""], [""] * 3, ["1", "", "14"]
+  )
+  content = _write_content(tmp_path / "content.csv", [6], [[1.0, 2.0, 3.0, 4.0]])
+  ids, features = read_new_items(_SPEC, ItemVocabulary(IDS), content, side)
+  assert ids.tolist() == [6, 8]  # IDS[0] is known: skipped
+  # An unseen value is no value; a row keeps the trained width's lowest value ids.
+  np.testing.assert_array_equal(features.categorical[0].values, [[0, 0], [0, 0], [2, 3]])
+  np.testing.assert_allclose(features.numeric[:, 0], [0.0, 2.0, 0.0])  # (14 - 10) / 2; missing 0
+  np.testing.assert_allclose(features.content, [[0.0] * C, [1, 2, 3, 4], [0.0] * C])
+
+
+def test_bad_rows_name_file_line_and_field(tmp_path):
+  vocabulary = ItemVocabulary(IDS)
   side = tmp_path / "bad.csv"
   side.write_text("id,genres,year,price\n501,a,1990,3\n502,b,1995,cheap\n")
   with pytest.raises(DataFormatError, match=f"{side}:3: field 'price': expected a finite number"):
-    add_items(directory, "", side)
+    read_new_items(_SPEC, vocabulary, "", side)
+  side.write_text("id,genres\n501,a\n")
+  with pytest.raises(DataFormatError, match=f"{side}:1: field 'price': the header lacks"):
+    read_new_items(_SPEC, vocabulary, "", side)
   content = tmp_path / "wide.csv"
   content.write_text("501,1,2,3,4,5\n")
   with pytest.raises(DataFormatError, match=f"{content}: vectors of width 5; the model reads 4"):
-    add_items(directory, content)
-  assert versions.current(directory) == before
+    read_new_items(_SPEC, vocabulary, content)
+
+
+def _table_bundle(directory: pathlib.Path) -> None:
+  """A bundle of a model with an id table: its model.json and checksums (no computations)."""
+  config = ModelConfig(num_items=3, num_outcomes=1, item_id_part="table", content_dim=2)
+
+  def fill(folder: str) -> None:
+    description = fmt.ModelDescription(config, SERVING, ("click",), ())
+    spec = FeatureSpec(content_dim=2, categorical=(), numeric=())
+    bundle_lib.write_model_files(folder, {}, description, ItemVocabulary([1, 2, 3]), spec)
+    os.makedirs(os.path.join(folder, fmt.INDEX_DIR))
+    for name in (store.INDEX_FILE, store.VECTORS_FILE, store.MANIFEST_FILE):
+      pathlib.Path(folder, fmt.INDEX_DIR, name).write_bytes(b"")
+    bundle_lib.write_manifest(folder, 0, "hash", (), ("cpu",), revision=0)
+
+  versions.publish(str(directory), fill)
 
 
 def test_a_model_with_an_id_table_is_refused_in_one_line(tmp_path):
-  _export(tmp_path / "bundle", "table")
+  _table_bundle(tmp_path / "bundle")
   side = tmp_path / "new.csv"
   side.write_text("id,genres,year,price\n501,a,1990,3\n")
   done = subprocess.run(

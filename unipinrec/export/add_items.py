@@ -34,6 +34,7 @@ from unipinrec.errors import MissingPathError, UserInputError
 from unipinrec.export import bundle as bundle_lib
 from unipinrec.export import bundle_format as fmt
 from unipinrec.index import store
+from unipinrec.model.config import ModelConfig
 from unipinrec.model.item_encoder import FROZEN_PREFIX, feature_tables
 from unipinrec.model.unified import UniPinRec
 
@@ -61,7 +62,8 @@ def _with_new_rows(params: Any, tables: dict[str, np.ndarray], first: int, rows:
   return {**params, "tokenizer": tokenizer}
 
 
-def _check_can_add(version: str, manifest: fmt.BundleManifest, config) -> None:
+def _check_can_add(version: str, manifest: fmt.BundleManifest, config: ModelConfig) -> None:
+  """Raises `AddItemsError` where the bundle's model cannot encode an item it never trained on."""
   if config.item_id_part == "table":
     raise AddItemsError(
       f"{version}: the model's id part is an id table (item_id_part='table'), which has no row "
