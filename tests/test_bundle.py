@@ -18,6 +18,7 @@ from hang_guard import HANG_SECONDS
 
 from experiments.configs import synthetic
 from unipinrec.config import ServingConfig, from_mapping, to_dict
+from unipinrec.data.feature_spec import FeatureSpec
 from unipinrec.errors import MissingPathError
 from unipinrec.export import bundle as bundle_lib
 from unipinrec.export import bundle_format as fmt
@@ -255,7 +256,14 @@ def test_computations_of_other_models_export_too(trained, tmp_path, variant):
     one_user = dataclasses.replace(SERVING, batch_size=1)  # one export: this checks the index
     index_config = IndexConfig(dtype="f32", exact=True)
     path = bundle_lib.write_bundle(
-      str(tmp_path), other, vocabulary, ("a",), one_user, index_config, platforms=("cpu",)
+      str(tmp_path),
+      other,
+      vocabulary,
+      ("a",),
+      one_user,
+      index_config,
+      platforms=("cpu",),
+      feature_spec=FeatureSpec(content_dim=6, categorical=(), numeric=()),
     )
     loaded = Bundle.load(path)
     vectors = np.asarray(model.apply({"params": params}, method=model.item_vectors))

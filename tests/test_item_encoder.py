@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from unipinrec.config import OptimizerConfig
-from unipinrec.data.item_features import CategoricalFeature, ItemFeatures
+from unipinrec.data.item_features import CategoricalFeature, ItemFeatures, NumericColumn
 from unipinrec.index import store
 from unipinrec.index.manifest import IndexConfig
 from unipinrec.model.config import ModelConfig
@@ -31,6 +31,7 @@ def _features(rng) -> ItemFeatures:
     categorical=(CategoricalFeature("genres", genres, ("a", "b", "c")),),
     numeric=numeric,
     has_features=np.arange(N + 1) > 0,
+    numeric_columns=(NumericColumn("score", 0.0, 1.0),),
   )
 
 

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 CURRENT = "current"
 TEMPORARY_PREFIX = ".tmp-"
@@ -36,11 +36,11 @@ def fsync_tree(path: str) -> None:
     _fsync(root)
 
 
-def _remove_stale(directory: str, keep: str | None) -> None:
-  """Removes crashed writes' folders and every version but `keep`."""
+def _remove_stale(directory: str, keep: Collection[str]) -> None:
+  """Removes crashed writes' folders and every version but those named in `keep`."""
   for name in os.listdir(directory):
     path = os.path.join(directory, name)
-    if name != CURRENT and name != keep and os.path.isdir(path) and not os.path.islink(path):
+    if name != CURRENT and name not in keep and os.path.isdir(path) and not os.path.islink(path):
       shutil.rmtree(path, ignore_errors=True)
 
 
@@ -50,18 +50,20 @@ def current(directory: str) -> str | None:
   return os.path.realpath(link) if os.path.exists(link) else None
 
 
-def publish(directory: str, fill: Callable[[str], None]) -> str:
+def publish(directory: str, fill: Callable[[str], None], keep_previous: bool = False) -> str:
   """Makes a new version, filled by `fill(folder)`, `directory`'s current one, atomically.
 
-  `directory` is created if absent. Once the new version is current, the previous one and
-  whatever crashed writes left are removed.
+  `directory` is created if absent. Once the new version is current, whatever crashed writes
+  left is removed, and so is the previous version unless `keep_previous` (then the next
+  publish removes it).
 
   Returns:
     The path of the new version.
   """
   os.makedirs(directory, exist_ok=True)
   previous = current(directory)
-  _remove_stale(directory, keep=None if previous is None else os.path.basename(previous))
+  previous_name = () if previous is None else (os.path.basename(previous),)
+  _remove_stale(directory, keep=previous_name)
   temporary = tempfile.mkdtemp(dir=directory, prefix=TEMPORARY_PREFIX)
   try:
     os.chmod(temporary, 0o755)  # mkdtemp's 0o700 would hide the version from other readers
@@ -76,5 +78,5 @@ def publish(directory: str, fill: Callable[[str], None]) -> str:
   os.symlink(version, link)
   os.replace(link, os.path.join(directory, CURRENT))
   _fsync(directory)  # the rename and the swap, durable
-  _remove_stale(directory, keep=version)
+  _remove_stale(directory, keep=(version, *previous_name) if keep_previous else (version,))
   return os.path.join(directory, version)

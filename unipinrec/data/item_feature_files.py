@@ -44,7 +44,7 @@ import numpy as np
 
 from unipinrec.data.content_vectors import ContentVectors, parse_item_ids, read_content_vectors
 from unipinrec.data.interactions import DataFormatError
-from unipinrec.data.item_features import CategoricalFeature, ItemFeatures
+from unipinrec.data.item_features import CategoricalFeature, ItemFeatures, NumericColumn
 from unipinrec.data.tables import (
   PathLike,
   Table,
@@ -79,10 +79,8 @@ def _blank(value: Any) -> bool:
   return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _categorical(
-  table: Table, name: str, rows: np.ndarray, num_rows: int, multi: bool
-) -> CategoricalFeature:
-  """A categorical column on internal ids `rows` (one per table row)."""
+def value_lists(table: Table, name: str, multi: bool) -> list[list[str]]:
+  """A categorical column's values of each row (none for a blank)."""
   per_row: list[list[str]] = []
   for value, line in zip(table.column(name), table.lines, strict=True):
     if _blank(value):
@@ -95,17 +93,39 @@ def _categorical(
       per_row.append([v.strip() for v in value.split(MULTI_VALUE_SEPARATOR) if v.strip()])
     else:
       per_row.append([str(value).strip()])
-  vocabulary = tuple(sorted({v for values in per_row for v in values}))
+  return per_row
+
+
+def value_ids(
+  per_row: Sequence[Sequence[str]], vocabulary: Sequence[str], width: int
+) -> np.ndarray:
+  """[R, width] int32 ascending value ids of each row's values, padded with 0.
+
+  A value `vocabulary` lacks is dropped (id 0, "no value"), and a row keeps its `width` lowest
+  ids: what a model trained on `vocabulary` and that width can read.
+  """
   index = {v: i + 1 for i, v in enumerate(vocabulary)}
-  ids = [sorted({index[v] for v in values}) for values in per_row]
-  values = np.zeros((num_rows, max(1, max(map(len, ids), default=0))), np.int32)
-  for row, row_ids in zip(rows, ids, strict=True):
-    values[row, : len(row_ids)] = row_ids
-  return CategoricalFeature(name=name, values=values, vocabulary=vocabulary)
+  ids = np.zeros((len(per_row), width), np.int32)
+  for row, values in enumerate(per_row):
+    known = sorted({index[v] for v in values if v in index})[:width]
+    ids[row, : len(known)] = known
+  return ids
 
 
-def _numeric(table: Table, name: str) -> np.ndarray:
-  """[R] a numeric column standardised over its values, missing ones 0."""
+def _categorical(
+  table: Table, name: str, rows: np.ndarray, num_rows: int, multi: bool
+) -> CategoricalFeature:
+  """A categorical column on internal ids `rows` (one per table row)."""
+  per_row = value_lists(table, name, multi)
+  vocabulary = tuple(sorted({v for values in per_row for v in values}))
+  width = max(1, max((len(set(values)) for values in per_row), default=0))
+  values = np.zeros((num_rows, width), np.int32)
+  values[rows] = value_ids(per_row, vocabulary, width)
+  return CategoricalFeature(name=name, values=values, vocabulary=vocabulary, multi_valued=multi)
+
+
+def numeric_values(table: Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+  """A numeric column: [R] bool whether each row has a value, and [R] float64 values (0 if not)."""
   present, numbers = [], []
   for value, line in zip(table.column(name), table.lines, strict=True):
     present.append(not _blank(value))
@@ -116,13 +136,19 @@ def _numeric(table: Table, name: str) -> np.ndarray:
         raise DataFormatError(
           table.path, line, name, f"expected a finite number, got {value!r}"
         ) from None
-  out = np.zeros(len(present), np.float64)
-  if numbers:
-    values = np.asarray(numbers, np.float64)
-    std = values.std()
-    # A constant column carries nothing; dividing by 1 keeps it at 0 rather than NaN.
-    out[np.asarray(present)] = (values - values.mean()) / (std if std > 0 else 1.0)
-  return out.astype(np.float32)
+  mask = np.asarray(present, bool)
+  values = np.zeros(len(mask), np.float64)
+  values[mask] = numbers
+  return mask, values
+
+
+def _numeric(table: Table, name: str) -> tuple[NumericColumn, np.ndarray]:
+  """A numeric column's statistics and [R] its values standardised by them, missing ones 0."""
+  present, values = numeric_values(table, name)
+  mean, std = (values[present].mean(), values[present].std()) if present.any() else (0.0, 1.0)
+  # A constant column carries nothing; dividing by 1 keeps it at 0 rather than NaN.
+  column = NumericColumn(name, float(mean), float(std) if std > 0 else 1.0)
+  return column, np.where(present, column.standardise(values), 0.0).astype(np.float32)
 
 
 def _extended(vocabulary: ItemVocabulary, ids: list[np.ndarray]) -> ItemVocabulary:
@@ -184,6 +210,7 @@ def item_features_from(
     has_features[rows] = True
   categories: list[CategoricalFeature] = []
   numeric_table = np.zeros((num_rows, len(numeric)), np.float32)
+  numeric_columns: list[NumericColumn] = []
   if side is not None:
     rows = extended.to_internal(side_ids)
     has_features[rows] = True
@@ -192,12 +219,14 @@ def item_features_from(
     for name in multi_valued:
       categories.append(_categorical(side, name, rows, num_rows, multi=True))
     for f, name in enumerate(numeric):
-      numeric_table[rows, f] = _numeric(side, name)
+      column, numeric_table[rows, f] = _numeric(side, name)
+      numeric_columns.append(column)
   features = ItemFeatures(
     content=content_table,
     categorical=tuple(categories),
     numeric=numeric_table,
     has_features=has_features,
+    numeric_columns=tuple(numeric_columns),
   )
   cold = np.zeros(num_rows, bool)
   cold[len(vocabulary) + 1 :] = True

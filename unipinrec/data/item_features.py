@@ -19,6 +19,7 @@ class CategoricalFeature:
   name: str
   values: np.ndarray  # [N + 1, K] int32 value ids 1..V, 0 = no value (padding, or missing)
   vocabulary: tuple[str, ...]  # the V value names: value id v spells vocabulary[v - 1]
+  multi_valued: bool = False  # read as several values per item ("|"-separated in CSV)
 
   @property
   def num_values(self) -> int:
@@ -29,6 +30,19 @@ class CategoricalFeature:
   def width(self) -> int:
     """K, the values an item can hold (1: single-valued)."""
     return self.values.shape[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class NumericColumn:
+  """One numeric side feature and the statistics it was standardised with."""
+
+  name: str
+  mean: float
+  std: float  # 1.0 for a constant column, which then reads 0 everywhere
+
+  def standardise(self, values: np.ndarray) -> np.ndarray:
+    """`values` as the model reads this column: (value - mean) / std."""
+    return (np.asarray(values, np.float64) - self.mean) / self.std
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +69,14 @@ class ItemFeatures:
   # [N + 1] bool: the item had a row in some feature source. Items without one keep zeros
   # (and value 0) everywhere, so the encoder sees "no features", never a made-up value.
   has_features: np.ndarray
+  numeric_columns: tuple[NumericColumn, ...] = ()  # what each numeric column is, in order
 
   def __post_init__(self):
+    if len(self.numeric_columns) != self.numeric.shape[-1]:
+      raise ValueError(
+        f"item features: {self.numeric.shape[-1]} numeric columns, "
+        f"{len(self.numeric_columns)} described"
+      )
     rows = len(self.has_features)
     arrays = {"content": self.content, "numeric": self.numeric}
     arrays.update({f"categorical {f.name!r}": f.values for f in self.categorical})

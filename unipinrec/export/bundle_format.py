@@ -3,14 +3,21 @@
 BUNDLE_DIR/
   current -> v20250101-120000-1a2b3c4d       the version in use (`unipinrec/versions.py`)
   v20250101-120000-1a2b3c4d/
-    manifest.json       format and version, step, config hash, when and from which commit,
-                        exported batch sizes and platforms, sha256 and size of every file
+    manifest.json       format and version, step, config hash, revision (items added since the
+                        export), when and from which commit, exported batch sizes and
+                        platforms, sha256 and size of every file
     model.json          model config (with the data's sizes), serving config, outcome and
                         surface names
     params.msgpack      the serving parameters (flax msgpack), no optimizer state
     vocabulary.json     internal item id <-> the data's own id (`ItemVocabulary`)
     index/              the usearch index, item_vectors.npy and the index manifest
-    computations/       retrieve_b{B}.bin and rank_b{B}.bin: `jax.export` serialized StableHLO
+    features.json       the item features the model reads (`data/feature_spec.py`), with their
+                        training vocabularies and statistics; only where it reads features
+    computations/       retrieve_b{B}.bin and rank_b{B}.bin: `jax.export` serialized StableHLO;
+                        encode_items.bin where items can be added (`can_add_items`)
+
+Format version 2 added features.json, encode_items.bin and the revision; version 1 bundles are
+refused (export them again).
 
 A reader that does not know the format version, or a file whose checksum or size differs
 from the manifest's, is refused with a `BundleError` naming the file.
@@ -31,18 +38,26 @@ from unipinrec.index.store import MANIFEST_FILE as INDEX_MANIFEST_FILE
 from unipinrec.model.config import ModelConfig
 
 FORMAT = "unipinrec.serving_bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.json"
 PARAMS_FILE = "params.msgpack"
 VOCABULARY_FILE = "vocabulary.json"
+FEATURES_FILE = "features.json"
 INDEX_DIR = "index"
 COMPUTATIONS_DIR = "computations"
+ENCODER_FILE = f"{COMPUTATIONS_DIR}/encode_items.bin"
 _CHUNK = 1 << 20  # bytes hashed per read
 
 
 class BundleError(UserInputError, ValueError):
   """A bundle that cannot be served: unknown format version, a changed or missing file."""
+
+
+def can_add_items(config: ModelConfig) -> bool:
+  """Whether items can be added to the model's bundle: its items' vectors come from features,
+  and their id part is not an id table (which has no row for an item it never trained on)."""
+  return config.has_item_features and config.item_id_part != "table"
 
 
 def computation_files(batch_size: int) -> tuple[str, str]:
@@ -94,6 +109,7 @@ class BundleManifest:
   git_commit: str  # the checkout that exported it
   batch_sizes: tuple[int, ...]  # users per call of the exported computations
   platforms: tuple[str, ...]  # where the exported computations run
+  revision: int  # 0 as exported; each addition of items (`export/add_items.py`) adds 1
   files: dict[str, FileEntry]  # path relative to the version ("/"-separated) -> its entry
   format: str = FORMAT
   format_version: int = FORMAT_VERSION

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from unipinrec.model import inference
+from unipinrec.model.item_encoder import FROZEN_PREFIX
 from unipinrec.model.unified import UniPinRec
 from unipinrec.types import Histories, KVCache
 
@@ -102,3 +103,29 @@ def export(
     spec((b,), jnp.int32),
   )
   return bytes(retrieve.serialize()), bytes(rank.serialize())
+
+
+def export_item_encoder(model: UniPinRec, params: Any, platforms: Sequence[str]) -> bytes:
+  """The serialized `jax.export` of `UniPinRec.new_item_vectors` for any number M of items.
+
+  fn(params, [M] int32 ids, {name: [M, ...] float32 rows of the frozen table `name`}) ->
+  [M, S] float32 item vectors; the names are `ItemFeatures.tables()`' (`model/item_encoder.py`).
+  """
+  param_specs = jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), flax.core.meta.unbox(params)
+  )
+  (m,) = jax.export.symbolic_shape("m")
+  prefix = f"{FROZEN_PREFIX}_"
+  rows = {
+    name.removeprefix(prefix): jax.ShapeDtypeStruct((m,) + table.shape[1:], table.dtype)
+    for name, table in param_specs["tokenizer"].items()
+    if name.startswith(prefix)
+  }
+
+  def encode(params, items, rows):
+    return model.apply({"params": params}, items, rows, method=model.new_item_vectors)
+
+  exported = jax.export.export(jax.jit(encode), platforms=platforms)(
+    param_specs, jax.ShapeDtypeStruct((m,), jnp.int32), rows
+  )
+  return bytes(exported.serialize())

@@ -81,6 +81,35 @@ def save(
     f.write(manifest.to_json())
 
 
+def extend(source: str, folder: str, vectors: np.ndarray) -> Manifest:
+  """Writes into the existing `folder` the index whose files are in `source`, with `vectors`
+  added as items N+1..N+M (usearch `add`: the graph is not rebuilt), and its manifest.
+
+  Args:
+    source: a folder `save` (or `extend`) wrote, of N items.
+    folder: where the extended index's files go.
+    vectors: [M, S] the new items' vectors, in the order of their ids.
+
+  Returns:
+    The new manifest: the source's, with N + M items.
+  """
+  old = load_files(source, view=False)
+  num_items = old.manifest.num_items
+  if vectors.ndim != 2 or vectors.shape[1] != old.manifest.embed_dim:
+    raise ValueError(
+      f"new item vectors of shape {vectors.shape} for an index of width {old.manifest.embed_dim}"
+    )
+  vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+  keys = np.arange(num_items + 1, num_items + 1 + len(vectors), dtype=np.uint64)
+  old.index.add(keys, vectors, threads=1)  # as `build` adds: one insertion order
+  manifest = dataclasses.replace(old.manifest, num_items=num_items + len(vectors))
+  np.save(os.path.join(folder, VECTORS_FILE), np.concatenate([old.item_vectors, vectors]))
+  old.index.save(os.path.join(folder, INDEX_FILE))
+  with open(os.path.join(folder, MANIFEST_FILE), "w") as f:
+    f.write(manifest.to_json())
+  return manifest
+
+
 def write(
   directory: str,
   manifest: Manifest,

@@ -144,33 +144,43 @@ class ItemEncoder(nn.Module):
 
   def __call__(self, items: jax.Array) -> jax.Array:
     """[...] item ids -> [..., D] their vectors."""
-    id_vectors = self.id_part(items)
     if not self.config.has_item_features:
-      return id_vectors
-    parts = self._side_embeddings(items)
+      return self.id_part(items)
+    tables = {f"categorical_{i}": table for i, table in enumerate(self.categorical)}
     if self.config.content_dim:
-      parts.append(self.content_projection(self._lookup(self.content, items)))
+      tables["content"] = self.content
     if self.config.numeric_features:
-      parts.append(self._lookup(self.numeric, items))
+      tables["numeric"] = self.numeric
+    rows = {name: jax.lax.stop_gradient(jnp.take(t, items, axis=0)) for name, t in tables.items()}
+    return self.from_features(items, rows)
+
+  def from_features(self, items: jax.Array, rows: dict[str, jax.Array]) -> jax.Array:
+    """[...] item ids and their rows of the frozen tables -> [..., D] unit vectors.
+
+    `rows` is keyed by `ItemFeatures.tables()`' names (the model's tables only), as the tables
+    hold them: an item need not have a row in the tables (an item added after training).
+    """
+    parts = self._side_embeddings(rows)
+    if self.config.content_dim:
+      parts.append(self.content_projection(rows["content"]))
+    if self.config.numeric_features:
+      parts.append(rows["numeric"])
+    id_vectors = self.id_part(items)
     if id_vectors is not None:
       parts.append(id_vectors)
     hidden = nn.gelu(self.hidden(jnp.concatenate(parts, axis=-1)))
     vectors = self.output(hidden)
     return l2_normalize(vectors)
 
-  @staticmethod
-  def _lookup(table: jax.Array, items: jax.Array) -> jax.Array:
-    return jax.lax.stop_gradient(jnp.take(table, items, axis=0))
-
-  def _side_embeddings(self, items: jax.Array) -> list[jax.Array]:
+  def _side_embeddings(self, rows: dict[str, jax.Array]) -> list[jax.Array]:
     """[..., side_dim] per categorical feature: the mean of the item's values' embeddings."""
     embeddings, offset = [], 0
-    for table, (values, _) in zip(self.categorical, self.config.categorical_features, strict=True):
-      ids = self._lookup(table, items).astype(jnp.int32)  # [..., K], 0: no value
+    for i, (values, _) in enumerate(self.config.categorical_features):
+      ids = rows[f"categorical_{i}"].astype(jnp.int32)  # [..., K], 0: no value
       present = (ids > 0)[..., None]
-      rows = jnp.take(self.side_embedding, ids + offset, axis=0)
+      embedded = jnp.take(self.side_embedding, ids + offset, axis=0)
       count = jnp.maximum(present.sum(axis=-2), 1)
-      embeddings.append(jnp.where(present, rows, 0.0).sum(axis=-2) / count)
+      embeddings.append(jnp.where(present, embedded, 0.0).sum(axis=-2) / count)
       offset += values
     return embeddings
 

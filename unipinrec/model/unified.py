@@ -182,6 +182,14 @@ class UniPinRec(nn.Module):
       return unit
     return jnp.concatenate([unit, self.config.temperature * bias[:, None]], axis=-1)
 
+  def new_item_vectors(self, items: jax.Array, rows: dict[str, jax.Array]) -> jax.Array:
+    """[M] ids of items added after training and their feature rows (`ItemEncoder.from_features`)
+    -> [M, S] vectors as `item_vectors` gives them; with the item bias, their bias is 0."""
+    unit = self.tokenizer.item_encoder.from_features(items, rows)
+    if not self.config.item_bias:
+      return unit
+    return jnp.concatenate([unit, jnp.zeros(unit.shape[:-1] + (1,), unit.dtype)], axis=-1)
+
   def encode_items(self, items: jax.Array) -> jax.Array:
     """[...] item ids -> [..., D] their vectors (`model/item_encoder.py`), before normalising.
 
