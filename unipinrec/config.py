@@ -17,6 +17,7 @@ from unipinrec.checkpoint import CheckpointConfig
 from unipinrec.data.dataset import DataConfig
 from unipinrec.data.synthetic import SyntheticConfig
 from unipinrec.errors import ConfigError
+from unipinrec.evaluation.catalogue import EvalConfig
 from unipinrec.index.manifest import IndexConfig
 from unipinrec.losses import LossConfig
 from unipinrec.model.config import ModelConfig
@@ -118,6 +119,7 @@ class RunConfig:
   eval_every: int = 0  # steps between validations (public data); 0 never validates
   patience: int = 0  # validations without improvement before stopping; 0 never stops
   eval_batch_size: int = 256
+  eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
   mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -144,6 +146,8 @@ class RunConfig:
         "model.repeat_buckets needs step.loss.kernel='xla': the Pallas kernel takes no "
         f"per-anchor logit bias (got kernel={self.step.loss.kernel!r})"
       )
+    if self.eval.ann and self.model.repeat_buckets:
+      raise ValueError("eval.ann needs model.repeat_buckets=0: an index holds no history bias")
 
 
 def _build(cls, values: Mapping, path: str):
@@ -166,6 +170,7 @@ def _build(cls, values: Mapping, path: str):
 
 _NESTED = {
   (RunConfig, "mesh"): MeshConfig,
+  (RunConfig, "eval"): EvalConfig,
   (RunConfig, "data"): DataConfig,
   (RunConfig, "model"): ModelConfig,
   (RunConfig, "step"): StepConfig,
