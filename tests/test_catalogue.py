@@ -109,3 +109,38 @@ def test_ann_with_exact_search_matches_the_exact_evaluation():
   recall = ann.ann_recall(index, config, scorer.subset(np.arange(6)), CHUNKS[0])
   assert recall["recall@10"] == 1.0 and recall["recall@41"] == 1.0 and recall["num_users"] == 6
   assert recall["index"]["exact"] is True
+
+
+@pytest.mark.slow
+def test_model_evaluation_with_an_exact_index_reports_the_exact_figures():
+  from experiments.configs import synthetic
+  from unipinrec.config import from_mapping
+  from unipinrec.evaluation import evaluate
+  from unipinrec.train.experiment import setup_experiment
+
+  config = synthetic.get_config("runlocal")
+  config.model.repeat_buckets = 0  # an index holds no history bias
+  experiment = setup_experiment(from_mapping(config.to_dict()))
+  data, params = experiment.data, experiment.initial_state.params
+  names = data.logs.outcome_names
+
+  def figures(eval_config):
+    return evaluate.evaluate_model(
+      experiment.model,
+      params,
+      data.eval_examples,
+      names,
+      64,
+      eval_config=eval_config,
+      index_config=IndexConfig(dtype="f32", exact=True),
+    )
+
+  exact = figures(catalogue.EvalConfig(user_chunk=7, item_chunk=100))
+  searched = figures(catalogue.EvalConfig(ann=True, ann_recall_users=10))
+  for name in ("retrieval", "retrieval_unfiltered"):
+    # Every K up to the search's depth is exact; MRR leaves out the targets past it.
+    mrr = searched[name].pop("mrr")
+    assert mrr <= exact[name].pop("mrr")
+    assert searched[name] == pytest.approx(exact[name]), name
+  assert searched["ann"]["recall@10"] == 1.0 and searched["ann"]["recall@100"] == 1.0
+  assert searched["ann"]["num_users"] == 10 and "ann" not in exact

@@ -17,7 +17,6 @@ from unipinrec.checkpoint import CheckpointConfig
 from unipinrec.data.dataset import DataConfig
 from unipinrec.data.synthetic import SyntheticConfig
 from unipinrec.errors import ConfigError
-from unipinrec.evaluation.catalogue import EvalConfig
 from unipinrec.index.manifest import IndexConfig
 from unipinrec.losses import LossConfig
 from unipinrec.model.config import ModelConfig
@@ -83,6 +82,26 @@ class GenerationConfig:
   budget_k: int = 20  # list length of the budget sweep
   budget_points: int = 5  # budgets from all-click to all-save
   timing_repeats: int = 5  # timed passes over the users; the median is reported
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """How the full-catalogue retrieval metrics are computed: memory and speed, not the figures
+  (except with `ann`, whose figures are those of the approximate search)."""
+
+  user_chunk: int = 2048  # users ranked together
+  # Items scored at once: a block holds user_chunk x item_chunk scores (float32: 128 MiB).
+  item_chunk: int = 16384
+  # Rank by a usearch index of the item vectors (the `index` block's settings) instead of
+  # scoring every item: for catalogues where exact scoring is too slow. The report then
+  # gains "ann": recall@10 and @100 of the index's top items against the exact ones.
+  ann: bool = False
+  ann_recall_users: int = 1000  # users whose exact top items the index's are compared with
+
+  def __post_init__(self):
+    for name in ("user_chunk", "item_chunk", "ann_recall_users"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"eval.{name}={getattr(self, name)}; expected at least 1")
 
 
 @dataclasses.dataclass(frozen=True)

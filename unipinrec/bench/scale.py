@@ -1,8 +1,8 @@
 """Cost curves: preparation, train step and evaluation time and peak memory against size.
 
 Each point runs in a fresh process (`unipinrec/bench/scale_point.py`, or `experiments.prepare`
-for preparation), so its peak RSS is its own: the kernel's maximum resident set of that
-child, read when it is reaped (`os.wait4`). A curve's `exponent` is the least-squares slope of
+under `unipinrec/bench/peak_rss.py` for preparation), which reports its own peak RSS (the
+kernel's high-water mark of its resident set). A curve's `exponent` is the least-squares slope of
 log seconds against log size: 1 is linear.
 
 - prepare: `experiments.prepare` with the ml100k config on an ML-20M-shaped `ratings.csv` of
@@ -56,20 +56,17 @@ def fitted_exponent(sizes: Sequence[float], seconds: Sequence[float]) -> float:
   return float(np.polyfit(np.log(sizes), np.log(seconds), 1)[0])
 
 
-def run_measured(command: Sequence[str], env: dict | None = None) -> tuple[float, int]:
-  """Runs `command` to completion: (wall seconds, its peak RSS in bytes).
+def run_checked(command: Sequence[str], env: dict | None = None) -> float:
+  """Runs `command` to completion: its wall seconds.
 
   Raises:
     RuntimeError: the command failed (its status named).
   """
   start = time.perf_counter()
-  process = subprocess.Popen(list(command), env=env)
-  _, status, usage = os.wait4(process.pid, 0)
-  seconds = time.perf_counter() - start
-  process.returncode = os.waitstatus_to_exitcode(status)
-  if process.returncode:
-    raise RuntimeError(f"{' '.join(command)} exited with status {process.returncode}")
-  return seconds, usage.ru_maxrss * 1024  # Linux reports kibibytes
+  status = subprocess.run(list(command), env=env, check=False).returncode
+  if status:
+    raise RuntimeError(f"{' '.join(command)} exited with status {status}")
+  return time.perf_counter() - start
 
 
 def _point_command(kind: str, size: dict, result: pathlib.Path) -> list[str]:
@@ -80,10 +77,26 @@ def measure_point(kind: str, size: dict) -> dict:
   """One `scale_point` point: its size fields, the timed part's seconds and the peak RSS."""
   with tempfile.TemporaryDirectory(prefix=f"bench_scale_{kind}_") as folder:
     result = pathlib.Path(folder) / "result.json"
-    _, peak = run_measured(_point_command(kind, size, result))
-    seconds = json.loads(result.read_text())["seconds"]
-  logging.info("%s %s: %.3f s, peak RSS %.0f MiB", kind, size, seconds, peak / 2**20)
-  return {**size, "seconds": seconds, "peak_rss_bytes": peak}
+    run_checked(_point_command(kind, size, result))
+    measured = json.loads(result.read_text())
+  logging.info(
+    "%s %s: %.3f s, peak RSS %.0f MiB",
+    kind,
+    size,
+    measured["seconds"],
+    measured["peak_rss_bytes"] / 2**20,
+  )
+  return {**size, **measured}
+
+
+def measure_module(module: str, args: Sequence[str], env: dict | None = None) -> dict:
+  """`python -m module args` in a fresh process: its wall seconds and peak RSS
+  (`peak_rss`'s runner)."""
+  with tempfile.TemporaryDirectory(prefix="bench_scale_module_") as folder:
+    result = pathlib.Path(folder) / "peak.json"
+    runner = [sys.executable, "-m", "unipinrec.bench.peak_rss", str(result), module]
+    seconds = run_checked([*runner, *args], env)
+    return {"seconds": seconds, **json.loads(result.read_text())}
 
 
 def measure_prepare(rows: int) -> dict:
@@ -91,18 +104,22 @@ def measure_prepare(rows: int) -> dict:
   with tempfile.TemporaryDirectory(prefix="bench_scale_prepare_") as folder:
     data, tfds = pathlib.Path(folder) / "ratings", pathlib.Path(folder) / "tfds"
     data.mkdir()
-    run_measured(_point_command("movielens", {"rows": rows}, data / "written.json"))
-    command = [
-      sys.executable,
-      "-m",
-      "experiments.prepare",
+    size = {"rows": rows, "folder": str(data)}
+    run_checked(_point_command("movielens", size, pathlib.Path(folder) / "written.json"))
+    args = [
       f"--config={PREPARE_CONFIG}",
       f"--config.data.path={data}",
       f"--config.data.tfds_dir={tfds}",
     ]
-    seconds, peak = run_measured(command, env={**os.environ, "TFDS_DATA_DIR": str(tfds)})
-  logging.info("prepare %d rows: %.1f s, peak RSS %.0f MiB", rows, seconds, peak / 2**20)
-  return {"size": rows, "rows": rows, "seconds": seconds, "peak_rss_bytes": peak}
+    env = {**os.environ, "TFDS_DATA_DIR": str(tfds)}
+    measured = measure_module("experiments.prepare", args, env)
+  logging.info(
+    "prepare %d rows: %.1f s, peak RSS %.0f MiB",
+    rows,
+    measured["seconds"],
+    measured["peak_rss_bytes"] / 2**20,
+  )
+  return {"size": rows, "rows": rows, **measured}
 
 
 def _curve(points: list[dict]) -> dict:

@@ -4,8 +4,9 @@ the process's peak RSS is the point's.
   python -m unipinrec.bench.scale_point KIND SIZE_JSON RESULT_PATH
 
 KIND is `train_step` (SIZE_JSON {"items": N, "steps": S}), `evaluate` ({"users": U,
-"items": N}) or `movielens` ({"rows": R}, writes the ML-20M-shaped files into RESULT_PATH's
-folder, untimed). RESULT_PATH receives {"seconds": ...}, the timed part's wall time.
+"items": N}) or `movielens` ({"rows": R, "folder": PATH}: writes an ML-20M-shaped log there).
+RESULT_PATH receives {"seconds": ..., "peak_rss_bytes": ...}: the timed part's wall time and
+the process's peak resident set (`peak_rss.peak_rss_bytes`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import jax
 import numpy as np
 
 from unipinrec import sharding
+from unipinrec.bench.peak_rss import peak_rss_bytes
 from unipinrec.config import RunConfig
 from unipinrec.evaluation import catalogue
 from unipinrec.model.config import ModelConfig
@@ -110,11 +112,11 @@ def main(argv: list[str]) -> None:
     from unipinrec.bench.movielens_shaped import write_movielens_shaped  # another branch's
 
     start = time.perf_counter()
-    write_movielens_shaped(result.parent, size["rows"])
+    write_movielens_shaped(pathlib.Path(size["folder"]), size["rows"])
     seconds = time.perf_counter() - start
   else:
     raise ValueError(f"unknown point kind {kind!r}")
-  write_json_atomic(str(result), {"seconds": seconds})
+  write_json_atomic(str(result), {"seconds": seconds, "peak_rss_bytes": peak_rss_bytes()})
 
 
 if __name__ == "__main__":

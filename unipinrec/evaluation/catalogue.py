@@ -15,28 +15,10 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from unipinrec.config import EvalConfig
+
 # (rows of the users, [I] item ids in increasing order) -> [users, I] scores.
 BlockScorer = Callable[[slice, np.ndarray], np.ndarray]
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-  """How the full-catalogue retrieval metrics are computed: memory and speed, not the figures
-  (except with `ann`, whose figures are those of the approximate search)."""
-
-  user_chunk: int = 2048  # users ranked together
-  # Items scored at once: a block holds user_chunk x item_chunk scores (float32: 128 MiB).
-  item_chunk: int = 16384
-  # Rank by a usearch index of the item vectors (the `index` block's settings) instead of
-  # scoring every item: for catalogues where exact scoring is too slow. The report then
-  # gains "ann": recall@10 and @100 of the index's top items against the exact ones.
-  ann: bool = False
-  ann_recall_users: int = 1000  # users whose exact top items the index's are compared with
-
-  def __post_init__(self):
-    for name in ("user_chunk", "item_chunk", "ann_recall_users"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"eval.{name}={getattr(self, name)}; expected at least 1")
 
 
 DEFAULT = EvalConfig()
