@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from unipinrec.data.examples import EvalExamples
-from unipinrec.evaluation import evaluate, history_baselines
+from unipinrec.evaluation import catalogue, history_baselines
 
 # Popularity falls with the id: item i scores -i (column 0 is padding).
 POPULARITY = np.array([-np.inf, -1, -2, -3, -4, -5, -6, -7, -8])
@@ -49,10 +49,12 @@ def test_ranks_match_the_hand_computed_ones(name):
   examples = _examples()
   scores = history_baselines.HISTORY_BASELINES[name]
 
-  def score_rows(rows):
-    return scores(examples.retrieval_seen[rows], POPULARITY)
+  def score_block(rows, items):
+    return scores(examples.retrieval_seen[rows], POPULARITY, items)
 
-  ranks = evaluate.chunked_ranks(score_rows, examples, NEGATIVES)
+  ranks = catalogue.catalogue_ranks(
+    score_block, len(POPULARITY) - 1, examples.retrieval_targets, examples.retrieval_seen, NEGATIVES
+  )
   for protocol, expected in EXPECTED[name].items():
     np.testing.assert_array_equal(ranks[protocol], expected, err_msg=protocol)
   np.testing.assert_array_equal(ranks["retrieval_sampled"], [0, 0, 1, 0])
@@ -65,9 +67,9 @@ def test_history_items_score_distinct_and_above_every_other_item():
   np.testing.assert_array_equal(scores[[1, 3, 5, 7, 8]], POPULARITY[[1, 3, 5, 7, 8]])
 
 
-def test_report_over_chunks(monkeypatch):
-  monkeypatch.setattr(evaluate, "RANK_CHUNK", 3)  # users 0-2, then 3: rows restart per chunk
-  report = history_baselines.evaluate_history_baselines(_examples(), POPULARITY, NEGATIVES)
+def test_report_over_chunks():
+  chunks = catalogue.EvalConfig(user_chunk=3, item_chunk=3)  # rows and items restart per chunk
+  report = history_baselines.evaluate_history_baselines(_examples(), POPULARITY, NEGATIVES, chunks)
   assert set(report) == {"most_recent", "most_frequent"}
   recent = report["most_recent"]
   assert set(recent) == {"retrieval", "retrieval_unfiltered", "retrieval_sampled"}

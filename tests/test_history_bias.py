@@ -13,7 +13,7 @@ from kernels.attention import relative_buckets
 from unipinrec import history_loss, losses
 from unipinrec.config import ServingConfig, StepConfig, from_mapping
 from unipinrec.errors import ConfigError
-from unipinrec.evaluation.evaluate import model_scorers
+from unipinrec.evaluation.evaluate import catalogue_scorer
 from unipinrec.export.model import ServingModel
 from unipinrec.index import store
 from unipinrec.index.manifest import IndexConfig
@@ -140,7 +140,8 @@ def _catalogue_scores(model: UniPinRec, params: dict, conditions: np.ndarray) ->
   histories = Histories(
     items=HISTORY, outcomes=outcomes, times=times, surfaces=surfaces, lengths=LENGTHS
   )
-  return np.asarray(model_scorers(model)[0](params, histories, conditions)[0])
+  scorer = catalogue_scorer(model, params, histories, conditions)
+  return scorer.score_block(slice(None), np.arange(model.config.num_items + 1))
 
 
 def test_evaluation_scores_add_h_to_the_history_items_only():

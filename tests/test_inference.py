@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from unipinrec.config import ServingConfig
-from unipinrec.evaluation.evaluate import model_scorers
+from unipinrec.evaluation.evaluate import catalogue_scorer
 from unipinrec.export.model import ServingModel
 from unipinrec.index import store
 from unipinrec.index.manifest import IndexConfig
@@ -98,8 +98,8 @@ def _histories(requests: list[UserRequest]) -> Histories:
 
 def _evaluation_scores(serving: ServingModel, histories: Histories, conditions) -> np.ndarray:
   """[B, N + 1] evaluation's catalogue scores: the training logit, cosine / T + bias + h."""
-  score_catalogue = model_scorers(serving.model)[0]
-  return np.asarray(score_catalogue(serving.params, histories, np.asarray(conditions))[0])
+  scorer = catalogue_scorer(serving.model, serving.params, histories, np.asarray(conditions))
+  return scorer.score_block(slice(None), np.arange(serving.model.config.num_items + 1))
 
 
 def _best(scores: np.ndarray) -> set[int]:

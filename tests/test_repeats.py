@@ -61,7 +61,7 @@ def test_validation_target_reads_the_primary_figure(
   assert data.repeats.test.in_history == test_share
   figures = {"retrieval": {"ndcg@10": 0.25}, "retrieval_unfiltered": {"ndcg@10": 0.75}}
 
-  def evaluate_model(model, params, examples, names, batch_size, outcome_conditions):
+  def evaluate_model(model, params, examples, names, batch_size, outcome_conditions, **configs):
     assert examples is data.valid_examples.examples and outcome_conditions
     return figures
 

@@ -85,6 +85,26 @@ class GenerationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """How the full-catalogue retrieval metrics are computed: memory and speed, not the figures
+  (except with `ann`, whose figures are those of the approximate search)."""
+
+  user_chunk: int = 2048  # users ranked together
+  # Items scored at once: a block holds user_chunk x item_chunk scores (float32: 128 MiB).
+  item_chunk: int = 16384
+  # Rank by a usearch index of the item vectors (the `index` block's settings) instead of
+  # scoring every item: for catalogues where exact scoring is too slow. The report then
+  # gains "ann": recall@10 and @100 of the index's top items against the exact ones.
+  ann: bool = False
+  ann_recall_users: int = 1000  # users whose exact top items the index's are compared with
+
+  def __post_init__(self):
+    for name in ("user_chunk", "item_chunk", "ann_recall_users"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"eval.{name}={getattr(self, name)}; expected at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
 class ServingConfig:
   """How many items are retrieved, ranked and returned, and how users are batched."""
 
@@ -118,6 +138,7 @@ class RunConfig:
   eval_every: int = 0  # steps between validations (public data); 0 never validates
   patience: int = 0  # validations without improvement before stopping; 0 never stops
   eval_batch_size: int = 256
+  eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
   mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -144,6 +165,8 @@ class RunConfig:
         "model.repeat_buckets needs step.loss.kernel='xla': the Pallas kernel takes no "
         f"per-anchor logit bias (got kernel={self.step.loss.kernel!r})"
       )
+    if self.eval.ann and self.model.repeat_buckets:
+      raise ValueError("eval.ann needs model.repeat_buckets=0: an index holds no history bias")
 
 
 def _build(cls, values: Mapping, path: str):
@@ -166,6 +189,7 @@ def _build(cls, values: Mapping, path: str):
 
 _NESTED = {
   (RunConfig, "mesh"): MeshConfig,
+  (RunConfig, "eval"): EvalConfig,
   (RunConfig, "data"): DataConfig,
   (RunConfig, "model"): ModelConfig,
   (RunConfig, "step"): StepConfig,

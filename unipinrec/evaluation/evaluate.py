@@ -20,54 +20,14 @@ from jax.sharding import Mesh, NamedSharding
 
 from unipinrec.data.examples import EvalExamples
 from unipinrec.data.synthetic_history import history_interests
+from unipinrec.evaluation import ann, catalogue, metrics
 from unipinrec.evaluation import cold_items as cold_items_lib
-from unipinrec.evaluation import metrics
+from unipinrec.index import store
+from unipinrec.index.manifest import IndexConfig
 from unipinrec.model import inference
 from unipinrec.model.unified import UniPinRec
 from unipinrec.sharding import replicated
 from unipinrec.types import Histories
-
-RANK_CHUNK = 2048  # users scored against the whole catalogue at once
-
-
-def retrieval_ranks(
-  catalogue_scores: np.ndarray,
-  targets: np.ndarray,
-  seen: Sequence[np.ndarray],
-  sampled_negatives: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-  """Target ranks under the protocol's filtered and unfiltered rules, and sampled-100 if given."""
-  ranks = {
-    "retrieval": metrics.target_ranks(catalogue_scores, targets, seen),
-    "retrieval_unfiltered": metrics.target_ranks(catalogue_scores, targets),
-  }
-  if sampled_negatives is not None:
-    ranks["retrieval_sampled"] = metrics.sampled_ranks(catalogue_scores, targets, sampled_negatives)
-  return ranks
-
-
-def chunked_ranks(
-  score_rows: Callable[[slice], np.ndarray],
-  examples: EvalExamples,
-  sampled_negatives: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-  """`retrieval_ranks` over the users in chunks of `RANK_CHUNK` rows.
-
-  A [users, catalogue] score matrix of a large data set need not fit in
-  memory; `score_rows(rows)` scores the catalogue for the users in `rows`.
-  """
-  parts = {}
-  for start in range(0, len(examples.retrieval_targets), RANK_CHUNK):
-    rows = slice(start, start + RANK_CHUNK)
-    chunk = retrieval_ranks(
-      score_rows(rows),
-      examples.retrieval_targets[rows],
-      examples.retrieval_seen[rows],
-      None if sampled_negatives is None else sampled_negatives[rows],
-    )
-    for name, values in chunk.items():
-      parts.setdefault(name, []).append(values)
-  return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 def retrieval_report(
@@ -75,7 +35,7 @@ def retrieval_report(
   targets: np.ndarray | None = None,
   cold_items: np.ndarray | None = None,
 ) -> dict[str, dict]:
-  """The metrics of `retrieval_ranks`' ranks; sampled-100 reports HR/NDCG@10 and MRR.
+  """The metrics of `catalogue.catalogue_ranks`' ranks; sampled-100 reports HR/NDCG@10 and MRR.
 
   With `cold_items` ([N + 1] bool) and the [U] `targets`, "retrieval" is also reported apart
   for the cold and the warm targets (`cold_items.cold_warm_reports`).
@@ -158,14 +118,14 @@ def _pad_rows(size: int, values: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def model_scorers(model: UniPinRec, mesh: Mesh | None = None) -> tuple[Callable, Callable]:
-  """Jitted (retrieval scorer, ranking scorer) of a model, parameters as their first argument.
+def model_scorers(model: UniPinRec, mesh: Mesh | None = None) -> tuple[Callable, ...]:
+  """Jitted (user queries, item vectors, ranking scorer) of a model, parameters first.
 
   Cached per model and mesh (modules compare by their config), and the
   parameters are an argument rather than a closed-over constant: repeated
   evaluations, such as validation during training, reuse one compilation.
 
-  With the parameters' `mesh`, the scores come back replicated: every process
+  With the parameters' `mesh`, the outputs come back replicated: every process
   holds all of them, however the parameters are split across processes.
   """
   jit = jax.jit if mesh is None else functools.partial(jax.jit, out_shardings=replicated(mesh))
@@ -173,16 +133,17 @@ def model_scorers(model: UniPinRec, mesh: Mesh | None = None) -> tuple[Callable,
   rank = inference.rank_on_cache(model)
 
   @jit
-  def score_catalogue(params, histories: Histories, conditions):
+  def user_queries(params, histories: Histories, conditions):
     retrieved = retrieve(params, histories, conditions)
-    item_vectors = model.apply({"params": params}, method=model.item_vectors)
-    scores = retrieved.queries @ item_vectors.T / model.config.temperature
-    if model.config.repeat_buckets:
-      # h of the history window's items (each once; the rest add 0 to the padding column).
-      bias = jnp.take_along_axis(retrieved.history_bias, conditions[:, None, None], axis=2)
-      rows = jnp.arange(len(conditions))[:, None]
-      scores = scores.at[rows, retrieved.history_items].add(bias[..., 0])
-    return (scores,)
+    if not model.config.repeat_buckets:
+      return (retrieved.queries,)
+    # h of the history window's items (each once; the rest add 0 to the padding column).
+    bias = jnp.take_along_axis(retrieved.history_bias, conditions[:, None, None], axis=2)
+    return retrieved.queries, retrieved.history_items, bias[..., 0]
+
+  @jit
+  def item_vectors(params):
+    return model.apply({"params": params}, method=model.item_vectors)
 
   @jit
   def score_slates(params, histories: Histories, slate_items, slate_times, slate_surfaces):
@@ -192,11 +153,31 @@ def model_scorers(model: UniPinRec, mesh: Mesh | None = None) -> tuple[Callable,
       params, retrieved.cache, histories.times, slate_items, slate_times, slate_surfaces
     )
     # The retrieval head as a ranker: each condition's query against the candidates.
-    item_vectors = model.apply({"params": params}, method=model.item_vectors)
-    dot = jnp.einsum("bqd,bcd->bcq", retrieved.queries, item_vectors[slate_items])
+    vectors = model.apply({"params": params}, method=model.item_vectors)
+    dot = jnp.einsum("bqd,bcd->bcq", retrieved.queries, vectors[slate_items])
     return probabilities, dot
 
-  return score_catalogue, score_slates
+  return user_queries, item_vectors, score_slates
+
+
+def catalogue_scorer(
+  model: UniPinRec,
+  params,
+  histories: Histories,
+  conditions: np.ndarray,
+  batch_size: int = 256,
+  item_vectors: np.ndarray | None = None,
+) -> catalogue.DotScorer:
+  """The model's catalogue scores of the users of `histories` under `conditions` ([U]).
+
+  Only the queries are computed (`batch_size` users at a time); the scores are computed a
+  block at a time by the scorer. `item_vectors` ([N + 1, S]) saves recomputing the model's.
+  """
+  user_queries, vectors_of, _ = model_scorers(model, _mesh_of(params))
+  if item_vectors is None:
+    item_vectors = np.asarray(vectors_of(params))
+  outputs = batched(functools.partial(user_queries, params), (histories, conditions), batch_size)
+  return catalogue.DotScorer(outputs[0], item_vectors, model.config.temperature, *outputs[1:])
 
 
 def _mesh_of(params) -> Mesh | None:
@@ -214,6 +195,8 @@ def evaluate_model(
   sampled_negatives: np.ndarray | None = None,
   outcome_conditions: bool = True,
   cold_items: np.ndarray | None = None,
+  eval_config: catalogue.EvalConfig = catalogue.DEFAULT,
+  index_config: IndexConfig | None = None,
 ) -> dict[str, dict]:
   """The model's retrieval metrics, its ranking head's, and its retrieval head's as a ranker.
 
@@ -223,22 +206,43 @@ def evaluate_model(
   no conditioned query is read: no `retrieval_by_condition`, and the retrieval
   head ranks every outcome's column by the "any" query. With `cold_items`
   ([N + 1] bool) "retrieval" is also reported apart for cold and warm targets.
+  With `eval_config.ann` the retrieval ranks come from an index of the item vectors built
+  with `index_config` (`ann.ann_ranks`) and "ann" reports its recall of the exact top items.
   """
-  score_catalogue = functools.partial(model_scorers(model, _mesh_of(params))[0], params)
+  vectors = np.asarray(model_scorers(model, _mesh_of(params))[1](params))
+  index_config = index_config or IndexConfig()
+  index = store.build(vectors, index_config) if eval_config.ann else None
 
-  def scorer(condition: int, subset: EvalExamples) -> Callable[[slice], np.ndarray]:
-    def score_rows(rows: slice) -> np.ndarray:
-      histories = Histories.from_fields({k: v[rows] for k, v in subset.retrieval_history.items()})
-      conditions = np.full(len(histories.items), condition, np.int32)
-      return batched(score_catalogue, (histories, conditions), batch_size)[0]
+  def scorer(condition: int, subset: EvalExamples) -> catalogue.DotScorer:
+    histories = Histories.from_fields(subset.retrieval_history)
+    conditions = np.full(len(histories.items), condition, np.int32)
+    return catalogue_scorer(model, params, histories, conditions, batch_size, vectors)
 
-    return score_rows
+  def ranks_of(scores: catalogue.DotScorer, subset: EvalExamples, negatives=None) -> dict:
+    targets, seen = subset.retrieval_targets, subset.retrieval_seen
+    if index is None:
+      num_items = len(vectors) - 1
+      return catalogue.catalogue_ranks(
+        scores.score_block, num_items, targets, seen, negatives, eval_config
+      )
+    ranks = ann.ann_ranks(index, index_config.exact, scores.queries, targets, seen)
+    if negatives is not None:  # a hundred items per user: scored exactly
+      ranks["retrieval_sampled"] = ann.drawn_ranks(scores, targets, negatives, eval_config)
+    return ranks
 
-  ranks = chunked_ranks(scorer(0, examples), examples, sampled_negatives)
+  any_scores = scorer(0, examples)
+  ranks = ranks_of(any_scores, examples, sampled_negatives)
   report = retrieval_report(ranks, examples.retrieval_targets, cold_items)
+  if index is not None:
+    sample = np.random.default_rng(0).permutation(len(any_scores.queries))
+    sample = np.sort(sample[: eval_config.ann_recall_users])
+    report["ann"] = ann.ann_recall(index, index_config, any_scores.subset(sample), eval_config)
   if outcome_conditions and len(outcome_names) > 1:
     report["retrieval_by_condition"] = _conditioning_report(
-      scorer, examples, ranks["retrieval"], outcome_names
+      lambda condition, subset: ranks_of(scorer(condition, subset), subset)["retrieval"],
+      examples,
+      ranks["retrieval"],
+      outcome_names,
     )
   if not len(examples.ranking_items):
     return report
@@ -262,7 +266,7 @@ def slate_scores(
   Returns [R, C, O] outcome probabilities (the ranking head's) and
   [R, C, O + 1] dot products of each condition's retrieval query.
   """
-  _, score_slates = model_scorers(model, _mesh_of(params))
+  score_slates = model_scorers(model, _mesh_of(params))[2]
   slate_inputs = (
     Histories.from_fields(examples.ranking_history),
     examples.ranking_items,
@@ -273,12 +277,14 @@ def slate_scores(
 
 
 def _conditioning_report(
-  scorer: Callable[[int, EvalExamples], Callable[[slice], np.ndarray]],
+  ranks_of: Callable[[int, EvalExamples], np.ndarray],
   examples: EvalExamples,
   any_ranks: np.ndarray,
   outcome_names: Sequence[str],
 ) -> dict[str, dict]:
   """Per outcome: HR/NDCG@10 of the targets with that outcome, "any" query against its own.
+
+  `ranks_of(condition, subset)` gives the filtered ranks of `subset`'s targets under a query.
 
   PinRec's outcome conditioning should find a user's next save better when
   asked for a save than when asked for any engagement.
@@ -295,7 +301,7 @@ def _conditioning_report(
       retrieval_target_outcomes=examples.retrieval_target_outcomes[rows],
       retrieval_seen=[examples.retrieval_seen[r] for r in rows],
     )
-    conditioned = chunked_ranks(scorer(index + 1, subset), subset)["retrieval"]
+    conditioned = ranks_of(index + 1, subset)
     report[name] = {
       "num_users": len(rows),
       "any": metrics.retrieval_metrics(any_ranks[rows], (10, 50)),
@@ -310,15 +316,20 @@ def evaluate_popularity(
   outcome_names: Sequence[str],
   sampled_negatives: np.ndarray | None = None,
   cold_items: np.ndarray | None = None,
+  config: catalogue.EvalConfig = catalogue.DEFAULT,
 ) -> dict[str, dict]:
-  """Every item scored by its share of training actions, for every outcome; `cold_items` as
-  `evaluate_model`'s."""
+  """Every item scored by its share of training actions, for every outcome, ranked in
+  `config`'s chunks; `cold_items` as `evaluate_model`'s."""
 
-  def score_rows(rows: slice) -> np.ndarray:
+  def score_block(rows: slice, items: np.ndarray) -> np.ndarray:
     users = len(examples.retrieval_targets[rows])
-    return np.broadcast_to(item_log_frequency, (users, len(item_log_frequency)))
+    return np.broadcast_to(item_log_frequency[items], (users, len(items)))
 
-  ranks = chunked_ranks(score_rows, examples, sampled_negatives)
+  targets, seen = examples.retrieval_targets, examples.retrieval_seen
+  num_items = len(item_log_frequency) - 1
+  ranks = catalogue.catalogue_ranks(
+    score_block, num_items, targets, seen, sampled_negatives, config
+  )
   report = retrieval_report(ranks, examples.retrieval_targets, cold_items)
   if not len(examples.ranking_items):
     return report
@@ -360,8 +371,13 @@ def history_oracle_world(world, examples: EvalExamples):
 def evaluate_oracle(world, examples: EvalExamples, outcome_names: Sequence[str]) -> dict[str, dict]:
   """The synthetic world's true probabilities as the scorer (the quality ceiling), with
   "retrieval" apart for cold and warm targets when the world has cold items."""
-  ranks = chunked_ranks(
-    lambda rows: world.oracle_retrieval_scores(examples.retrieval_requests[rows]), examples
+  ranks = catalogue.catalogue_ranks(
+    catalogue.rows_scorer(
+      lambda rows: world.oracle_retrieval_scores(examples.retrieval_requests[rows])
+    ),
+    world.config.num_items,
+    examples.retrieval_targets,
+    examples.retrieval_seen,
   )
   report = retrieval_report(ranks, examples.retrieval_targets, world.cold_items)
   probabilities = world.true_outcome_probs(examples.ranking_requests, examples.ranking_items)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from unipinrec.data.examples import EvalExamples
-from unipinrec.evaluation import evaluate
+from unipinrec.evaluation import catalogue, evaluate
 
 
 def history_pairs(
@@ -41,33 +41,42 @@ def history_pairs(
 
 
 def _history_first(
-  histories: Sequence[np.ndarray], popularity: np.ndarray, key: Callable
+  histories: Sequence[np.ndarray], popularity: np.ndarray, key: Callable, items: np.ndarray | None
 ) -> np.ndarray:
-  """[U, N + 1] scores: popularity, with each history item above all of it by `key`.
+  """[U, I] scores of the increasing item ids `items` (None: all, I = N + 1): popularity, with
+  each history item above all of it by `key`.
 
   `key(count, last position, longest history)` must give the history items of a row
   distinct non-negative values.
   """
   popularity = np.asarray(popularity, np.float64)
-  scores = np.array(np.broadcast_to(popularity, (len(histories), len(popularity))))
-  rows, items, counts, last = history_pairs(histories, len(popularity))
+  items = np.arange(len(popularity)) if items is None else np.asarray(items)
+  scores = np.array(np.broadcast_to(popularity[items], (len(histories), len(items))))
+  rows, history_items, counts, last = history_pairs(histories, len(popularity))
+  columns, found = catalogue.item_columns(items, history_items)
   longest = max((len(h) for h in histories), default=0)
-  scores[rows, items] = popularity[1:].max() + 1.0 + key(counts, last, longest)
+  first = popularity[1:].max() + 1.0
+  scores[rows[found], columns[found]] = first + key(counts, last, longest)[found]
   return scores
 
 
-def most_recent_scores(histories: Sequence[np.ndarray], popularity: np.ndarray) -> np.ndarray:
+def most_recent_scores(
+  histories: Sequence[np.ndarray], popularity: np.ndarray, items: np.ndarray | None = None
+) -> np.ndarray:
   """The user's most recent history item, then the next most recent distinct ones, then
-  popularity: [U, N + 1] scores from `histories[u]` (items in time order) and [N + 1]
+  popularity: [U, I] scores of `items` (None: all) from `histories[u]` (items in time order)
+  and [N + 1] popularity scores."""
+  return _history_first(histories, popularity, lambda counts, last, longest: last, items)
+
+
+def most_frequent_scores(
+  histories: Sequence[np.ndarray], popularity: np.ndarray, items: np.ndarray | None = None
+) -> np.ndarray:
+  """The user's most frequent history item, ties broken by recency, then popularity: [U, I]
+  scores of `items` (None: all) from `histories[u]` (items in time order) and [N + 1]
   popularity scores."""
-  return _history_first(histories, popularity, lambda counts, last, longest: last)
-
-
-def most_frequent_scores(histories: Sequence[np.ndarray], popularity: np.ndarray) -> np.ndarray:
-  """The user's most frequent history item, ties broken by recency, then popularity: [U, N + 1]
-  scores from `histories[u]` (items in time order) and [N + 1] popularity scores."""
   return _history_first(
-    histories, popularity, lambda counts, last, longest: counts * longest + last
+    histories, popularity, lambda counts, last, longest: counts * longest + last, items
   )
 
 
@@ -78,15 +87,21 @@ def evaluate_history_baselines(
   examples: EvalExamples,
   item_log_frequency: np.ndarray,
   sampled_negatives: np.ndarray | None = None,
+  config: catalogue.EvalConfig = catalogue.DEFAULT,
 ) -> dict[str, dict]:
   """Retrieval metrics of each `HISTORY_BASELINES` scorer, with popularity from
-  `item_log_frequency` and the history from `examples.retrieval_seen` (all of it)."""
+  `item_log_frequency` and the history from `examples.retrieval_seen` (all of it), ranked in
+  `config`'s chunks."""
   reports = {}
+  targets, seen = examples.retrieval_targets, examples.retrieval_seen
   for name, scores in HISTORY_BASELINES.items():
 
-    def score_rows(rows: slice, scores=scores) -> np.ndarray:
-      return scores(examples.retrieval_seen[rows], item_log_frequency)
+    def score_block(rows: slice, items: np.ndarray, scores=scores) -> np.ndarray:
+      return scores(seen[rows], item_log_frequency, items)
 
-    ranks = evaluate.chunked_ranks(score_rows, examples, sampled_negatives)
+    num_items = len(item_log_frequency) - 1
+    ranks = catalogue.catalogue_ranks(
+      score_block, num_items, targets, seen, sampled_negatives, config
+    )
     reports[name] = evaluate.retrieval_report(ranks)
   return reports

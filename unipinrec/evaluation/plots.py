@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _save(figure, path: str) -> str:
+def save_figure(figure, path: str) -> str:
   """Writes a PNG atomically, so a crash never leaves half a file."""
   handle, temporary = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(path) or ".")
   os.close(handle)
@@ -40,7 +40,7 @@ def plot_budgets(conditioning: dict, path: str) -> str:
   more = hits.get_legend_handles_labels()
   rates.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="center left")
   rates.set_title("Outcome budgets: from all-click to all-save")
-  return _save(figure, path)
+  return save_figure(figure, path)
 
 
 def plot_tokens(rows: list[dict], path: str) -> str:
@@ -63,7 +63,7 @@ def plot_tokens(rows: list[dict], path: str) -> str:
       axis.set_title(label)
   axes[-1].set_yscale("log")
   axes[0].legend(fontsize=8)
-  return _save(figure, path)
+  return save_figure(figure, path)
 
 
 def plot_generation(document: dict, out_dir: str) -> list[str]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from unipinrec.data import protocol as data_protocol
 from unipinrec.data.dataset import PreparedData
-from unipinrec.evaluation import evaluate, history_baselines
+from unipinrec.evaluation import catalogue, evaluate, history_baselines
 from unipinrec.train.experiment import Experiment
 
 
@@ -86,23 +86,27 @@ def validation_target(experiment: Experiment) -> Callable[[Any], float] | None:
       names,
       experiment.run.eval_batch_size,
       outcome_conditions=experiment.run.step.loss.outcome_conditions,
+      eval_config=experiment.run.eval,
+      index_config=experiment.run.index,
     )
     return report[primary]["ndcg@10"]
 
   return target
 
 
-def baseline_reports(data: PreparedData) -> dict[str, dict]:
-  """Popularity's and the history baselines' metrics on the held-out users, and on synthetic
-  data the two oracles'."""
+def baseline_reports(
+  data: PreparedData, eval_config: catalogue.EvalConfig = catalogue.DEFAULT
+) -> dict[str, dict]:
+  """Popularity's and the history baselines' metrics on the held-out users (ranked in
+  `eval_config`'s chunks), and on synthetic data the two oracles'."""
   names = data.logs.outcome_names
   popularity = np.asarray(data.item_log_frequency)
   baselines = {
     "popularity": evaluate.evaluate_popularity(
-      data.eval_examples, popularity, names, data.eval_negatives, data.cold_items
+      data.eval_examples, popularity, names, data.eval_negatives, data.cold_items, eval_config
     ),
     **history_baselines.evaluate_history_baselines(
-      data.eval_examples, popularity, data.eval_negatives
+      data.eval_examples, popularity, data.eval_negatives, eval_config
     ),
   }
   if data.world is not None:
@@ -130,10 +134,12 @@ def _protocol_notes(data: PreparedData) -> dict:
   }
 
 
-def results_figures(data: PreparedData, model_report: dict) -> dict:
-  """results.json's figures: the model's `model_report`, the baselines', the checks, and
-  which retrieval figure is primary with the repeat shares that chose it."""
-  baselines = baseline_reports(data)
+def results_figures(
+  data: PreparedData, model_report: dict, eval_config: catalogue.EvalConfig = catalogue.DEFAULT
+) -> dict:
+  """results.json's figures: the model's `model_report`, the baselines' (`baseline_reports`),
+  the checks, and which retrieval figure is primary with the repeat shares that chose it."""
+  baselines = baseline_reports(data, eval_config)
   primary = data.repeats.primary
   return {
     **model_report,
@@ -157,5 +163,7 @@ def evaluate_state(experiment: Experiment, params) -> dict:
     data.eval_negatives,
     experiment.run.step.loss.outcome_conditions,
     data.cold_items,
+    experiment.run.eval,
+    experiment.run.index,
   )
-  return results_figures(data, model_report)
+  return results_figures(data, model_report, experiment.run.eval)

@@ -133,6 +133,19 @@ def _keys(matches, count: int) -> tuple[np.ndarray, np.ndarray]:
   return keys, np.array([len(matches.keys)])
 
 
+def search(index: Index, queries: np.ndarray, count: int, exact: bool) -> np.ndarray:
+  """[B, S] queries -> [B, K] item ids of `index` by decreasing inner product, K = min(count,
+  items); exhaustive when `exact`. A row the graph walk returns short (possible on a tiny or
+  disconnected graph) is searched exhaustively."""
+  count = min(count, len(index))
+  queries = np.ascontiguousarray(queries, dtype=np.float32)
+  keys, counts = _keys(index.search(queries, count, exact=exact), count)
+  short = np.flatnonzero(counts < count)
+  if len(short):
+    keys[short] = _keys(index.search(queries[short], count, exact=True), count)[0]
+  return keys
+
+
 @dataclasses.dataclass
 class ItemIndex:
   """A loaded index: the usearch graph, the exported item vectors and the manifest."""
@@ -148,13 +161,7 @@ class ItemIndex:
     Approximate unless the manifest says `exact`. A row the graph walk returns
     short (possible on a tiny or disconnected graph) is searched exhaustively.
     """
-    count = min(count, self.manifest.num_items)
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    keys, counts = _keys(self.index.search(queries, count, exact=self.manifest.index.exact), count)
-    short = np.flatnonzero(counts < count)
-    if len(short):
-      keys[short] = _keys(self.index.search(queries[short], count, exact=True), count)[0]
-    return keys
+    return search(self.index, queries, count, self.manifest.index.exact)
 
 
 def load(directory: str, view: bool = True, expected: Manifest | None = None) -> ItemIndex:

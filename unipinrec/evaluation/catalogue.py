@@ -1,0 +1,206 @@
+"""Full-catalogue target ranks and top-K in bounded memory: users and items in chunks, exact.
+
+A scorer gives the scores of a chunk of users against a chunk of items (`BlockScorer`), so
+no [users, catalogue] matrix is ever held: memory is one [user_chunk, item_chunk] block
+whatever the catalogue. The ranks are the protocol's (`metrics.target_ranks` and
+`metrics.sampled_ranks`) exactly: the target's score comes from the scorer first, then every
+block counts its candidates scored strictly above it, less the user's seen items among them
+(the filtered figure), less the target itself, which never counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+from unipinrec.config import EvalConfig
+
+# (rows of the users, [I] item ids in increasing order) -> [users, I] scores.
+BlockScorer = Callable[[slice, np.ndarray], np.ndarray]
+
+
+DEFAULT = EvalConfig()
+
+
+def item_columns(ids: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Where `items` sit among the increasing `ids`: (column of each, whether it is there)."""
+  columns = np.minimum(np.searchsorted(ids, items), max(len(ids) - 1, 0))
+  return columns, ids[columns] == items if len(ids) else np.zeros(len(items), bool)
+
+
+def _blocks(
+  score_block: BlockScorer, num_items: int, rows: slice, item_chunk: int
+) -> Iterator[tuple[int, np.ndarray]]:
+  """(first item id, [users, I] scores) of items 1..N in chunks; non-finite scores fail."""
+  for start in range(1, num_items + 1, item_chunk):
+    block = np.asarray(score_block(rows, np.arange(start, min(start + item_chunk, num_items + 1))))
+    if not np.all(np.isfinite(block)):
+      raise ValueError("retrieval scores contain NaN or inf")
+    yield start, block
+
+
+def _seen_pairs(seen: Sequence[np.ndarray], targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(row, item) of each user's distinct seen items other than the target and the padding,
+  ordered by item."""
+  lengths = np.asarray([len(items) for items in seen], np.int64)
+  rows = np.repeat(np.arange(len(seen)), lengths)
+  items = np.concatenate([np.zeros(0, np.int64), *seen]).astype(np.int64)
+  keep = (items > 0) & (items != targets[rows])
+  keys = np.unique(items[keep] * len(seen) + rows[keep])
+  return keys % len(seen), keys // len(seen)
+
+
+def _chunk_ranks(
+  score_block: BlockScorer,
+  num_items: int,
+  rows: slice,
+  targets: np.ndarray,
+  seen: Sequence[np.ndarray],
+  negatives: np.ndarray | None,
+  item_chunk: int,
+) -> dict[str, np.ndarray]:
+  """`catalogue_ranks` of the users in `rows`."""
+  users = np.arange(len(targets))
+  target_ids, target_columns = np.unique(targets, return_inverse=True)
+  target_scores = np.asarray(score_block(rows, target_ids))[users, target_columns][:, None]
+  seen_rows, seen_items = _seen_pairs(seen, targets)
+  above = np.zeros(len(targets), np.int64)
+  above_seen = np.zeros(len(targets), np.int64)
+  above_sampled = np.zeros(len(targets), np.int64)
+  for start, block in _blocks(score_block, num_items, rows, item_chunk):
+    stop = start + block.shape[1]
+    higher = block > target_scores
+    inside = (targets >= start) & (targets < stop)
+    higher[users[inside], targets[inside] - start] = False
+    above += np.count_nonzero(higher, axis=1)
+    first, last = np.searchsorted(seen_items, [start, stop])
+    pair_rows = seen_rows[first:last]
+    above_seen += np.bincount(
+      pair_rows, higher[pair_rows, seen_items[first:last] - start], len(targets)
+    ).astype(np.int64)
+    if negatives is not None:
+      drawn_rows, drawn = np.nonzero((negatives >= start) & (negatives < stop))
+      wins = higher[drawn_rows, negatives[drawn_rows, drawn] - start]
+      above_sampled += np.bincount(drawn_rows, wins, len(targets)).astype(np.int64)
+  ranks = {"retrieval": above - above_seen, "retrieval_unfiltered": above}
+  if negatives is not None:
+    ranks["retrieval_sampled"] = above_sampled
+  return ranks
+
+
+def catalogue_ranks(
+  score_block: BlockScorer,
+  num_items: int,
+  targets: np.ndarray,
+  seen: Sequence[np.ndarray],
+  sampled_negatives: np.ndarray | None = None,
+  config: EvalConfig = DEFAULT,
+) -> dict[str, np.ndarray]:
+  """Each user's target rank among items 1..N, as `metrics.target_ranks` gives it.
+
+  Args:
+    score_block: the scores of users (rows of `targets`) against item ids.
+    num_items: N.
+    targets: [U] target item ids in 1..N.
+    seen: per user, the items the filtered protocol removes (never the target).
+    sampled_negatives: [U, M] drawn items of the sampled-100 protocol, or None.
+    config: the chunk sizes.
+
+  Returns:
+    [U] int64 ranks: "retrieval" (filtered), "retrieval_unfiltered" and, with
+    `sampled_negatives`, "retrieval_sampled" (the target among the drawn items only).
+
+  Raises:
+    ValueError: if any score of an item 1..N is not finite.
+  """
+  targets = np.asarray(targets, np.int64)
+  parts = {}
+  for first in range(0, len(targets), config.user_chunk):
+    rows = slice(first, first + config.user_chunk)
+    negatives = None if sampled_negatives is None else np.asarray(sampled_negatives[rows], np.int64)
+    chunk = _chunk_ranks(
+      score_block, num_items, rows, targets[rows], seen[rows], negatives, config.item_chunk
+    )
+    for name, values in chunk.items():
+      parts.setdefault(name, []).append(values)
+  return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def _best(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+  """The `k` highest of each row's `scores` with their `ids`, in no particular order."""
+  if scores.shape[1] <= k:
+    return scores, ids
+  best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+  return np.take_along_axis(scores, best, 1), np.take_along_axis(ids, best, 1)
+
+
+def top_items(
+  score_block: BlockScorer, num_items: int, num_users: int, k: int, config: EvalConfig
+) -> np.ndarray:
+  """[U, min(k, N)] each user's highest-scored items 1..N, best first (nothing removed).
+
+  Each block's best `k` are merged into the running best `k`: exact, in one block of memory.
+  """
+  k = min(k, num_items)
+  parts = []
+  for first in range(0, num_users, config.user_chunk):
+    rows = slice(first, min(first + config.user_chunk, num_users))
+    best_scores = np.full((rows.stop - rows.start, 0), -np.inf)
+    best_ids = np.zeros((rows.stop - rows.start, 0), np.int64)
+    for start, block in _blocks(score_block, num_items, rows, config.item_chunk):
+      ids = np.broadcast_to(np.arange(start, start + block.shape[1]), block.shape)
+      block_scores, block_ids = _best(block, ids, k)
+      best_scores, best_ids = _best(
+        np.concatenate([best_scores, block_scores], 1), np.concatenate([best_ids, block_ids], 1), k
+      )
+    order = np.argsort(-best_scores, axis=1, kind="stable")
+    parts.append(np.take_along_axis(best_ids, order, 1))
+  return np.concatenate(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class DotScorer:
+  """A model's retrieval scores: query . item vector / temperature, plus a per-user bias on
+  some items (the history bias of `model.repeat_buckets`); a `BlockScorer` as `score_block`."""
+
+  queries: np.ndarray  # [U, S]
+  item_vectors: np.ndarray  # [N + 1, S], row 0 the padding item
+  temperature: float
+  history_items: np.ndarray | None = None  # [U, H] items whose score gains the bias; 0 none
+  history_bias: np.ndarray | None = None  # [U, H], 0 on the padding slots
+
+  def score_block(self, rows: slice, items: np.ndarray) -> np.ndarray:
+    """[users, I] scores of the users in `rows` against the increasing item ids `items`."""
+    scores = self.queries[rows] @ self.item_vectors[items].T / np.float32(self.temperature)
+    if self.history_items is not None:
+      history = self.history_items[rows]
+      owners = np.repeat(np.arange(len(history)), history.shape[1])
+      columns, found = item_columns(items, history.ravel())
+      np.add.at(scores, (owners[found], columns[found]), self.history_bias[rows].ravel()[found])
+    return scores
+
+  def subset(self, rows: np.ndarray) -> DotScorer:
+    """The scorer of the users `rows` only."""
+    if self.history_items is None:
+      return dataclasses.replace(self, queries=self.queries[rows])
+    return dataclasses.replace(
+      self,
+      queries=self.queries[rows],
+      history_items=self.history_items[rows],
+      history_bias=self.history_bias[rows],
+    )
+
+
+def rows_scorer(score_rows: Callable[[slice], np.ndarray]) -> BlockScorer:
+  """A `BlockScorer` of a scorer of whole [users, N + 1] rows (small catalogues only), which
+  scores each chunk of users once."""
+  last: dict = {}
+
+  def score_block(rows: slice, items: np.ndarray) -> np.ndarray:
+    if last.get("rows") != rows:
+      last.update(rows=rows, scores=score_rows(rows))
+    return last["scores"][:, items]
+
+  return score_block
