@@ -126,7 +126,10 @@ def read_numeric(
   del data
   if table is None:
     return None
-  columns = {name: table.column(name).to_numpy() for name in kinds}
+  columns = {}
+  for name in kinds:  # one column at a time, each dropped once copied: half the peak
+    columns[name] = table.column(name).to_numpy()
+    table = table.drop_columns([name])
   for name, values in columns.items():
     if values.dtype == np.float64 and not np.isfinite(values).all():
       return None
@@ -135,5 +138,5 @@ def read_numeric(
       if len(values) and np.abs(values).max() >= _EXACT_FLOAT_INTEGERS:
         return None
       columns[name] = np.floor(values).astype(np.int64)
-  lines = np.arange(table.num_rows, dtype=np.int64) + 1 + skip
+  lines = np.arange(len(columns[name]), dtype=np.int64) + 1 + skip
   return NumericTable(columns, lines)
