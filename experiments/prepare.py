@@ -40,7 +40,9 @@ def main(argv):
   print(data_card(sequences, leave_last_out(sequences)), flush=True)
   seconds = time.perf_counter() - started
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-  print(f"prepared in {seconds:.1f} s; peak RSS {peak / 2**30:.2f} GiB", flush=True)
+  print(
+    f"prepared in {seconds:.1f} s (imports excluded); peak RSS {peak / 2**30:.2f} GiB", flush=True
+  )
 
 
 if __name__ == "__main__":

@@ -70,8 +70,8 @@ def user_records(
   """
   if len(interactions) == 0:
     raise DataFormatError(interactions.path, None, None, "no interactions")
-  # lexsort's last key is the primary one: user, then time, then file position.
-  order = np.lexsort((np.arange(len(interactions)), interactions.timestamps, interactions.users))
+  # lexsort's last key is the primary one: user, then time; being stable, it keeps file order.
+  order = np.lexsort((interactions.timestamps, interactions.users))
   users = interactions.users[order]
   starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
   ends = np.r_[starts[1:], len(users)]

@@ -28,17 +28,20 @@ cache written by an older version is rebuilt, not misread.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import pathlib
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 from tensorflow_datasets.proto import tf_example_pb2
 
 from unipinrec.data.readers import read_interactions
@@ -198,6 +201,22 @@ def user_sequences_builder(
   return UserSequences(data_dir=os.fspath(data_dir), config=config)
 
 
+@contextlib.contextmanager
+def _examples_kept_in_memory() -> Iterator[None]:
+  """TFDS's writer keeps a split's examples in memory, not spilling them past 1 GB.
+
+  Its spill files go through `tf.io.gfile`, so a log over 1 GB of examples would need
+  TensorFlow, which this project never installs; the examples, raw bytes, are about the size
+  of the arrays they hold, which the build holds anyway.
+  """
+  limit = tfds_shuffle.MAX_MEM_BUFFER_SIZE
+  tfds_shuffle.MAX_MEM_BUFFER_SIZE = sys.maxsize
+  try:
+    yield
+  finally:
+    tfds_shuffle.MAX_MEM_BUFFER_SIZE = limit
+
+
 def prepare_user_sequences(
   source_path: str | os.PathLike,
   data_dir: str | os.PathLike,
@@ -226,7 +245,8 @@ def prepare_user_sequences(
     manual_dir=os.fspath(manual_dir), try_download_gcs=False
   )
   try:
-    builder.download_and_prepare(download_config=download_config)
+    with _examples_kept_in_memory():
+      builder.download_and_prepare(download_config=download_config)
   except OSError:
     # Another process renamed its finished copy into place first (the rename onto it failed).
     # This builder's info still names its deleted temporary folder, so read the copy afresh.
