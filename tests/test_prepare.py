@@ -6,10 +6,13 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from hang_guard import HANG_SECONDS
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 
-from unipinrec.bench.movielens_shaped import write_movielens_shaped
+from unipinrec.bench.movielens_shaped import ML20M_MOVIES, ML20M_ROWS, write_movielens_shaped
+from unipinrec.data import tfds_builders
 from unipinrec.data.readers import read_interactions
 from unipinrec.data.sequences import build_sequences, leave_last_out, split_checksum
 
@@ -63,3 +66,35 @@ def test_prepare_refuses_the_synthetic_source():
   done = _prepare("--config=experiments/configs/synthetic.py")
   assert done.returncode == 2
   assert done.stderr.count("\n") == 1 and "nothing to prepare" in done.stderr
+
+
+def test_a_split_past_tfds_memory_buffer_needs_no_tensorflow(tmp_path, monkeypatch):
+  # TFDS spills a split past MAX_MEM_BUFFER_SIZE through tf.io.gfile; TensorFlow is not here.
+  monkeypatch.setattr(tfds_shuffle, "MAX_MEM_BUFFER_SIZE", 100)
+  folder = write_movielens_shaped(tmp_path / "ml", 2_000)
+  sequences = tfds_builders.load_user_sequences(folder, tmp_path / "tfds")
+  reference = build_sequences(read_interactions(folder))
+  np.testing.assert_array_equal(sequences.items, reference.items)
+  np.testing.assert_array_equal(sequences.lines, reference.lines)
+  assert tfds_shuffle.MAX_MEM_BUFFER_SIZE == 100
+
+
+def test_movielens_shaped_files(tmp_path):
+  rows = 300_000
+  folder = write_movielens_shaped(tmp_path / "ml", rows, seed=3)
+  assert (folder / "ratings.csv").read_text().startswith("userId,movieId,rating,timestamp\n")
+  data = read_interactions(folder)
+  assert len(data) == rows
+  users = np.unique(data.users)
+  assert len(users) == round(138_493 * rows / ML20M_ROWS)
+  assert len(data.item_titles) == round(ML20M_MOVIES * rows / ML20M_ROWS)
+  assert set(np.unique(data.items).tolist()) <= set(data.item_titles)
+  assert np.all(np.diff(data.users) >= 0)  # each user's rows contiguous, users in order
+  assert np.bincount(data.users)[users].min() >= 20
+  assert set(np.unique(data.ratings).tolist()) == {s / 2 for s in range(1, 11)}
+  same_user = data.users[1:] == data.users[:-1]
+  assert np.mean(np.diff(data.timestamps)[same_user] >= 0) > 0.9  # roughly in time order
+  assert any(genres and len(genres) > 1 for genres in data.item_genres.values())
+  assert all(1915 <= year < 2015 for year in data.item_years.values())
+  counts = np.sort(np.bincount(data.items))[::-1]
+  assert counts[: len(counts) // 100].sum() > 0.1 * rows  # a long tail: the top 1% hold >10%
