@@ -122,7 +122,7 @@ def test_builds_per_user_sequences_from_sasrec_file(sasrec_file, tmp_path):
   # The layout the module docstring describes: name/config/version/ with ArrayRecord files.
   (config_dir,) = (tmp_path / "tfds" / "user_sequences").iterdir()
   assert config_dir.name.startswith("tiny-sasrec-")
-  files = {p.name for p in (config_dir / "2.0.0").iterdir()}
+  files = {p.name for p in (config_dir / "3.0.0").iterdir()}
   assert "user_sequences-train.array_record-00000-of-00001" in files
   assert {"dataset_info.json", "features.json", tfds_builders.VOCABULARY_FILE} <= files
   assert "tensorflow" not in sys.modules  # written and read back without TensorFlow
@@ -200,7 +200,7 @@ def test_a_build_that_loses_the_race_reads_the_winners_copy(sasrec_file, tmp_pat
   config_dir = tfds_builders.user_sequences_builder(
     sasrec_file, data_dir, "sasrec"
   ).data_path.parent
-  assert [p.name for p in config_dir.iterdir()] == ["2.0.0"]  # no temporary folder left
+  assert [p.name for p in config_dir.iterdir()] == ["3.0.0"]  # no temporary folder left
 
 
 def test_loaded_sequences_equal_reading_directly(tmp_path):

@@ -9,7 +9,7 @@ from experiments.configs import synthetic
 from unipinrec.config import from_mapping
 from unipinrec.data.dataset import DataConfig, prepare_data
 from unipinrec.data.interactions import DataFormatError
-from unipinrec.data.vocabulary import VOCABULARY_FORMAT, ItemVocabulary
+from unipinrec.data.vocabulary import VOCABULARY_FORMAT, ItemVocabulary, sorted_distinct
 
 
 def test_integer_ids_map_both_ways_and_unknown_ids_give_zero():
@@ -141,3 +141,18 @@ def test_synthetic_data_get_the_identity_vocabulary():
   run = from_mapping(synthetic.get_config("runlocal").to_dict())
   data = prepare_data(run.data, run.model.max_length, run.seed)
   assert data.item_vocabulary == ItemVocabulary.identity(data.logs.num_items)
+
+
+@pytest.mark.parametrize(
+  "values",
+  [
+    np.zeros(0, np.int64),
+    np.array([5, -1, 5, 3, 3], np.int64),
+    np.array(["b", "a", "b", "ab"]),
+    np.repeat(np.arange(50), 7) * 1001 + np.tile(np.arange(7), 50),  # user * N + item keys
+  ],
+)
+def test_sorted_distinct_is_np_unique(values):
+  got, want = sorted_distinct(values), np.unique(values)
+  assert got.dtype == want.dtype
+  np.testing.assert_array_equal(got, want)

@@ -21,6 +21,7 @@ from unipinrec.data.item_features import ItemFeatures
 from unipinrec.data.repeats import Repeats, last_action_shares, repeat_shares
 from unipinrec.data.sequences import (
   MIN_TEST_LENGTH,
+  UserSequences,
   data_card,
   leave_last_out,
   target_repeats,
@@ -198,8 +199,13 @@ def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData
   )
 
 
-def _prepare_public(config: DataConfig, max_length: int, seed: int) -> PreparedData:
-  """A public log under PROTOCOL.md: leave-last-out, sampled training slates."""
+def load_public_sequences(config: DataConfig) -> UserSequences:
+  """The public log `config` names, read once into its TFDS data set and loaded from there.
+
+  Raises:
+    ConfigError: `config.path` is empty.
+    MissingPathError: nothing is at `config.path`.
+  """
   if not config.path:
     raise ConfigError(f"data.source={config.source!r} needs --config.data.path=FOLDER_OR_FILE")
   if not os.path.exists(config.path):
@@ -211,9 +217,14 @@ def _prepare_public(config: DataConfig, max_length: int, seed: int) -> PreparedD
     "TFDS_DATA_DIR", os.path.join("~", "tensorflow_datasets")
   )
   reader_kwargs = {"columns": dict(config.columns)} if config.columns else {}
-  sequences = tfds_builders.load_user_sequences(
+  return tfds_builders.load_user_sequences(
     config.path, os.path.expanduser(tfds_dir), config.source, **reader_kwargs
   )
+
+
+def _prepare_public(config: DataConfig, max_length: int, seed: int) -> PreparedData:
+  """A public log under PROTOCOL.md: leave-last-out, sampled training slates."""
+  sequences = load_public_sequences(config)
   item_side = _item_features(config, sequences.item_vocabulary)
   split = leave_last_out(sequences)
   logging.info("\n%s", data_card(sequences, split))

@@ -12,6 +12,7 @@ import re
 
 import numpy as np
 
+from unipinrec.data.columnar import FLOAT, INT, SECONDS, read_numeric
 from unipinrec.data.interactions import DataFormatError, Interactions
 from unipinrec.data.tables import (
   PathLike,
@@ -66,6 +67,7 @@ SIDE_MULTI_VALUED = ("genres",)
 # Release years per side-feature bucket: ml-100k's films crowd into 1990-1998, which decades
 # would lump together.
 YEAR_BUCKET_YEARS = 5
+_RATINGS_NAMES = ("user", "item", "rating", "timestamp")  # u.data's and ratings.dat's columns
 
 
 @dataclasses.dataclass
@@ -144,19 +146,47 @@ def _movies_items(table: Table, item: str, title: str, genres: str) -> _Items:
   return out
 
 
-def _movielens_interactions(
-  table: Table, user: str, item: str, rating: str, timestamp: str, items: _Items
-) -> Interactions:
+def _ratings_columns(
+  file: pathlib.Path, sep: str | None, names: tuple[str, ...] | None, columns: tuple[str, ...]
+) -> tuple[np.ndarray, ...]:
+  """Users, items, ratings (float64), timestamps and lines of a ratings file named `columns`.
+
+  pyarrow reads a usual file (`columnar.read_numeric`); anything else, and every bad row, goes
+  through the line-by-line tables, whose errors name the line and field.
+  """
+  user, item, rating, timestamp = columns
+  recbole = file.name.endswith(".inter")
+  kinds = {user: INT, item: INT, rating: FLOAT, timestamp: SECONDS}
+  fast = read_numeric(file, sep, names, kinds, recbole)
+  if fast is not None:
+    return (*(fast.columns[name] for name in columns), fast.lines)
+  table = csv_table(file) if sep == "," else split_table(file, sep, names, recbole)
   ratings = np.asarray(table.convert(rating, parse_finite_float, "rating must be a number"))
   times = table.convert(timestamp, parse_numeric_seconds, "timestamp must be integer seconds")
+  lines = np.asarray(table.lines, np.int64)
+  return table.ints(user), table.ints(item), ratings, np.asarray(times, np.int64), lines
+
+
+def _movielens_interactions(file: pathlib.Path, items: _Items) -> Interactions:
+  """The ratings of `file`, in the layout its name gives, with `items`' side data."""
+  name = file.name
+  if _ML100K_DATA.match(name):
+    layout = (None, _RATINGS_NAMES, _RATINGS_NAMES)
+  elif name.endswith(".inter"):
+    layout = ("\t", None, ("user_id", "item_id", "rating", "timestamp"))
+  elif name == "ratings.dat":
+    layout = ("::", _RATINGS_NAMES, _RATINGS_NAMES)
+  else:
+    layout = (",", None, ("userId", "movieId", "rating", "timestamp"))
+  users, item_ids, ratings, timestamps, lines = _ratings_columns(file, *layout)
   return Interactions(
-    path=table.path,
-    users=table.ints(user),
-    items=table.ints(item),
-    timestamps=np.asarray(times, np.int64),
+    path=str(file),
+    users=users,
+    items=item_ids,
+    timestamps=timestamps,
     outcomes=(ratings >= HIGH_RATING).astype(np.int32),
     outcome_names=MOVIELENS_OUTCOMES,
-    lines=np.asarray(table.lines, np.int64),
+    lines=lines,
     ratings=ratings.astype(np.float32),
     item_titles=items.titles,
     item_years=items.years,
@@ -229,18 +259,7 @@ def read_movielens(path: PathLike) -> Interactions:
   `MOVIELENS_OUTCOMES`: "high" for a rating >= 4, "low" otherwise; `ratings` keeps the stars.
   """
   file = _movielens_file(pathlib.Path(path))
-  items, name = _items_beside(file), file.name
-  if _ML100K_DATA.match(name):
-    table = split_table(file, None, ("user", "item", "rating", "timestamp"))
-    return _movielens_interactions(table, "user", "item", "rating", "timestamp", items)
-  if name.endswith(".inter"):
-    table = split_table(file, "\t", recbole=True)
-    return _movielens_interactions(table, "user_id", "item_id", "rating", "timestamp", items)
-  if name == "ratings.dat":
-    table = split_table(file, "::", ("user", "item", "rating", "timestamp"))
-    return _movielens_interactions(table, "user", "item", "rating", "timestamp", items)
-  table = csv_table(file)
-  return _movielens_interactions(table, "userId", "movieId", "rating", "timestamp", items)
+  return _movielens_interactions(file, _items_beside(file))
 
 
 def year_bucket(year: int) -> str:

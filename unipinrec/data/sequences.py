@@ -19,7 +19,7 @@ import numpy as np
 
 from unipinrec.data.interactions import DataFormatError, Interactions
 from unipinrec.data.repeats import RepeatShares, repeat_shares
-from unipinrec.data.vocabulary import ItemVocabulary
+from unipinrec.data.vocabulary import ItemVocabulary, sorted_distinct
 from unipinrec.types import UserLogs
 
 MIN_TEST_LENGTH = 3  # the protocol's threshold for a test user
@@ -70,19 +70,20 @@ def user_records(
   """
   if len(interactions) == 0:
     raise DataFormatError(interactions.path, None, None, "no interactions")
-  # lexsort's last key is the primary one: user, then time, then file position.
-  order = np.lexsort((np.arange(len(interactions)), interactions.timestamps, interactions.users))
+  # lexsort's last key is the primary one: user, then time; being stable, it keeps file order.
+  order = np.lexsort((interactions.timestamps, interactions.users))
   users = interactions.users[order]
   starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
   ends = np.r_[starts[1:], len(users)]
   surfaces = interactions.surfaces
   columns = {
     "items": item_vocabulary.to_internal(interactions.items[order]),
-    "timestamps": interactions.timestamps[order].astype(np.int64),
-    "outcomes": interactions.outcomes[order].astype(np.int32),
+    "timestamps": interactions.timestamps[order].astype(np.int64, copy=False),
+    "outcomes": interactions.outcomes[order].astype(np.int32, copy=False),
     "surfaces": np.zeros(len(order), np.int32) if surfaces is None else surfaces[order],
-    "lines": interactions.lines[order].astype(np.int64),
+    "lines": interactions.lines[order].astype(np.int64, copy=False),
   }
+  del interactions, surfaces, order  # the sorted copies replace them, once the caller lets go
   for start, end in zip(starts, ends, strict=True):
     record = {name: values[start:end] for name, values in columns.items()}
     yield {"user": np.int64(users[start]), **record}
@@ -100,8 +101,8 @@ def sequences_from_records(
   if not records:
     raise DataFormatError(path, None, None, "no interactions")
 
-  def column(name):
-    return np.concatenate([np.asarray(r[name]) for r in records])
+  def column(name, dtype):
+    return np.concatenate([np.asarray(r[name]) for r in records]).astype(dtype, copy=False)
 
   lengths = [len(r["items"]) for r in records]
   return UserSequences(
@@ -109,11 +110,11 @@ def sequences_from_records(
     user_ids=np.asarray([int(r["user"]) for r in records], np.int64),
     item_vocabulary=item_vocabulary,
     offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-    items=column("items").astype(np.int32),
-    timestamps=column("timestamps").astype(np.int64),
-    outcomes=column("outcomes").astype(np.int32),
-    surfaces=column("surfaces").astype(np.int32),
-    lines=column("lines").astype(np.int64),
+    items=column("items", np.int32),
+    timestamps=column("timestamps", np.int64),
+    outcomes=column("outcomes", np.int32),
+    surfaces=column("surfaces", np.int32),
+    lines=column("lines", np.int64),
     outcome_names=tuple(outcome_names),
     surface_names=tuple(surface_names),
   )
@@ -211,12 +212,8 @@ def data_card(sequences: UserSequences, split: LeaveLastOut) -> str:
     sequences.outcomes
   )
   span = (sequences.timestamps.max() - sequences.timestamps.min()) / 86_400
-  repeats = len(sequences.items) - len(
-    np.unique(
-      np.repeat(np.arange(sequences.num_users), lengths) * (sequences.num_items + 1)
-      + sequences.items
-    )
-  )
+  pairs = np.repeat(np.arange(sequences.num_users), lengths) * (sequences.num_items + 1)
+  repeats = len(sequences.items) - len(sorted_distinct(pairs + sequences.items))
   density = len(sequences.items) / (sequences.num_users * sequences.num_items)
   test, valid = (target_repeats(sequences, split, r) for r in (split.test_rows, split.valid_rows))
   rows = [

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from unipinrec.data.columnar import header_names
 from unipinrec.data.interactions import DataFormatError
 from unipinrec.errors import MissingPathError
 
@@ -195,8 +196,7 @@ def split_table(
     while not raw[start].strip():
       start += 1
     header_line = start + 1
-    header = [name.strip() for name in raw[start].split(sep)]
-    names = tuple(name.split(":", 1)[0] if recbole else name for name in header)
+    names = header_names(raw[start], sep, recbole)
     start += 1
   names = tuple(names)
   width, last = len(names), len(raw) - 1

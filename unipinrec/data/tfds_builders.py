@@ -7,7 +7,8 @@ sorted by timestamp with ties in file order (a stable sort, PROTOCOL.md),
 duplicates kept, original user ids kept, item ids remapped to 1..N by the data
 set's `ItemVocabulary`, stored beside the examples. Nothing is downloaded and
 TensorFlow is never imported: examples are serialized with TFDS's own
-`tf.train.Example` protos and read back with `as_data_source` (ArrayRecord + NumPy).
+`tf.train.Example` protos (each sequence one raw-bytes feature) and read back from the
+ArrayRecord shards with NumPy.
 
 On disk (`data_dir` of `prepare_user_sequences`):
 
@@ -29,18 +30,20 @@ cache written by an older version is rebuilt, not misread.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import pathlib
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-import grain
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 from tensorflow_datasets.core import writer as writer_lib
 from tensorflow_datasets.proto import tf_example_pb2
 
@@ -52,6 +55,16 @@ from unipinrec.errors import MissingPathError
 
 SPLIT = "train"
 VOCABULARY_FILE = "item_vocabulary.json"
+# Each example's per-interaction arrays, stored as raw bytes (`UserSequences._info`).
+_SEQUENCE_DTYPES = {
+  "items": np.int32,
+  "timestamps": np.int64,
+  "outcomes": np.int32,
+  "surfaces": np.int32,
+  "lines": np.int64,
+}
+_RAW_BYTES = tfds.decode.DeserializeMethod.RAW_BYTES
+_READ_CHUNK = 4096  # examples read from the shards at a time
 
 
 class CanonicalExampleWriter(writer_lib.ExampleWriter):
@@ -90,11 +103,12 @@ class UserSequencesConfig(tfds.core.BuilderConfig):
 class UserSequences(tfds.core.GeneratorBasedBuilder):
   """One example per user: the user's interactions in time order."""
 
-  VERSION = tfds.core.Version("2.0.0")
+  VERSION = tfds.core.Version("3.0.0")
   RELEASE_NOTES = {
     "1.0.0": "One example per user: user, items, timestamps, outcomes, lines; stable time sort.",
     "2.0.0": "Items as ids 1..N of item_vocabulary.json (integer or string original ids); "
     "surface names in the metadata.",
+    "3.0.0": "Sequences stored as raw bytes (tfds Encoding.BYTES), not lists of integers.",
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
     "Pass the folder holding the interaction file as `manual_dir` in "
@@ -114,18 +128,23 @@ class UserSequences(tfds.core.GeneratorBasedBuilder):
     super().__init__(file_format=file_format, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    # Variable-length `Tensor`s of ints serialize to int64/int32 lists without TensorFlow.
+    # Raw bytes: TFDS writes and reads an int list element by element in Python, which
+    # dominates preparing a large log; bytes are one copy each way, and need no TensorFlow.
+    def sequence(name: str) -> tfds.features.Tensor:
+      encoding = tfds.features.Encoding.BYTES
+      return tfds.features.Tensor(shape=(None,), dtype=_SEQUENCE_DTYPES[name], encoding=encoding)
+
     return tfds.core.DatasetInfo(
       builder=self,
       description="Per-user interactions in time order (ties in file order); item ids 1..N.",
       features=tfds.features.FeaturesDict(
         {
           "user": tfds.features.Scalar(dtype=np.int64),
-          "items": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-          "timestamps": tfds.features.Tensor(shape=(None,), dtype=np.int64),
-          "outcomes": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-          "surfaces": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-          "lines": tfds.features.Tensor(shape=(None,), dtype=np.int64),
+          "items": sequence("items"),
+          "timestamps": sequence("timestamps"),
+          "outcomes": sequence("outcomes"),
+          "surfaces": sequence("surfaces"),
+          "lines": sequence("lines"),
         }
       ),
       # Users are written in ascending id order, so record i is the same user on every build.
@@ -180,8 +199,23 @@ class UserSequences(tfds.core.GeneratorBasedBuilder):
     self.info.metadata["outcome_names"] = list(interactions.outcome_names)
     self.info.metadata["surface_names"] = list(interactions.surface_names)
     vocabulary.save(self.data_path / VOCABULARY_FILE)
-    for record in user_records(interactions, vocabulary):
+    records = user_records(interactions, vocabulary)
+    del interactions  # a log of real size: the records' sorted copies are all it needs
+    for record in records:
       yield int(record["user"]), record
+
+
+def _user_record(serialized: bytes) -> dict[str, np.ndarray | int]:
+  """One stored example as `user_records` yielded it.
+
+  TFDS's generic decoding spends far longer per example than copying its arrays, and a log
+  of real size has hundreds of thousands of users.
+  """
+  features = tf_example_pb2.Example.FromString(serialized).features.feature
+  record: dict[str, np.ndarray | int] = {"user": features["user"].int64_list.value[0]}
+  for name, dtype in _SEQUENCE_DTYPES.items():
+    record[name] = np.frombuffer(features[name].bytes_list.value[0], dtype)
+  return record
 
 
 def source_fingerprint(
@@ -218,6 +252,22 @@ def user_sequences_builder(
     reader_kwargs=tuple(sorted(reader_kwargs.items())),
   )
   return UserSequences(data_dir=os.fspath(data_dir), config=config)
+
+
+@contextlib.contextmanager
+def _examples_kept_in_memory() -> Iterator[None]:
+  """TFDS's writer keeps a split's examples in memory, not spilling them past 1 GB.
+
+  Its spill files go through `tf.io.gfile`, so a log over 1 GB of examples would need
+  TensorFlow, which this project never installs; the examples, raw bytes, are about the size
+  of the arrays they hold, which the build holds anyway.
+  """
+  limit = tfds_shuffle.MAX_MEM_BUFFER_SIZE
+  tfds_shuffle.MAX_MEM_BUFFER_SIZE = sys.maxsize
+  try:
+    yield
+  finally:
+    tfds_shuffle.MAX_MEM_BUFFER_SIZE = limit
 
 
 def prepare_user_sequences(
@@ -261,7 +311,8 @@ def prepare_user_sequences(
     manual_dir=os.fspath(manual_dir), try_download_gcs=False, **beam
   )
   try:
-    builder.download_and_prepare(download_config=download_config)
+    with _examples_kept_in_memory():
+      builder.download_and_prepare(download_config=download_config)
   except OSError:
     # Another process renamed its finished copy into place first (the rename onto it failed).
     # This builder's info still names its deleted temporary folder, so read the copy afresh.
@@ -277,18 +328,22 @@ def load_user_sequences(
   format: str = "auto",
   **reader_kwargs: Any,
 ) -> ProtocolSequences:
-  """The protocol's sequences of `source_path`, built once into TFDS and read through grain.
+  """The protocol's sequences of `source_path`, built once into TFDS and read from its shards.
 
   The item vocabulary comes from the built data set, so it is the one a fresh read would give.
   """
-  source = prepare_user_sequences(source_path, data_dir, format, **reader_kwargs)
+  prepare_user_sequences(source_path, data_dir, format, **reader_kwargs)
   builder = user_sequences_builder(source_path, data_dir, format, **reader_kwargs)
   metadata = builder.info.metadata
   # Every process reads every user: each needs the whole catalogue and all evaluation rows;
   # the training pipeline shards the examples cut from them.
-  records = grain.MapDataset.source(source)
+  serialized = builder.as_data_source(split=SPLIT, deserialize_method=_RAW_BYTES)
+  chunks = (
+    serialized.__getitems__(range(start, min(start + _READ_CHUNK, len(serialized))))
+    for start in range(0, len(serialized), _READ_CHUNK)
+  )
   return sequences_from_records(
-    records,
+    (_user_record(example) for chunk in chunks for example in chunk),
     os.fspath(source_path),
     ItemVocabulary.load(builder.data_path / VOCABULARY_FILE),
     metadata["outcome_names"],
