@@ -25,7 +25,7 @@ U_DATA = "3\t20\t4\t100\n12\t5\t3\t50\n3\t10\t5\t100\n1\t7\t1\t10\n12\t5\t3\t50\
 def _build(source: pathlib.Path, data_dir: pathlib.Path, **beam) -> pathlib.Path:
   """Builds `source` into `data_dir` and returns the version folder."""
   tfds_builders.prepare_user_sequences(source, data_dir, **beam)
-  (version_dir,) = glob.glob(f"{data_dir}/user_sequences/*/2.0.0")
+  (version_dir,) = glob.glob(f"{data_dir}/user_sequences/*/{tfds_builders.UserSequences.VERSION}")
   return pathlib.Path(version_dir)
 
 

@@ -131,7 +131,9 @@ def test_builds_per_user_sequences_from_sasrec_file(sasrec_file, tmp_path):
 def test_examples_are_written_with_their_features_in_name_order(sasrec_file, tmp_path):
   """Protobuf orders a map by a per-process hash seed; name order gives every build one bytes."""
   tfds_builders.prepare_user_sequences(sasrec_file, tmp_path / "tfds", format="sasrec")
-  (shard,) = (tmp_path / "tfds").glob("user_sequences/*/2.0.0/*.array_record-*")
+  (shard,) = (tmp_path / "tfds").glob(
+    f"user_sequences/*/{tfds_builders.UserSequences.VERSION}/*.array_record-*"
+  )
   reader = ArrayRecordReader(str(shard))
   records = reader.read_all()
   reader.close()
