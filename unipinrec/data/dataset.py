@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 
 import numpy as np
 from absl import logging
@@ -199,8 +200,13 @@ def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData
   )
 
 
-def load_public_sequences(config: DataConfig) -> UserSequences:
+def load_public_sequences(
+  config: DataConfig, beam_runner: str | None = None, beam_options: Sequence[str] | None = None
+) -> UserSequences:
   """The public log `config` names, read once into its TFDS data set and loaded from there.
+
+  A build runs on Apache Beam with `beam_runner` or `beam_options`
+  (`tfds_builders.prepare_user_sequences`), in this process otherwise.
 
   Raises:
     ConfigError: `config.path` is empty.
@@ -218,7 +224,12 @@ def load_public_sequences(config: DataConfig) -> UserSequences:
   )
   reader_kwargs = {"columns": dict(config.columns)} if config.columns else {}
   return tfds_builders.load_user_sequences(
-    config.path, os.path.expanduser(tfds_dir), config.source, **reader_kwargs
+    config.path,
+    os.path.expanduser(tfds_dir),
+    config.source,
+    beam_runner=beam_runner,
+    beam_options=beam_options,
+    **reader_kwargs,
   )
 
 

@@ -326,13 +326,24 @@ def load_user_sequences(
   source_path: str | os.PathLike,
   data_dir: str | os.PathLike,
   format: str = "auto",
+  *,
+  beam_runner: str | None = None,
+  beam_options: Sequence[str] | None = None,
   **reader_kwargs: Any,
 ) -> ProtocolSequences:
   """The protocol's sequences of `source_path`, built once into TFDS and read from its shards.
 
   The item vocabulary comes from the built data set, so it is the one a fresh read would give.
+  A build runs on Beam as `prepare_user_sequences` says for `beam_runner` and `beam_options`.
   """
-  prepare_user_sequences(source_path, data_dir, format, **reader_kwargs)
+  prepare_user_sequences(
+    source_path,
+    data_dir,
+    format,
+    beam_runner=beam_runner,
+    beam_options=beam_options,
+    **reader_kwargs,
+  )
   builder = user_sequences_builder(source_path, data_dir, format, **reader_kwargs)
   metadata = builder.info.metadata
   # Every process reads every user: each needs the whole catalogue and all evaluation rows;
