@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from hang_guard import HANG_SECONDS
 from tensorflow_datasets.core import shuffle as tfds_shuffle
 
@@ -40,7 +39,6 @@ def _printed_sha256(done: subprocess.CompletedProcess) -> str:
   return re.search(r"split sha256 ([0-9a-f]{64})", done.stdout).group(1)
 
 
-@pytest.mark.slow  # a launcher: its imports alone take seconds
 def test_prepare_prints_the_split_training_reads(tmp_path):
   folder = write_movielens_shaped(tmp_path / "ml", 3_000, seed=1)
   done = _prepare(
@@ -52,7 +50,6 @@ def test_prepare_prints_the_split_training_reads(tmp_path):
   assert list((tmp_path / "t" / "user_sequences").glob("ml-movielens-*/*/*.array_record*"))
 
 
-@pytest.mark.slow
 def test_prepare_ml100k_keeps_the_published_split(shared_data_dir, tmp_path):
   path = shared_data_dir / "ml-100k"
   done = _prepare(
@@ -61,7 +58,6 @@ def test_prepare_ml100k_keeps_the_published_split(shared_data_dir, tmp_path):
   assert _printed_sha256(done) == ML100K_SHA256
 
 
-@pytest.mark.slow
 def test_prepare_refuses_the_synthetic_source():
   done = _prepare("--config=experiments/configs/synthetic.py")
   assert done.returncode == 2

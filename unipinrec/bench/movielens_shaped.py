@@ -18,33 +18,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from unipinrec.data.movielens import ML100K_GENRES
+
 ML20M_ROWS, ML20M_USERS, ML20M_MOVIES = 20_000_263, 138_493, 26_744
 MIN_RATINGS = 20  # ML-20M keeps users with at least 20 ratings
 FIRST_SECOND, LAST_SECOND = 789_652_009, 1_427_784_002  # ML-20M's first and last rating
 STARS = tuple(f"{stars / 2:.1f}" for stars in range(1, 11))  # "0.5" ... "5.0"
 # ML-20M's share of each half star, 0.5 to 5.0.
 STAR_SHARES = np.array([1.2, 3.4, 1.4, 7.2, 4.4, 21.3, 10.5, 27.8, 7.6, 15.2]) / 100
-GENRES = (
-  "Action",
-  "Adventure",
-  "Animation",
-  "Children",
-  "Comedy",
-  "Crime",
-  "Documentary",
-  "Drama",
-  "Fantasy",
-  "Film-Noir",
-  "Horror",
-  "IMAX",
-  "Musical",
-  "Mystery",
-  "Romance",
-  "Sci-Fi",
-  "Thriller",
-  "War",
-  "Western",
-)
+# ML-20M spells ML-100K's genres so, less "unknown", and adds IMAX.
+GENRES = tuple(g.replace("Children's", "Children") for g in ML100K_GENRES[1:]) + ("IMAX",)
 _CHUNK_ROWS = 2_000_000  # rows drawn and written at a time
 # No field of ratings.csv needs quotes; the header is written apart, unquoted as in ML-20M.
 _WRITE = pa_csv.WriteOptions(include_header=False, quoting_style="none")
