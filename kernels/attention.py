@@ -67,8 +67,8 @@ def causal_attention(
   positions = jnp.arange(q.shape[1]) if query_positions is None else query_positions
   distance = positions[..., :, None] - key_positions  # [T, L] or [B, T, L]
   allowed = (distance >= 0) & (key_positions < lengths[:, None, None])  # [B, T, L]
-  # Logits and softmax in float32 whatever the inputs' dtype; the weights meet v in its dtype.
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+  # Products in the inputs' dtype (so are their gradients), the masked softmax in float32.
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
   if relative_bias is not None:
     logits = logits + _logit_bias(relative_bias, distance, max_distance)
   logits = jnp.where(allowed[:, None], logits, jnp.finfo(logits.dtype).min)
@@ -107,11 +107,9 @@ def candidate_attention(
     jnp.transpose(x, (0, 2, 1, 3)) for x in (history_keys, history_values)
   )
   distance = prefix[:, :, None] - jnp.arange(history_keys.shape[2])  # [B, C, L]
-  # Logits and the softmax in float32 whatever the inputs' dtype, as in `causal_attention`.
-  history_logits = jnp.einsum(
-    "bhcd,bhld->bhcl", q, history_keys, preferred_element_type=jnp.float32
-  )
-  self_logits = jnp.einsum("bhcd,bchd->bhc", q, k, preferred_element_type=jnp.float32)
+  # Products in the inputs' dtype, the softmax in float32, as in `causal_attention`.
+  history_logits = jnp.einsum("bhcd,bhld->bhcl", q, history_keys).astype(jnp.float32)
+  self_logits = jnp.einsum("bhcd,bchd->bhc", q, k).astype(jnp.float32)
   if relative_bias is not None:
     history_logits = history_logits + _logit_bias(relative_bias, distance, max_distance)
     self_logits = self_logits + relative_bias[None, :, 0, None]  # distance 0 is bucket 0
@@ -125,12 +123,8 @@ def candidate_attention(
   history_weights = jnp.exp(history_logits - peak[..., None])
   self_weights = jnp.exp(self_logits - peak)
   total = jnp.sum(history_weights, axis=-1) + self_weights  # [B, H, C]
-  from_history = jnp.einsum(
-    "bhcl,bhld->bhcd",
-    history_weights.astype(v.dtype),
-    history_values,
-    preferred_element_type=jnp.float32,
-  )
+  history_weights = history_weights.astype(v.dtype)
+  from_history = jnp.einsum("bhcl,bhld->bhcd", history_weights, history_values)
   from_self = self_weights[..., None] * jnp.transpose(v, (0, 2, 1, 3))
-  attended = (from_history + from_self) / total[..., None]
+  attended = (from_history.astype(jnp.float32) + from_self) / total[..., None]
   return jnp.transpose(attended.astype(v.dtype), (0, 2, 1, 3))
