@@ -67,11 +67,12 @@ def causal_attention(
   positions = jnp.arange(q.shape[1]) if query_positions is None else query_positions
   distance = positions[..., :, None] - key_positions  # [T, L] or [B, T, L]
   allowed = (distance >= 0) & (key_positions < lengths[:, None, None])  # [B, T, L]
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+  # Products in the inputs' dtype (so are their gradients), the masked softmax in float32.
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
   if relative_bias is not None:
     logits = logits + _logit_bias(relative_bias, distance, max_distance)
   logits = jnp.where(allowed[:, None], logits, jnp.finfo(logits.dtype).min)
-  weights = jax.nn.softmax(logits, axis=-1)
+  weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
   return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
@@ -106,12 +107,15 @@ def candidate_attention(
     jnp.transpose(x, (0, 2, 1, 3)) for x in (history_keys, history_values)
   )
   distance = prefix[:, :, None] - jnp.arange(history_keys.shape[2])  # [B, C, L]
-  history_logits = jnp.einsum("bhcd,bhld->bhcl", q, history_keys)
-  self_logits = jnp.einsum("bhcd,bchd->bhc", q, k)
+  # Products in the inputs' dtype, the softmax in float32, as in `causal_attention`.
+  history_logits = jnp.einsum("bhcd,bhld->bhcl", q, history_keys).astype(jnp.float32)
+  self_logits = jnp.einsum("bhcd,bchd->bhc", q, k).astype(jnp.float32)
   if relative_bias is not None:
     history_logits = history_logits + _logit_bias(relative_bias, distance, max_distance)
     self_logits = self_logits + relative_bias[None, :, 0, None]  # distance 0 is bucket 0
-  history_logits = jnp.where((distance > 0)[:, None], history_logits, jnp.finfo(q.dtype).min)
+  history_logits = jnp.where(
+    (distance > 0)[:, None], history_logits, jnp.finfo(history_logits.dtype).min
+  )
   # The softmax over [history, self] by hand: concatenating the self logit to the
   # [B, H, C, L] history logits (and slicing it off again) copies them twice, which
   # made ranking on the cache memory-bound.
@@ -119,6 +123,8 @@ def candidate_attention(
   history_weights = jnp.exp(history_logits - peak[..., None])
   self_weights = jnp.exp(self_logits - peak)
   total = jnp.sum(history_weights, axis=-1) + self_weights  # [B, H, C]
+  history_weights = history_weights.astype(v.dtype)
   from_history = jnp.einsum("bhcl,bhld->bhcd", history_weights, history_values)
   from_self = self_weights[..., None] * jnp.transpose(v, (0, 2, 1, 3))
-  return jnp.transpose((from_history + from_self) / total[..., None], (0, 2, 1, 3))
+  attended = (from_history.astype(jnp.float32) + from_self) / total[..., None]
+  return jnp.transpose(attended.astype(v.dtype), (0, 2, 1, 3))

@@ -65,10 +65,11 @@ def _forward_kernel(
   """One (user, head, candidate tile): refs [bc], [bc, Dh] x 3, [L, Dh] x 2, and this head's
   [buckets] bias table if `num_buckets` -> [bc, Dh]."""
   bias_ref, out_ref = refs if num_buckets else (None, *refs)
-  q = q_ref[...].astype(jnp.float32)  # already scaled by 1 / sqrt(Dh)
+  # Dots in the inputs' dtype (bf16 on the matrix units), accumulated and softmaxed in float32.
+  q = q_ref[...]  # already scaled by 1 / sqrt(Dh)
   prefix = prefix_ref[...]
   # The own key is always visible, so the running max starts finite and no row is ever empty.
-  running_max = jnp.sum(q * k_ref[...].astype(jnp.float32), axis=1)  # [bc]
+  running_max = jnp.sum(q.astype(jnp.float32) * k_ref[...].astype(jnp.float32), axis=1)  # [bc]
   if num_buckets:
     running_max = running_max + bias_ref[0]  # the own key is at distance 0: bucket 0
   running_sum = jnp.ones_like(running_max)
@@ -78,7 +79,7 @@ def _forward_kernel(
     acc, running_max, running_sum = carry
     start = tile * block_history
     keys = history_keys_ref[pl.ds(start, block_history), :]
-    logits = jnp.dot(q, keys.T.astype(jnp.float32), preferred_element_type=jnp.float32)
+    logits = jnp.dot(q, keys.T, preferred_element_type=jnp.float32)
     # A candidate sits `prefix` positions after the first: history position j is prefix - j back.
     distance = prefix[:, None] - (start + jnp.arange(block_history))[None, :]
     if num_buckets:
@@ -87,8 +88,9 @@ def _forward_kernel(
     new_max = jnp.maximum(running_max, jnp.max(logits, axis=1))
     correction = jnp.exp(running_max - new_max)
     weights = jnp.exp(logits - new_max[:, None])  # 0 where masked
-    values = history_values_ref[pl.ds(start, block_history), :].astype(jnp.float32)
-    acc = acc * correction[:, None] + jnp.dot(weights, values, preferred_element_type=jnp.float32)
+    values = history_values_ref[pl.ds(start, block_history), :]
+    update = jnp.dot(weights.astype(values.dtype), values, preferred_element_type=jnp.float32)
+    acc = acc * correction[:, None] + update
     return acc, new_max, running_sum * correction + jnp.sum(weights, axis=1)
 
   # Block sparsity: tiles at or past the largest prefix in this candidate tile are skipped.

@@ -11,13 +11,18 @@ from unipinrec.config import from_mapping
 from unipinrec.train.state import example_batch
 
 
-@pytest.fixture(scope="module")
-def plan():
+def _plan(dtype: str = "float32") -> memory.MemoryPlan:
   config = synthetic.get_config("runlocal")
   config.model.num_layers = 1
+  config.model.dtype = dtype
   return memory.plan_memory(
     from_mapping(config.to_dict()), num_items=600, num_outcomes=2, num_surfaces=3, slate_size=10
   )
+
+
+@pytest.fixture(scope="module")
+def plan():
+  return _plan()
 
 
 def test_state_bytes_follow_from_the_shapes(plan):
@@ -47,3 +52,15 @@ def test_format_says_whether_it_fits(plan):
   assert "fits in 1.0 GiB" in memory.format_plan(plan, memory.GIB)
   assert "does NOT fit in 0.0 GiB" in memory.format_plan(plan, 1024)
   assert "fit" not in memory.format_plan(plan)
+
+
+@pytest.mark.slow  # a second compile of the step
+def test_bf16_plan_keeps_float32_state(plan):
+  bf16 = _plan("bfloat16")
+  assert "compute bfloat16" in memory.format_plan(bf16)
+  # Only activations change dtype: parameters, Adam moments and inputs are float32 as before.
+  assert (bf16.params_bytes, bf16.optimizer_bytes, bf16.inputs_bytes) == (
+    plan.params_bytes,
+    plan.optimizer_bytes,
+    plan.inputs_bytes,
+  )

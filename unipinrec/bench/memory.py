@@ -39,6 +39,7 @@ class MemoryPlan:
   num_items: int
   embed_dim: int
   batch_size: int
+  compute_dtype: str  # the model's matmuls and activations; parameters and Adam stay float32
   item_table_bytes: int
   params_bytes: int
   optimizer_bytes: int
@@ -106,6 +107,7 @@ def plan_memory(
     num_items=num_items,
     embed_dim=model.config.embed_dim,
     batch_size=run.batch_size,
+    compute_dtype=model.config.dtype,
     item_table_bytes=device_bytes(
       {k: v for k, v in state.params["tokenizer"].items() if k in ID_TABLES}
     ),
@@ -134,7 +136,7 @@ def format_plan(plan: MemoryPlan, device_memory_bytes: int = 0) -> str:
   ]
   lines = [
     f"mesh {mesh} ({math.prod(plan.mesh_shape.values())} devices); {plan.num_items:,} items x "
-    f"{plan.embed_dim}; global batch {plan.batch_size}",
+    f"{plan.embed_dim}; global batch {plan.batch_size}; compute {plan.compute_dtype}",
     f"{'per device':<26} {'MiB':>10}",
   ]
   lines += [f"{name:<26} {size / MIB:>10,.1f}  {note}".rstrip() for name, size, note in rows]

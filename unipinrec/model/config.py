@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax.numpy as jnp
+
 from kernels import check_kernel
 from unipinrec.data.item_features import FeatureShapes
 
@@ -14,6 +16,7 @@ def _padded(rows: int, multiple: int) -> int:
 
 
 ITEM_ID_PARTS = ("table", "hashed", "none")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 HASH_COMBINES = ("sum", "concat")
 
 
@@ -39,7 +42,10 @@ class ModelConfig:
   # On tokens and residual branches, training only: without it the model overfits the
   # training users' slates and ranks held-out users' far worse.
   dropout_rate: float = 0.1
-  dtype: str = "float32"  # compute dtype; parameters stay float32
+  # Compute dtype of the matmuls and activations (transformer, item encoder, heads). Parameters
+  # and optimizer state stay float32; normalisation statistics, softmaxes, the L2 norms of
+  # queries and item vectors, the outcome logits and the losses are float32 in either.
+  dtype: str = "float32"
   item_table_multiple: int = 1024  # table rows padded to a multiple: splits evenly on the mesh
   # Multi-token generation: the retrieval head is also conditioned on a time
   # offset; offset 0 asks for the next action, offset t > 0 for the first action
@@ -82,6 +88,8 @@ class ModelConfig:
 
   def __post_init__(self):
     check_kernel(self.kernel)
+    if self.dtype not in COMPUTE_DTYPES:
+      raise ValueError(f"dtype={self.dtype!r}; expected one of {COMPUTE_DTYPES}")
     if self.relative_position_buckets < 0:
       raise ValueError(
         f"relative_position_buckets must be 0 (off) or more, got {self.relative_position_buckets}"
@@ -140,6 +148,11 @@ class ModelConfig:
     return dataclasses.replace(
       self, num_items=num_items, num_outcomes=num_outcomes, num_surfaces=num_surfaces
     )
+
+  @property
+  def compute_dtype(self) -> jnp.dtype:
+    """The dtype matmuls and activations run in (`dtype`)."""
+    return jnp.dtype(self.dtype)
 
   @property
   def width(self) -> int:

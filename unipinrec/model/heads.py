@@ -10,7 +10,12 @@ from unipinrec.model.config import ModelConfig
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
-  """Unit vectors, so that dot products are cosines and an inner-product index serves them."""
+  """Unit vectors, so that dot products are cosines and an inner-product index serves them.
+
+  Float32 whatever `x`'s dtype: cosines over a temperature are logits, which bf16 rounds too
+  coarsely.
+  """
+  x = x.astype(jnp.float32)
   return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
@@ -35,6 +40,7 @@ class RetrievalHead(nn.Module):
   ) -> jax.Array:
     """[..., W] states, [...] condition ids and [...] offset ids -> [..., D] unit queries."""
     cfg = self.config
+    dtype = cfg.compute_dtype
     condition_embedding = nn.Embed(
       cfg.num_conditions,
       cfg.embed_dim,
@@ -56,11 +62,12 @@ class RetrievalHead(nn.Module):
     # The MLP's first layer reads concat([state, condition]); it is applied to each part on its
     # own, so a state shared by several conditions is multiplied once, before broadcasting.
     hidden = nn.gelu(
-      ConcatDense(cfg.head_hidden_dim, kernel_axes=(None, "mlp"), name="hidden")(states, condition)
+      ConcatDense(cfg.head_hidden_dim, (None, "mlp"), dtype, name="hidden")(states, condition)
     )
     residual = nn.Dense(
       cfg.embed_dim,
       kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("mlp", "embed")),
+      dtype=dtype,
       name="query",
     )(hidden)
     return l2_normalize(states[..., : cfg.embed_dim] + residual)
@@ -71,11 +78,13 @@ class ConcatDense(nn.Module):
 
   Its parameters are `nn.Dense`'s on the concatenation (kernel [A + B, F],
   bias [F]); the parts broadcast against each other only after the product,
-  so a part with size-1 dimensions is multiplied at its own size.
+  so a part with size-1 dimensions is multiplied at its own size. It computes
+  in `dtype`, as `nn.Dense(dtype=...)` does.
   """
 
   features: int
   kernel_axes: tuple[str | None, ...]
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
@@ -86,6 +95,7 @@ class ConcatDense(nn.Module):
       (a.shape[-1] + b.shape[-1], self.features),
     )
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    a, b, kernel, bias = nn.dtypes.promote_dtype(a, b, kernel, bias, dtype=self.dtype)
     split = a.shape[-1]
     return (a @ kernel[:split] + bias) + b @ kernel[split:]
 
@@ -114,6 +124,8 @@ class TaskHeads(nn.Module):
   coordinates (where the retrieval query is read from) with the token's own unit
   item vector: user-item affinity is a dot product, which an MLP on the state
   alone approximates poorly, while a linear layer on the product gets it exactly.
+  The MLPs compute in the compute dtype; the logits leave in float32, which the losses and
+  the ranking metrics need.
   """
 
   config: ModelConfig
@@ -137,5 +149,9 @@ class TaskHeads(nn.Module):
       (cfg.num_outcomes, cfg.head_hidden_dim),
     )
     b_out = self.param("out_bias", nn.initializers.zeros, (cfg.num_outcomes,))
+    features, w_hidden, b_hidden, w_out = nn.dtypes.promote_dtype(
+      features, w_hidden, b_hidden, w_out, dtype=cfg.compute_dtype
+    )
     hidden = nn.gelu(jnp.einsum("...d,doh->...oh", features, w_hidden) + b_hidden)
-    return jnp.einsum("...oh,oh->...o", hidden, w_out) + b_out
+    logits = jnp.einsum("...oh,oh->...o", hidden, w_out, preferred_element_type=jnp.float32)
+    return logits + b_out

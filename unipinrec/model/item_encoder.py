@@ -61,7 +61,11 @@ def _padded_rows(rows: int) -> nn.initializers.Initializer:
 
 
 class ItemEncoder(nn.Module):
-  """Item ids -> [..., D] item vectors (not normalised without features, unit with them)."""
+  """Item ids -> [..., D] item vectors (not normalised without features, unit with them).
+
+  The feature MLP computes in the compute dtype; the vectors leave in float32 (the table's
+  rows, or the float32 L2 normalisation), and the token casts them to the compute dtype.
+  """
 
   config: ModelConfig
 
@@ -114,11 +118,12 @@ class ItemEncoder(nn.Module):
         (sum(values for values, _ in cfg.categorical_features), cfg.side_dim),
       )
     dense = nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, "mlp"))
+    dtype = cfg.compute_dtype
     if cfg.content_dim:
-      self.content_projection = nn.Dense(cfg.embed_dim, kernel_init=dense)
-    self.hidden = nn.Dense(cfg.head_hidden_dim, kernel_init=dense)
+      self.content_projection = nn.Dense(cfg.embed_dim, kernel_init=dense, dtype=dtype)
+    self.hidden = nn.Dense(cfg.head_hidden_dim, kernel_init=dense, dtype=dtype)
     out = nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("mlp", "embed"))
-    self.output = nn.Dense(cfg.embed_dim, kernel_init=out)
+    self.output = nn.Dense(cfg.embed_dim, kernel_init=out, dtype=dtype)
 
   def id_part(self, items: jax.Array) -> jax.Array | None:
     """[...] ids -> [..., D] the id part of their vectors; None for `item_id_part='none'`."""

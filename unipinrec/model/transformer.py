@@ -33,6 +33,13 @@ def _batch_sharded(x: jax.Array) -> jax.Array:
   return sharding.constrain(x, ("batch", None, None))
 
 
+def _layer_norm(config: ModelConfig) -> nn.LayerNorm:
+  """LayerNorm whose statistics are float32 (flax's reductions) and output the compute dtype."""
+  return nn.LayerNorm(
+    scale_init=_partitioned(nn.initializers.ones, ("embed",)), dtype=config.compute_dtype
+  )
+
+
 class Block(nn.Module):
   """Pre-norm transformer block whose attention is supplied by the caller."""
 
@@ -40,22 +47,28 @@ class Block(nn.Module):
 
   def setup(self):
     cfg = self.config
-    self.attention_norm = nn.LayerNorm(scale_init=_partitioned(nn.initializers.ones, ("embed",)))
+    self.attention_norm = _layer_norm(cfg)
     self.qkv = nn.DenseGeneral(
       features=(3, cfg.num_heads, cfg.head_dim),
       kernel_init=_partitioned(nn.initializers.lecun_normal(), ("embed", None, "heads", "kv")),
+      dtype=cfg.compute_dtype,
     )
     self.attention_out = nn.DenseGeneral(
       features=cfg.width,
       axis=(-2, -1),
       kernel_init=_partitioned(nn.initializers.zeros, ("heads", "kv", "embed")),
+      dtype=cfg.compute_dtype,
     )
-    self.mlp_norm = nn.LayerNorm(scale_init=_partitioned(nn.initializers.ones, ("embed",)))
+    self.mlp_norm = _layer_norm(cfg)
     self.mlp_in = nn.Dense(
-      cfg.mlp_dim, kernel_init=_partitioned(nn.initializers.lecun_normal(), ("embed", "mlp"))
+      cfg.mlp_dim,
+      kernel_init=_partitioned(nn.initializers.lecun_normal(), ("embed", "mlp")),
+      dtype=cfg.compute_dtype,
     )
     self.mlp_out = nn.Dense(
-      cfg.width, kernel_init=_partitioned(nn.initializers.zeros, ("mlp", "embed"))
+      cfg.width,
+      kernel_init=_partitioned(nn.initializers.zeros, ("mlp", "embed")),
+      dtype=cfg.compute_dtype,
     )
     self.dropout = nn.Dropout(cfg.dropout_rate)
     if cfg.relative_position_buckets:
@@ -93,7 +106,7 @@ class Transformer(nn.Module):
     kernels = pallas_attention if self.config.kernel == "pallas" else attention
     self.causal_attention = kernels.causal_attention
     self.candidate_attention = kernels.candidate_attention
-    self.final_norm = nn.LayerNorm(scale_init=_partitioned(nn.initializers.ones, ("embed",)))
+    self.final_norm = _layer_norm(self.config)
     self.token_dropout = nn.Dropout(self.config.dropout_rate)
 
   def _bias(self, block: Block) -> dict:
