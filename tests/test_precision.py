@@ -139,13 +139,13 @@ def _transformer_gradient_hlo(dtype: str) -> str:
 
 @pytest.mark.slow  # compiles the whole train step
 def test_float32_is_unchanged_by_the_bf16_path():
-  # Equal on the machine that made the reference; the tolerance, far below bf16's rounding
-  # (about 4e-3), only allows for another CPU's summation order.
+  # Equal on the machine and XLA flags that made the reference; the tolerance, far below bf16's
+  # rounding (about 4e-3), only allows for another CPU's or compile's summation order.
   reference = np.load(REFERENCE)
   got = outputs("float32")
   assert sorted(got) == sorted(reference.files)
   for name, value in got.items():
-    np.testing.assert_allclose(value, reference[name], rtol=1e-6, atol=1e-7, err_msg=name)
+    np.testing.assert_allclose(value, reference[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_bf16_transformer_matmuls_take_bf16_operands_forward_and_backward():
