@@ -269,7 +269,7 @@ def test_the_oracle_knows_returns(returning_world):
 
 def test_held_out_return_targets_are_kept_and_ranked(returning_world):
   """The evaluation keeps a target the user engaged with before, under both protocols."""
-  from unipinrec.evaluation import catalogue
+  from unipinrec.evaluation.evaluate import oracle_ranks
 
   logs = returning_world.logs
   held_out = examples_lib.evaluation_examples(logs, np.arange(logs.num_users), 16, 5)
@@ -281,12 +281,5 @@ def test_held_out_return_targets_are_kept_and_ranked(returning_world):
     ]
   )
   assert is_return.mean() > 0.3
-  ranks = catalogue.catalogue_ranks(
-    catalogue.rows_scorer(
-      lambda rows: returning_world.oracle_retrieval_scores(held_out.retrieval_requests[rows])
-    ),
-    returning_world.config.num_items,
-    held_out.retrieval_targets,
-    held_out.retrieval_seen,
-  )
+  ranks = oracle_ranks(returning_world, held_out)
   assert np.mean(ranks["retrieval_unfiltered"][is_return] < 10) > 0.5

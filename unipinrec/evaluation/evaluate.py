@@ -368,10 +368,9 @@ def history_oracle_world(world, examples: EvalExamples):
   return dataclasses.replace(world, request_interests=interests, request_policy_interests=policy)
 
 
-def evaluate_oracle(world, examples: EvalExamples, outcome_names: Sequence[str]) -> dict[str, dict]:
-  """The synthetic world's true probabilities as the scorer (the quality ceiling), with
-  "retrieval" apart for cold and warm targets when the world has cold items."""
-  ranks = catalogue.catalogue_ranks(
+def oracle_ranks(world, examples: EvalExamples) -> dict[str, np.ndarray]:
+  """The targets' ranks under the synthetic world's true retrieval scores (filtered and not)."""
+  return catalogue.catalogue_ranks(
     catalogue.rows_scorer(
       lambda rows: world.oracle_retrieval_scores(examples.retrieval_requests[rows])
     ),
@@ -379,6 +378,12 @@ def evaluate_oracle(world, examples: EvalExamples, outcome_names: Sequence[str])
     examples.retrieval_targets,
     examples.retrieval_seen,
   )
+
+
+def evaluate_oracle(world, examples: EvalExamples, outcome_names: Sequence[str]) -> dict[str, dict]:
+  """The synthetic world's true probabilities as the scorer (the quality ceiling), with
+  "retrieval" apart for cold and warm targets when the world has cold items."""
+  ranks = oracle_ranks(world, examples)
   report = retrieval_report(ranks, examples.retrieval_targets, world.cold_items)
   probabilities = world.true_outcome_probs(examples.ranking_requests, examples.ranking_items)
   scores, gain = probabilities_to_candidate_scores(probabilities)
