@@ -19,7 +19,7 @@ from unipinrec.data.dataset import PreparedData, prepare_data
 from unipinrec.errors import ConfigError, MissingPathError
 from unipinrec.model.item_encoder import feature_tables
 from unipinrec.model.unified import UniPinRec
-from unipinrec.train import item_init, partition
+from unipinrec.train import hashed_init, item_init, partition
 from unipinrec.train import state as state_lib
 
 CONFIG_FILE = "config.json"  # the run config, as a work directory records it
@@ -90,8 +90,8 @@ def setup_experiment(run: RunConfig) -> Experiment:
 def fresh_state(experiment: Experiment) -> state_lib.TrainState:
   """The state a run starts from when it has no checkpoint.
 
-  The initial state, with the item table warm-started when the config asks
-  for it (`item_init`), from the training users' logs only.
+  The initial state, with the item id part (the id table or the hashed tables)
+  warm-started when the config asks for it (`item_init`), from the training users' logs only.
   """
   config = experiment.run.item_init
   if config.method == "random":
@@ -100,13 +100,27 @@ def fresh_state(experiment: Experiment) -> state_lib.TrainState:
   users = np.arange(data.logs.num_users)
   if data.eval_users is not None:
     users = np.setdiff1d(users, data.eval_users)
-  tokenizer = experiment.initial_state.params["tokenizer"]
-  if "item_embedding" not in tokenizer:
+  model = experiment.model.config
+  if model.item_id_part == "none":
     raise ConfigError(
-      f"item_init.method={config.method!r} warm-starts the id table; "
-      f"item_id_part={experiment.model.config.item_id_part!r} has none (use 'random')"
+      f"item_init.method={config.method!r} warm-starts the item id part; "
+      "model.item_id_part='none' has none (set item_init.method='random')"
     )
-  shape = tokenizer["item_embedding"].shape
+  if model.item_id_part == "hashed":
+    table, fitted, error = hashed_init.hashed_table(data.logs, users, model, config)
+    logging.info(
+      "hashed item ids: %s warm start of %d items into %d x %d rows (%s) from %d training "
+      "users, weighted squared error %.3f of the vectors'",
+      config.method,
+      fitted,
+      model.hash_functions,
+      model.hash_rows,
+      model.hash_combine,
+      len(users),
+      error,
+    )
+    return item_init.place_item_tables(experiment.initial_state, {"hashed_embedding": table})
+  shape = experiment.initial_state.params["tokenizer"]["item_embedding"].shape
   table = item_init.initial_table(data.logs, users, shape[0], shape[1], config)
   logging.info("item table: %s warm start from %d training users", config.method, len(users))
   return item_init.place_item_tables(experiment.initial_state, {"item_embedding": table})

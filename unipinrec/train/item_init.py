@@ -65,6 +65,27 @@ def cooccurrence_vectors(
   return left * np.sqrt(singular), marginals > 0
 
 
+def training_sequences(logs: UserLogs, users: np.ndarray) -> list[np.ndarray]:
+  """Each of `users`' item ids in time order."""
+  return [logs.action_items[logs.action_offsets[u] : logs.action_offsets[u + 1]] for u in users]
+
+
+def scaled_vectors(
+  sequences: Sequence[np.ndarray], num_items: int, dim: int, config: ItemInitConfig
+) -> tuple[np.ndarray, np.ndarray]:
+  """The co-occurrence vectors at the random draw's row scale, and which of them to use.
+
+  Returns:
+    ([N + 1, dim] float64 vectors whose used rows have mean norm stddev * sqrt(dim), [N + 1]
+    bool: the item co-occurs with something in `sequences`, row 0 (padding) excluded).
+  """
+  vectors, seen = cooccurrence_vectors(sequences, num_items, dim, config.window, config.seed)
+  # Rows at the random draw's scale: the learning rates were tuned for it.
+  vectors *= config.stddev * np.sqrt(dim) / np.mean(np.linalg.norm(vectors[seen], axis=1))
+  seen[0] = False
+  return vectors, seen
+
+
 def initial_table(
   logs: UserLogs, users: np.ndarray, rows: int, dim: int, config: ItemInitConfig
 ) -> np.ndarray:
@@ -74,16 +95,11 @@ def initial_table(
   row; the rows past N stay zero, as in the random table.
   """
   num_items = logs.num_items
-  sequences = [
-    logs.action_items[logs.action_offsets[u] : logs.action_offsets[u + 1]] for u in users
-  ]
-  vectors, seen = cooccurrence_vectors(sequences, num_items, dim, config.window, config.seed)
-  # Rows at the random draw's scale: the learning rates were tuned for it.
-  vectors *= config.stddev * np.sqrt(dim) / np.mean(np.linalg.norm(vectors[seen], axis=1))
+  sequences = training_sequences(logs, users)
+  vectors, seen = scaled_vectors(sequences, num_items, dim, config)
   rng = np.random.default_rng(config.seed)
   table = np.zeros((rows, dim), np.float32)
   table[: num_items + 1] = rng.normal(0.0, config.stddev, (num_items + 1, dim))
-  seen[0] = False
   table[: num_items + 1][seen] = vectors[seen]
   return table
 
