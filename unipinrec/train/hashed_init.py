@@ -21,7 +21,7 @@ from unipinrec.model.item_encoder import hash_buckets
 from unipinrec.train import item_init
 from unipinrec.types import UserLogs
 
-SWEEPS = 8  # block coordinate descent sweeps over the k tables of a "sum" id part
+SWEEPS = 16  # block coordinate descent sweeps over the k tables of a "sum" id part
 
 
 def combined_rows(table: np.ndarray, buckets: np.ndarray, combine: str) -> np.ndarray:
