@@ -48,6 +48,9 @@ CASES = {
   ),
   "unknown-variant": ("memory", [f"{SYNTHETIC}:nope"], ["synthetic.py:nope", "variant 'nope'"]),
   "unknown-flag": ("memory", ["--wrokdir=x"], ["'wrokdir'"]),
+  # Without libtpu (CI) or with it (an unknown slice name), the same one line.
+  "unknown-topology": ("memory", ["--topology=v9z:1x1"], ["--topology=v9z:1x1", "libtpu"]),
+  "devices-and-topology": ("memory", ["--devices=8", "--topology=v5e:8x8"], ["give one"]),
   "missing-required-flag": ("bench_serving", [], ["--workdir", "must have a value"]),
   "not-synthetic": ("world_baselines", [ML100K], ["config.data.source='movielens'"]),
   "bad-data-row": (

@@ -8,8 +8,9 @@ table can be planned on a laptop. Two views of the same program:
   device, exact for any backend;
 - from XLA's memory analysis of the compiled step: arguments, outputs,
   temporaries (activations, gradients, workspace). It is the backend's
-  figure: compiled for CPU devices here, a TPU or GPU compile differs
-  somewhat in temporaries (fusion, layouts) but not in arguments.
+  figure: a CPU compile differs from a TPU or GPU one in temporaries (fusion,
+  layouts; XLA:CPU keeps float32 copies around bf16 dots) but not in
+  arguments, so plan a TPU slice on TPU devices (compile-only ones will do).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class MemoryPlan:
   """Bytes on the most loaded device; `compiled_*` from XLA's memory analysis."""
 
   mesh_shape: dict[str, int]
+  device_kind: str  # the compiler's target, e.g. "cpu" or "TPU v5 lite"
   num_items: int
   embed_dim: int
   batch_size: int
@@ -104,6 +106,7 @@ def plan_memory(
   analysis = step.lower(state, batch, frequency).compile().memory_analysis()
   return MemoryPlan(
     mesh_shape=dict(mesh.shape),
+    device_kind=mesh.devices.flat[0].device_kind,
     num_items=num_items,
     embed_dim=model.config.embed_dim,
     batch_size=run.batch_size,
@@ -135,7 +138,8 @@ def format_plan(plan: MemoryPlan, device_memory_bytes: int = 0) -> str:
     ("peak", plan.peak_bytes, "arguments + outputs - aliased + temporaries"),
   ]
   lines = [
-    f"mesh {mesh} ({math.prod(plan.mesh_shape.values())} devices); {plan.num_items:,} items x "
+    f"mesh {mesh} ({math.prod(plan.mesh_shape.values())} {plan.device_kind} devices); "
+    f"{plan.num_items:,} items x "
     f"{plan.embed_dim}; global batch {plan.batch_size}; compute {plan.compute_dtype}",
     f"{'per device':<26} {'MiB':>10}",
   ]
