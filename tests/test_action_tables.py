@@ -137,11 +137,16 @@ def test_latin1_and_overlong_lines_go_the_slow_way(tmp_path, monkeypatch):
 def test_python_space_is_what_str_strip_strips():
   spaces = {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
   assert set(text_values.PYTHON_SPACE) == spaces
+  found = text_values.categories(pa.chunked_array([["\u3000a\x1c", " b", "a"], ["b\t"]]))
+  assert found.values == ["a", "b"] and found.codes.tolist() == [0, 1, 0, 1]
+  assert text_values.categories(pa.chunked_array([["a", " "]])) is None
 
 
 # Spellings that `int`, `float` and `fromisoformat` may read, or not, or read differently.
-INTEGERS = ["7", "42", "007", "-0", "-2", "+3", " 5", "1_0", "٣", "9223372036854775807", "x"]
-ITEMS = INTEGERS + ["0", "B00X", " B00X ", "-05", "12345678901234567890", "\u3000e\u3000", ""]
+# Each list starts with the spellings the fast path reads (the first `covered` of them).
+USERS = ["7", "42", "007", "-0", "-2", "+3", " 5", "1_0", "٣", "9223372036854775807", "x", ""]
+ITEMS = ["7", "42", "0", "007", "-05", "B00X", " B00X ", "\u3000e\x1c", "٣", "1_0", "+3"]
+ITEMS += ["12345678901234567890", "9223372036854775807", ""]
 COVERED_TIMES = [
   "1704153600",
   "-86400",
@@ -176,7 +181,7 @@ TIMES = COVERED_TIMES + [
   " 2024-01-02",
   "soon",
 ]
-CATEGORIES = ["click", "save", " click", "10", "9", "09", "٣", "", "h\u00e9"]
+CATEGORIES = ["click", "save", " click", "10", "9", "09", "٣", "h\u00e9", "\x1cview\u3000", ""]
 
 
 def test_any_seconds_is_parse_any_seconds_where_it_reads():
@@ -191,29 +196,27 @@ def test_any_seconds_is_parse_any_seconds_where_it_reads():
 
 def test_random_spellings_read_alike(tmp_path, monkeypatch):
   """Fields drawn from the spellings above: the same Interactions, or the same located error."""
+  pools = [(USERS, 5), (ITEMS, 11), (TIMES, len(COVERED_TIMES)), (CATEGORIES, 9), (CATEGORIES, 9)]
   rng = np.random.default_rng(0)
   fast_reads = 0
-  for case in range(300):
-    easy = case % 2 == 0  # half the cases draw from the covered spellings only
-    pools = (
-      INTEGERS[:2] if easy else INTEGERS,
-      ITEMS[:3] if easy else ITEMS,
-      COVERED_TIMES if easy else TIMES,
-      CATEGORIES[:2] + CATEGORIES[3:5] if easy else CATEGORIES,
-      CATEGORIES[:2] if easy else CATEGORIES,
-    )
-    rows = [",".join(rng.choice(pool) for pool in pools) for _ in range(3)]
-    path = tmp_path / f"case{case}" / ("log.tsv" if case % 3 == 0 else "log.csv")
+  for case in range(360):
+    odd = case % 6  # this column draws from every spelling, the others from the covered ones
+    drawn = [
+      pool if column == odd else pool[:covered] for column, (pool, covered) in enumerate(pools)
+    ]
+    rows = [",".join(rng.choice(pool) for pool in drawn) for _ in range(3)]
+    path = tmp_path / f"case{case}" / ("log.tsv" if case % 4 == 0 else "log.csv")
     path.parent.mkdir()
     separator = "\t" if path.suffix == ".tsv" else ","
     text = "uid,iid,when,what,where\n" + "\n".join(rows) + "\n"
     path.write_text(text.replace(",", separator))
-    outcome_names = ("click", "9") if case % 4 == 1 else None
+    outcome_names = ("click", "9") if case % 5 == 1 else None
     fast_reads += _fast_path_reads(path, COLUMNS)
     _assert_same(
       _read(path, COLUMNS, outcome_names, monkeypatch, fast=True),
       _read(path, COLUMNS, outcome_names, monkeypatch, fast=False),
     )
+  assert fast_reads >= 150  # the draw exercises the fast path, not only the fallback
   assert fast_reads >= 100  # the draw exercises the fast path, not only the fallback
 
 
