@@ -1,4 +1,4 @@
-"""The value parsers of `tables` on whole pyarrow string columns, for `columnar.read_text`'s.
+"""The value parsers of `tables` on whole pyarrow string columns, as `columnar.read_text` gives.
 
 Each function gives what its line-by-line parser gives on every value of the column, or None
 when some value is spelled in a way it does not cover. The caller then reads the file line by
@@ -22,7 +22,7 @@ PYTHON_SPACE = (
   "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
   "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
-INTEGER = r"^-?[0-9]{1,18}$"  # 18 digits always fit int64
+_INTEGER = r"^-?[0-9]{1,18}$"  # 18 digits always fit int64
 _DECIMAL = r"^-?[0-9]{1,15}\.[0-9]+$"  # below 2**53, so a float64 floors to the exact integer
 _ISO_TIME = (
   r"^(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})"
@@ -58,7 +58,7 @@ def _cast(strings: pa.ChunkedArray, kind: pa.DataType) -> np.ndarray:
 
 def int64s(strings: pa.ChunkedArray) -> np.ndarray | None:
   """`tables.parse_int64` of every value, as int64, or None."""
-  return _cast(strings, pa.int64()) if matches(strings, INTEGER).all() else None
+  return _cast(strings, pa.int64()) if matches(strings, _INTEGER).all() else None
 
 
 def categories(strings: pa.ChunkedArray) -> Categories | None:
@@ -111,7 +111,7 @@ def any_seconds(strings: pa.ChunkedArray) -> np.ndarray | None:
   """`tables.parse_any_seconds` of every value, as int64, or None."""
   seconds = np.empty(len(strings), np.int64)
   rows = np.arange(len(strings))
-  spellings = ((INTEGER, _whole_seconds), (_DECIMAL, _floored_seconds), (_ISO_TIME, _iso_seconds))
+  spellings = ((_INTEGER, _whole_seconds), (_DECIMAL, _floored_seconds), (_ISO_TIME, _iso_seconds))
   for pattern, parse in spellings:
     found = matches(strings, pattern)
     if found.any():
