@@ -1,6 +1,7 @@
-"""All-numeric interaction files at C speed: pyarrow's multi-threaded CSV reader on usual files.
+"""Interaction files at C speed: pyarrow's multi-threaded CSV reader on usual files.
 
-`read_numeric` parses a delimited file whose every field is a number into NumPy columns, or
+`read_numeric` parses a delimited file whose every field is a number into NumPy columns, and
+`read_text` a CSV file's columns into pyarrow strings (`text_values` parses those), or each
 returns None when anything about the file is unusual or pyarrow refuses it. The caller then
 reads the file with the line-by-line parser of `unipinrec.data.tables`, which names the first
 bad line and field: only that path raises, so the error contract is the same either way.
@@ -18,6 +19,7 @@ run of separators, which Python's `str.split()` merges, makes an empty field and
 from __future__ import annotations
 
 import codecs
+import csv
 import dataclasses
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -30,6 +32,7 @@ INT, FLOAT, SECONDS = "int", "float", "seconds"  # the kinds of column `read_num
 _NUMBER_BYTES = b"0123456789+-.eE\n"
 _UNIT_SEPARATOR = b"\x1f"  # stands for a .dat file's "::" separator
 _EXACT_FLOAT_INTEGERS = 2.0**53  # integers a float64 holds exactly
+_SCAN_BYTES = 1 << 24  # bytes scanned for newlines at a time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,20 +43,57 @@ class NumericTable:
   lines: np.ndarray  # [rows] int64
 
 
+@dataclasses.dataclass(frozen=True)
+class TextTable:
+  """The columns `read_text` was asked for, as the file spells them, and each row's line."""
+
+  columns: dict[str, pa.ChunkedArray]  # strings
+  lines: np.ndarray  # [rows] int64
+
+
 def header_names(line: str, sep: str | None, recbole: bool) -> tuple[str, ...]:
   """Column names of a header line; RecBole's `name:type` keeps the name."""
   names = [name.strip() for name in line.split(sep)]
   return tuple(name.split(":", 1)[0] if recbole else name for name in names)
 
 
-def _is_usual(data: bytes, body_start: int, separator: bytes) -> bool:
+def _has_plain_lines(data: bytes, body_start: int) -> bool:
+  """No byte-order mark, "\\n" line ends with one after the last line, no blank line, a body."""
   if data.startswith(codecs.BOM_UTF8) or not data.endswith(b"\n") or len(data) <= body_start:
     return False
-  if data.startswith(b"\n") or b"\n\n" in data or b"\r" in data:
+  return not (data.startswith(b"\n") or b"\n\n" in data or b"\r" in data)
+
+
+def _is_usual(data: bytes, body_start: int, separator: bytes) -> bool:
+  if not _has_plain_lines(data, body_start):
     return False
   # Whatever is left once the allowed bytes are deleted must all come from the header.
   allowed = _NUMBER_BYTES + separator
   return data.translate(None, allowed) == data[:body_start].translate(None, allowed)
+
+
+def _longest_line(data: bytes) -> int:
+  """Bytes in the longest line of `data`, its newline included; `data` ends with one."""
+  view = np.frombuffer(data, np.uint8)
+  longest, previous_end = 0, -1
+  for start in range(0, len(view), _SCAN_BYTES):  # in slices, so the scan's arrays stay small
+    ends = np.flatnonzero(view[start : start + _SCAN_BYTES] == ord("\n")) + start
+    if len(ends):
+      longest = max(longest, int(ends[0]) - previous_end, int(np.diff(ends).max(initial=0)))
+      previous_end = int(ends[-1])
+  return longest
+
+
+def _is_plain_text(data: bytes) -> bool:
+  """No quote or NUL, UTF-8 throughout, and no line longer than Python's csv field limit."""
+  if b'"' in data or b"\x00" in data:
+    return False
+  if not data.isascii():
+    try:
+      data.decode("utf-8")
+    except UnicodeDecodeError:  # the slow path reads such a file as latin-1
+      return False
+  return _longest_line(data) <= csv.field_size_limit()
 
 
 def _convert(
@@ -82,19 +122,25 @@ def _convert(
     return None
 
 
-def read_numeric(
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+  """A file's bytes (a .dat file's "::" replaced), its column names and where its rows start."""
+
+  data: bytes
+  names: tuple[str, ...]
+  skip: int  # lines before the first row: 1 with a header line, else 0
+  body_start: int  # the byte where the first row starts
+  separator: bytes
+
+
+def _read_layout(
   path: pathlib.Path,
   sep: str | None,
   names: Sequence[str] | None,
-  kinds: Mapping[str, str],
-  recbole: bool = False,
-) -> NumericTable | None:
-  """The `kinds` columns (name -> INT, FLOAT or SECONDS) of a usual file, else None.
-
-  `sep` and `names` are `tables.split_table`'s: `sep` None splits on whitespace, `names` None
-  reads them from the header line. INT is `tables.parse_int64` of the text, FLOAT
-  `parse_finite_float`, SECONDS `parse_numeric_seconds` (integers, else floats floored).
-  """
+  recbole: bool,
+  needed: Sequence[str],
+) -> _Layout | None:
+  """The bytes and names of a file with unique names, all of `needed` among them, else None."""
   try:
     data = path.read_bytes()
   except OSError:
@@ -115,15 +161,35 @@ def read_numeric(
       return None
     data = data.replace(b"::", _UNIT_SEPARATOR)
     body_start = data.find(b"\n") + 1 if skip else 0
-  missing = set(kinds) - set(names)
-  if missing or len(set(names)) != len(names) or not _is_usual(data, body_start, separator):
+  if set(needed) - set(names) or len(set(names)) != len(names):
+    return None
+  return _Layout(data, tuple(names), skip, body_start, separator)
+
+
+def read_numeric(
+  path: pathlib.Path,
+  sep: str | None,
+  names: Sequence[str] | None,
+  kinds: Mapping[str, str],
+  recbole: bool = False,
+) -> NumericTable | None:
+  """The `kinds` columns (name -> INT, FLOAT or SECONDS) of a usual file, else None.
+
+  `sep` and `names` are `tables.split_table`'s: `sep` None splits on whitespace, `names` None
+  reads them from the header line. INT is `tables.parse_int64` of the text, FLOAT
+  `parse_finite_float`, SECONDS `parse_numeric_seconds` (integers, else floats floored).
+  """
+  layout = _read_layout(path, sep, names, recbole, list(kinds))
+  if layout is None or not _is_usual(layout.data, layout.body_start, layout.separator):
     return None
   types = {name: pa.float64() if kind == FLOAT else pa.int64() for name, kind in kinds.items()}
-  table = _convert(data, skip, separator, names, types)
+  table = _convert(layout.data, layout.skip, layout.separator, layout.names, types)
   floored = [name for name, kind in kinds.items() if kind == SECONDS]
   if table is None and floored:  # RecBole's `timestamp:float`: floats, floored
-    table = _convert(data, skip, separator, names, types | dict.fromkeys(floored, pa.float64()))
-  del data
+    floats = types | dict.fromkeys(floored, pa.float64())
+    table = _convert(layout.data, layout.skip, layout.separator, layout.names, floats)
+  skip = layout.skip
+  del layout
   if table is None:
     return None
   columns = {}
@@ -140,3 +206,24 @@ def read_numeric(
       columns[name] = np.floor(values).astype(np.int64)
   lines = np.arange(len(columns[name]), dtype=np.int64) + 1 + skip
   return NumericTable(columns, lines)
+
+
+def read_text(path: pathlib.Path, delimiter: str, names: Sequence[str]) -> TextTable | None:
+  """The `names` columns of a usual CSV file with a header line, as pyarrow strings, else None.
+
+  The strings are the fields as `tables.csv_table` splits them: usual is as for `read_numeric`,
+  any bytes but a quote or NUL, UTF-8 throughout, two columns or more (a lone blank field is a
+  blank line to Python's csv) and no line over its field size limit, which it refuses.
+  """
+  layout = _read_layout(path, delimiter, None, False, names)
+  if layout is None or len(layout.names) < 2:
+    return None
+  if not _has_plain_lines(layout.data, layout.body_start) or not _is_plain_text(layout.data):
+    return None
+  types = dict.fromkeys(names, pa.string())
+  table = _convert(layout.data, layout.skip, layout.separator, layout.names, types)
+  del layout
+  if table is None:
+    return None
+  lines = np.arange(table.num_rows, dtype=np.int64) + 2  # the header is line 1
+  return TextTable({name: table.column(name) for name in names}, lines)
