@@ -147,19 +147,20 @@ def _user_chunk(
 
 
 def _dot_chunk_ranks(
-  scorer: DotScorer, num_items: int, seen: Sequence[np.ndarray], config: EvalConfig
+  scorer: DotScorer, num_items: int, every_seen: Sequence[np.ndarray], config: EvalConfig
 ) -> Callable[..., dict[str, np.ndarray]]:
   """A `_chunk_ranks` (rows, targets, seen, negatives) of `scorer` on the device, for the
-  users of `seen`."""
-  chunks = dot_blocks.item_chunks(scorer.item_vectors, num_items, config.item_chunk)
-  size = _users_per_chunk(len(seen), config.user_chunk)
-  width = _bit_ceil(max(map(len, seen), default=1))
+  users of `every_seen`."""
+  items = dot_blocks.device_items(scorer.item_vectors, num_items, config.item_chunk)
+  size = _users_per_chunk(len(every_seen), config.user_chunk)
+  # Every chunk's seen items padded to one width: one compiled shape.
+  width = _bit_ceil(max(map(len, every_seen), default=1))
 
   def chunk_ranks(rows, targets, seen, negatives):
     drawn = np.zeros((len(targets), 0), np.int32) if negatives is None else negatives
     users = _user_chunk(scorer, rows, size, targets, _seen_matrix(seen, targets, width), drawn)
-    counts = dot_blocks.chunk_counts(chunks, num_items, scorer.temperature, users, len(targets))
-    return _ranks(*counts, negatives is not None)
+    counts = dot_blocks.chunk_counts(items, scorer.temperature, users, len(targets))
+    return _ranks(*counts.T, negatives is not None)
 
   return chunk_ranks
 
@@ -231,14 +232,14 @@ def _dot_chunk_top(
   scorer: DotScorer, num_items: int, num_users: int, k: int, config: EvalConfig
 ) -> Callable[[slice], np.ndarray]:
   """A `_chunk_top` (rows) of `scorer` on the device, for `num_users` users."""
-  chunks = dot_blocks.item_chunks(scorer.item_vectors, num_items, config.item_chunk)
+  items = dot_blocks.device_items(scorer.item_vectors, num_items, config.item_chunk)
   size = _users_per_chunk(num_users, config.user_chunk)
 
   def chunk_top(rows):
     count = rows.stop - rows.start
     empty = np.zeros((count, 0), np.int32)
     users = _user_chunk(scorer, rows, size, np.zeros(count, np.int32), empty, empty)
-    return dot_blocks.chunk_top(chunks, num_items, scorer.temperature, users, count, k)
+    return dot_blocks.chunk_top(items, scorer.temperature, users, count, k)
 
   return chunk_top
 
