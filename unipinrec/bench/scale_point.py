@@ -97,7 +97,7 @@ def evaluate_seconds(num_users: int, num_items: int) -> float:
   targets = rng.integers(1, num_items + 1, num_users)
   seen = list(rng.integers(1, num_items + 1, (num_users, EVAL_SEEN)))
   start = time.perf_counter()
-  catalogue.catalogue_ranks(scorer.score_block, num_items, targets, seen)
+  catalogue.catalogue_ranks(scorer, num_items, targets, seen)
   return time.perf_counter() - start
 
 

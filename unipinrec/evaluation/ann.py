@@ -93,7 +93,7 @@ def ann_recall(
   """
   num_items = len(scorer.item_vectors) - 1
   depth = min(max(ks), num_items)
-  truth = catalogue.top_items(scorer.score_block, num_items, len(scorer.queries), depth, chunks)
+  truth = catalogue.top_items(scorer, num_items, len(scorer.queries), depth, chunks)
   found = store.search(index, scorer.queries, depth, config.exact)
   report = {}
   for k in ks:

@@ -5,17 +5,21 @@ no [users, catalogue] matrix is ever held: memory is one [user_chunk, item_chunk
 whatever the catalogue. The ranks are the protocol's (`metrics.target_ranks` and
 `metrics.sampled_ranks`) exactly: the target's score comes from the scorer first, then every
 block counts its candidates scored strictly above it, less the user's seen items among them
-(the filtered figure), less the target itself, which never counts.
+(the filtered figure), less the target itself, which never counts. A `DotScorer` (the
+model's) is scored and counted on the device a block at a time (`dot_blocks`); any other
+scorer gives NumPy blocks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
 from unipinrec.config import EvalConfig
+from unipinrec.evaluation import dot_blocks
 
 # (rows of the users, [I] item ids in increasing order) -> [users, I] scores.
 BlockScorer = Callable[[slice, np.ndarray], np.ndarray]
@@ -37,7 +41,7 @@ def _blocks(
   for start in range(1, num_items + 1, item_chunk):
     block = np.asarray(score_block(rows, np.arange(start, min(start + item_chunk, num_items + 1))))
     if not np.all(np.isfinite(block)):
-      raise ValueError("retrieval scores contain NaN or inf")
+      raise ValueError(dot_blocks.NOT_FINITE)
     yield start, block
 
 
@@ -52,16 +56,26 @@ def _seen_pairs(seen: Sequence[np.ndarray], targets: np.ndarray) -> tuple[np.nda
   return keys % len(seen), keys // len(seen)
 
 
+def _ranks(
+  above: np.ndarray, above_seen: np.ndarray, above_sampled: np.ndarray, sampled: bool
+) -> dict[str, np.ndarray]:
+  """`catalogue_ranks`' ranks of the counts of candidates scored above the targets."""
+  ranks = {"retrieval": above - above_seen, "retrieval_unfiltered": above}
+  if sampled:
+    ranks["retrieval_sampled"] = above_sampled
+  return ranks
+
+
 def _chunk_ranks(
   score_block: BlockScorer,
   num_items: int,
+  item_chunk: int,
   rows: slice,
   targets: np.ndarray,
   seen: Sequence[np.ndarray],
   negatives: np.ndarray | None,
-  item_chunk: int,
 ) -> dict[str, np.ndarray]:
-  """`catalogue_ranks` of the users in `rows`."""
+  """`catalogue_ranks` of the users in `rows`, from NumPy blocks."""
   users = np.arange(len(targets))
   target_ids, target_columns = np.unique(targets, return_inverse=True)
   target_scores = np.asarray(score_block(rows, target_ids))[users, target_columns][:, None]
@@ -84,14 +98,75 @@ def _chunk_ranks(
       drawn_rows, drawn = np.nonzero((negatives >= start) & (negatives < stop))
       wins = higher[drawn_rows, negatives[drawn_rows, drawn] - start]
       above_sampled += np.bincount(drawn_rows, wins, len(targets)).astype(np.int64)
-  ranks = {"retrieval": above - above_seen, "retrieval_unfiltered": above}
-  if negatives is not None:
-    ranks["retrieval_sampled"] = above_sampled
-  return ranks
+  return _ranks(above, above_seen, above_sampled, negatives is not None)
+
+
+def _users_per_chunk(num_users: int, user_chunk: int) -> int:
+  """The users of one device chunk: a power of two when there are fewer than `user_chunk`, so
+  that subsets of users share few compiled shapes."""
+  return min(user_chunk, _bit_ceil(num_users))
+
+
+def _bit_ceil(value: int) -> int:
+  """The least power of two at least `value` (1 for 0)."""
+  return 1 << max(value - 1, 0).bit_length()
+
+
+def _seen_matrix(seen: Sequence[np.ndarray], targets: np.ndarray, width: int) -> np.ndarray:
+  """[users, width] each user's distinct seen items other than the target, zeros after."""
+  rows, items = _seen_pairs(seen, targets)
+  order = np.argsort(rows, kind="stable")
+  counts = np.bincount(rows, minlength=len(seen))
+  positions = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+  matrix = np.zeros((len(seen), width), np.int32)
+  matrix[rows[order], positions] = items[order]
+  return matrix
+
+
+def _user_chunk(
+  scorer: DotScorer,
+  rows: slice,
+  size: int,
+  targets: np.ndarray,
+  seen: np.ndarray,
+  drawn: np.ndarray,
+) -> dot_blocks.UserChunk:
+  """The `rows` of `scorer` with their targets, seen and drawn items, zero-padded to `size`."""
+  history = (None, None)
+  if scorer.history_items is not None:
+    history = (scorer.history_items[rows], scorer.history_bias[rows])
+  users = (scorer.queries[rows], *history, targets.astype(np.int32), seen, drawn.astype(np.int32))
+  return dot_blocks.UserChunk(
+    *(
+      None
+      if values is None
+      else np.pad(values, [(0, size - len(values))] + [(0, 0)] * (values.ndim - 1))
+      for values in users
+    )
+  )
+
+
+def _dot_chunk_ranks(
+  scorer: DotScorer, num_items: int, every_seen: Sequence[np.ndarray], config: EvalConfig
+) -> Callable[..., dict[str, np.ndarray]]:
+  """A `_chunk_ranks` (rows, targets, seen, negatives) of `scorer` on the device, for the
+  users of `every_seen`."""
+  items = dot_blocks.device_items(scorer.item_vectors, num_items, config.item_chunk)
+  size = _users_per_chunk(len(every_seen), config.user_chunk)
+  # Every chunk's seen items padded to one width: one compiled shape.
+  width = _bit_ceil(max(map(len, every_seen), default=1))
+
+  def chunk_ranks(rows, targets, seen, negatives):
+    drawn = np.zeros((len(targets), 0), np.int32) if negatives is None else negatives
+    users = _user_chunk(scorer, rows, size, targets, _seen_matrix(seen, targets, width), drawn)
+    counts = dot_blocks.chunk_counts(items, scorer.temperature, users, len(targets))
+    return _ranks(*counts.T, negatives is not None)
+
+  return chunk_ranks
 
 
 def catalogue_ranks(
-  score_block: BlockScorer,
+  scorer: BlockScorer | DotScorer,
   num_items: int,
   targets: np.ndarray,
   seen: Sequence[np.ndarray],
@@ -101,7 +176,8 @@ def catalogue_ranks(
   """Each user's target rank among items 1..N, as `metrics.target_ranks` gives it.
 
   Args:
-    score_block: the scores of users (rows of `targets`) against item ids.
+    scorer: the scores of users (rows of `targets`) against item ids; a `DotScorer` is
+      scored on the device.
     num_items: N.
     targets: [U] target item ids in 1..N.
     seen: per user, the items the filtered protocol removes (never the target).
@@ -116,13 +192,15 @@ def catalogue_ranks(
     ValueError: if any score of an item 1..N is not finite.
   """
   targets = np.asarray(targets, np.int64)
+  if isinstance(scorer, DotScorer):
+    chunk_ranks = _dot_chunk_ranks(scorer, num_items, seen, config)
+  else:
+    chunk_ranks = functools.partial(_chunk_ranks, scorer, num_items, config.item_chunk)
   parts = {}
   for first in range(0, len(targets), config.user_chunk):
     rows = slice(first, first + config.user_chunk)
     negatives = None if sampled_negatives is None else np.asarray(sampled_negatives[rows], np.int64)
-    chunk = _chunk_ranks(
-      score_block, num_items, rows, targets[rows], seen[rows], negatives, config.item_chunk
-    )
+    chunk = chunk_ranks(rows, targets[rows], seen[rows], negatives)
     for name, values in chunk.items():
       parts.setdefault(name, []).append(values)
   return {name: np.concatenate(values) for name, values in parts.items()}
@@ -136,34 +214,58 @@ def _best(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
   return np.take_along_axis(scores, best, 1), np.take_along_axis(ids, best, 1)
 
 
+def _chunk_top(score_block: BlockScorer, num_items: int, k: int, item_chunk: int, rows: slice):
+  """`top_items` of the users in `rows`, from NumPy blocks."""
+  best_scores = np.full((rows.stop - rows.start, 0), -np.inf)
+  best_ids = np.zeros((rows.stop - rows.start, 0), np.int64)
+  for start, block in _blocks(score_block, num_items, rows, item_chunk):
+    ids = np.broadcast_to(np.arange(start, start + block.shape[1]), block.shape)
+    block_scores, block_ids = _best(block, ids, k)
+    best_scores, best_ids = _best(
+      np.concatenate([best_scores, block_scores], 1), np.concatenate([best_ids, block_ids], 1), k
+    )
+  order = np.argsort(-best_scores, axis=1, kind="stable")
+  return np.take_along_axis(best_ids, order, 1)
+
+
+def _dot_chunk_top(
+  scorer: DotScorer, num_items: int, num_users: int, k: int, config: EvalConfig
+) -> Callable[[slice], np.ndarray]:
+  """A `_chunk_top` (rows) of `scorer` on the device, for `num_users` users."""
+  items = dot_blocks.device_items(scorer.item_vectors, num_items, config.item_chunk)
+  size = _users_per_chunk(num_users, config.user_chunk)
+
+  def chunk_top(rows):
+    count = rows.stop - rows.start
+    empty = np.zeros((count, 0), np.int32)
+    users = _user_chunk(scorer, rows, size, np.zeros(count, np.int32), empty, empty)
+    return dot_blocks.chunk_top(items, scorer.temperature, users, count, k)
+
+  return chunk_top
+
+
 def top_items(
-  score_block: BlockScorer, num_items: int, num_users: int, k: int, config: EvalConfig
+  scorer: BlockScorer | DotScorer, num_items: int, num_users: int, k: int, config: EvalConfig
 ) -> np.ndarray:
   """[U, min(k, N)] each user's highest-scored items 1..N, best first (nothing removed).
 
   Each block's best `k` are merged into the running best `k`: exact, in one block of memory.
+  A `DotScorer` is scored on the device, where ties go to the lower item id.
   """
   k = min(k, num_items)
-  parts = []
-  for first in range(0, num_users, config.user_chunk):
-    rows = slice(first, min(first + config.user_chunk, num_users))
-    best_scores = np.full((rows.stop - rows.start, 0), -np.inf)
-    best_ids = np.zeros((rows.stop - rows.start, 0), np.int64)
-    for start, block in _blocks(score_block, num_items, rows, config.item_chunk):
-      ids = np.broadcast_to(np.arange(start, start + block.shape[1]), block.shape)
-      block_scores, block_ids = _best(block, ids, k)
-      best_scores, best_ids = _best(
-        np.concatenate([best_scores, block_scores], 1), np.concatenate([best_ids, block_ids], 1), k
-      )
-    order = np.argsort(-best_scores, axis=1, kind="stable")
-    parts.append(np.take_along_axis(best_ids, order, 1))
-  return np.concatenate(parts)
+  if isinstance(scorer, DotScorer):
+    chunk_top = _dot_chunk_top(scorer, num_items, num_users, k, config)
+  else:
+    chunk_top = functools.partial(_chunk_top, scorer, num_items, k, config.item_chunk)
+  users = range(0, num_users, config.user_chunk)
+  return np.concatenate([chunk_top(slice(u, min(u + config.user_chunk, num_users))) for u in users])
 
 
 @dataclasses.dataclass(frozen=True)
 class DotScorer:
   """A model's retrieval scores: query . item vector / temperature, plus a per-user bias on
-  some items (the history bias of `model.repeat_buckets`); a `BlockScorer` as `score_block`."""
+  some items (the history bias of `model.repeat_buckets`). `catalogue_ranks` and `top_items`
+  score it on the device; `score_block` is its `BlockScorer` on the host."""
 
   queries: np.ndarray  # [U, S]
   item_vectors: np.ndarray  # [N + 1, S], row 0 the padding item

@@ -222,9 +222,7 @@ def evaluate_model(
     targets, seen = subset.retrieval_targets, subset.retrieval_seen
     if index is None:
       num_items = len(vectors) - 1
-      return catalogue.catalogue_ranks(
-        scores.score_block, num_items, targets, seen, negatives, eval_config
-      )
+      return catalogue.catalogue_ranks(scores, num_items, targets, seen, negatives, eval_config)
     ranks = ann.ann_ranks(index, index_config.exact, scores.queries, targets, seen)
     if negatives is not None:  # a hundred items per user: scored exactly
       ranks["retrieval_sampled"] = ann.drawn_ranks(scores, targets, negatives, eval_config)
