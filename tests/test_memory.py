@@ -1,5 +1,6 @@
 """The memory plan: per-device bytes from the shardings agree with XLA's count of the step."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import jax
@@ -49,9 +50,19 @@ def test_compiled_step_counts_the_same_state_and_reuses_it(plan):
 
 
 def test_format_says_whether_it_fits(plan):
+  assert "(1 cpu devices)" in memory.format_plan(plan)
   assert "fits in 1.0 GiB" in memory.format_plan(plan, memory.GIB)
   assert "does NOT fit in 0.0 GiB" in memory.format_plan(plan, 1024)
   assert "fit" not in memory.format_plan(plan)
+
+
+def test_format_gives_a_refusing_compilers_reason(plan):
+  refused = dataclasses.replace(
+    plan, device_kind="TPU v5 lite", compiler_refusal="RESOURCE_EXHAUSTED: Ran out of memory"
+  )
+  text = memory.format_plan(refused, memory.GIB)
+  assert "does NOT fit: the TPU v5 lite compiler: RESOURCE_EXHAUSTED: Ran out" in text
+  assert "optimizer state" in text and "compiled" not in text and "fits in" not in text
 
 
 @pytest.mark.slow  # a second compile of the step

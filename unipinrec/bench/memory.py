@@ -50,6 +50,8 @@ class MemoryPlan:
   compiled_output_bytes: int
   compiled_alias_bytes: int  # outputs written over donated inputs (the state)
   compiled_temp_bytes: int
+  # A TPU or GPU compiler refuses a step that cannot fit its device: its message, else "".
+  compiler_refusal: str = ""
 
   @property
   def peak_bytes(self) -> int:
@@ -103,7 +105,13 @@ def plan_memory(
   )
   frequency = jax.ShapeDtypeStruct((num_items + 1,), np.float32, sharding=sharding.replicated(mesh))
   step = partition.jit_train_step(model, optimizer, run.step, run.seed + 1, mesh, state_shardings)
-  analysis = step.lower(state, batch, frequency).compile().memory_analysis()
+  refusal, analysis = "", None
+  try:
+    analysis = step.lower(state, batch, frequency).compile().memory_analysis()
+  except jax.errors.JaxRuntimeError as error:
+    if "RESOURCE_EXHAUSTED" not in str(error):
+      raise
+    refusal = str(error).strip().splitlines()[0]
   return MemoryPlan(
     mesh_shape=dict(mesh.shape),
     device_kind=mesh.devices.flat[0].device_kind,
@@ -117,10 +125,11 @@ def plan_memory(
     params_bytes=device_bytes(state.params),
     optimizer_bytes=device_bytes(state.opt_state),
     inputs_bytes=device_bytes((batch, frequency)),
-    compiled_argument_bytes=analysis.argument_size_in_bytes,
-    compiled_output_bytes=analysis.output_size_in_bytes,
-    compiled_alias_bytes=analysis.alias_size_in_bytes,
-    compiled_temp_bytes=analysis.temp_size_in_bytes,
+    compiled_argument_bytes=analysis.argument_size_in_bytes if analysis else 0,
+    compiled_output_bytes=analysis.output_size_in_bytes if analysis else 0,
+    compiled_alias_bytes=analysis.alias_size_in_bytes if analysis else 0,
+    compiled_temp_bytes=analysis.temp_size_in_bytes if analysis else 0,
+    compiler_refusal=refusal,
   )
 
 
@@ -131,6 +140,8 @@ def format_plan(plan: MemoryPlan, device_memory_bytes: int = 0) -> str:
     ("parameters", plan.params_bytes, f"item table {plan.item_table_bytes / MIB:,.1f}"),
     ("optimizer state", plan.optimizer_bytes, "Adam moments, split like the parameters"),
     ("batch + item frequencies", plan.inputs_bytes, ""),
+  ]
+  compiled = [
     ("compiled: arguments", plan.compiled_argument_bytes, "the three above, as XLA counts"),
     ("compiled: outputs", plan.compiled_output_bytes, ""),
     ("compiled: aliased", plan.compiled_alias_bytes, "outputs over the donated state"),
@@ -139,12 +150,16 @@ def format_plan(plan: MemoryPlan, device_memory_bytes: int = 0) -> str:
   ]
   lines = [
     f"mesh {mesh} ({math.prod(plan.mesh_shape.values())} {plan.device_kind} devices); "
-    f"{plan.num_items:,} items x "
-    f"{plan.embed_dim}; global batch {plan.batch_size}; compute {plan.compute_dtype}",
+    f"{plan.num_items:,} items x {plan.embed_dim}; global batch {plan.batch_size}; "
+    f"compute {plan.compute_dtype}",
     f"{'per device':<26} {'MiB':>10}",
   ]
+  # A refused compile has no memory analysis: the state's bytes and the compiler's reason.
+  rows += [] if plan.compiler_refusal else compiled
   lines += [f"{name:<26} {size / MIB:>10,.1f}  {note}".rstrip() for name, size, note in rows]
-  if device_memory_bytes:
+  if plan.compiler_refusal:
+    lines.append(f"does NOT fit: the {plan.device_kind} compiler: {plan.compiler_refusal}")
+  elif device_memory_bytes:
     share = plan.peak_bytes / device_memory_bytes
     verdict = "fits" if share <= 1 else "does NOT fit"
     lines.append(f"{verdict} in {device_memory_bytes / GIB:.1f} GiB per device ({share:.0%} used)")
