@@ -242,7 +242,7 @@ def test_history_logsumexp_takes_each_history_item_once_but_the_excluded():
   excluded = np.where(rng.random((3, L, 2)) < 0.5, rng.integers(1, N + 1, (3, L, 2)), -1)
   got = np.asarray(
     history_loss.history_logsumexp(
-      tables, queries, lambda ids: jnp.take(table, ids, axis=0), HISTORY, excluded, 0.5, bias
+      tables, queries, jnp.take(table, HISTORY, axis=0), HISTORY, excluded, 0.5, bias
     )
   )
   unit = table / np.linalg.norm(table, axis=1, keepdims=True)

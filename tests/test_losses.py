@@ -39,6 +39,17 @@ def test_future_positives_by_hand():
   np.testing.assert_array_equal(positions[0, 1], [2, 3, 4])
 
 
+def test_gather_positions_reads_each_rows_own_positions():
+  values = np.arange(2 * 5 * 3).reshape(2, 5, 3)  # [B, L, D]
+  positions = np.array([[[1, 2], [4, 4]], [[0, 3], [2, 1]]])  # [B, 2, 2]
+  got = np.asarray(losses.gather_positions(jnp.asarray(values), jnp.asarray(positions)))
+  want = np.stack([values[b][positions[b]] for b in range(2)])
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(
+    losses.gather_positions(jnp.asarray(values[..., 0]), jnp.asarray(positions)), want[..., 0]
+  )
+
+
 def test_intra_session_relaxation_accepts_the_whole_session():
   # Two sessions: actions 0-2 (gaps under 30 min), then 3 after a day.
   times = np.array([[0.0, 1000.0, 2000.0, 90000.0]], np.float32)

@@ -15,7 +15,6 @@ import jax.numpy as jnp
 
 from unipinrec.model import repeats
 from unipinrec.model.heads import l2_normalize
-from unipinrec.types import ItemVectors
 
 # Stands for -inf where no history item is left: finite, so no NaN reaches a gradient.
 _NO_LOGIT = -1e30
@@ -42,7 +41,7 @@ def negative_history_bias(
 def history_logsumexp(
   tables: repeats.RepeatTables,
   queries: jax.Array,
-  item_vectors: ItemVectors,
+  history_vectors: jax.Array,
   items: jax.Array,
   excluded: jax.Array,
   temperature: float,
@@ -57,7 +56,8 @@ def history_logsumexp(
   Args:
     tables: the history-bias tables.
     queries: [B, L, Q, D] unit queries, Q <= O + 1 (the first Q conditions).
-    item_vectors: item ids -> their vectors, scored as unit vectors.
+    history_vectors: [B, L, D] the vectors of `items` (`UniPinRec.encode_items`), scored as
+      unit vectors.
     items: [B, L] history item ids (0 pads).
     excluded: [B, L, W] ids each anchor leaves out (-1: none).
     temperature: logits are cosine / temperature.
@@ -79,7 +79,7 @@ def history_logsumexp(
   left_out = jnp.any(items[:, None, None, :] == excluded[..., None], axis=2)  # [B, A, J]
   candidate = inside & latest & ~left_out
 
-  vectors = l2_normalize(item_vectors(items))  # [B, J, D]
+  vectors = l2_normalize(history_vectors)  # [B, J, D]
   logits = jnp.einsum("baqd,bjd->baqj", queries, vectors) / temperature
   if item_bias is not None:
     logits = logits + jnp.take(item_bias, items)[:, None, None, :]

@@ -100,6 +100,15 @@ class LossConfig:
     return dataclasses.replace(self, softmax="sampled", num_random_negatives=negatives)
 
 
+def gather_positions(values: jax.Array, positions: jax.Array) -> jax.Array:
+  """[B, L, ...] per-position `values` at [B, *P] positions of the same row -> [B, *P, ...]."""
+  b = values.shape[0]
+  flat = positions.reshape(b, -1)
+  index = flat.reshape(flat.shape + (1,) * (values.ndim - 2))
+  gathered = jnp.take_along_axis(values, index, axis=1)
+  return gathered.reshape(positions.shape + values.shape[2:])
+
+
 def future_positives(
   items: jax.Array,
   times: jax.Array,
@@ -245,6 +254,7 @@ def sampled_softmax_loss(
   positive_bias: jax.Array | None = None,
   negative_bias: jax.Array | None = None,
   history_lse: jax.Array | None = None,
+  positive_vectors: jax.Array | None = None,
 ) -> jax.Array:
   """Mean -log softmax of each positive against the shared sampled negatives.
 
@@ -272,11 +282,16 @@ def sampled_softmax_loss(
       condition (h); "xla" only.
     history_lse: optional [B, L, Q] log-sum-exp of more negatives per anchor, outside the
       sample (`history_loss.history_logsumexp`), joined to the sampled ones'.
+    positive_vectors: optional [B, L, W, D] `item_vectors(positive_items)` already at hand
+      (`gather_positions` of the batch's encoded items: positives are later actions of the
+      same history, and a lookup in a row-sharded table costs buffers of the global batch).
 
   Returns:
     The weighted mean loss (0 when no pair has weight).
   """
-  positive_vectors = l2_normalize(item_vectors(positive_items))
+  if positive_vectors is None:
+    positive_vectors = item_vectors(positive_items)
+  positive_vectors = l2_normalize(positive_vectors)
   positive_logits = jnp.einsum("blqd,blwd->blwq", queries, positive_vectors) / temperature
   if item_bias is not None:
     positive_logits = positive_logits + jnp.take(item_bias, positive_items)[..., None]

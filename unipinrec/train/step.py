@@ -43,16 +43,16 @@ def blended_loss(
     loss_cfg.max_future_positives,
     loss_cfg.intra_session,
   )
-  flat = positions.reshape(b, -1)
-  positive_items = jnp.take_along_axis(batch.items, flat, axis=1).reshape(positions.shape)
+  positive_items = losses.gather_positions(batch.items, positions)
+  # The batch's items encoded once: positives and history negatives are later or earlier
+  # actions of the same rows, so they read these, not the (row-sharded) item table again.
+  history_vectors = item_vectors(batch.items)
   # Condition 0 ("any") learns every positive, condition o + 1 those with outcome o; without
   # outcome conditions the "any" query is the only one trained.
   queries = outputs.queries
   positive_weights = positive_valid[..., None]
   if loss_cfg.outcome_conditions:
-    positive_outcomes = jnp.take_along_axis(batch.outcomes, flat[..., None], axis=1).reshape(
-      positions.shape + (batch.outcomes.shape[-1],)
-    )
+    positive_outcomes = losses.gather_positions(batch.outcomes, positions)
     positive_weights = jnp.concatenate(
       [positive_weights, positive_outcomes & positive_weights], axis=-1
     )
@@ -84,7 +84,7 @@ def blended_loss(
       history_lse = history_loss.history_logsumexp(
         outputs.repeat_tables,
         queries,
-        item_vectors,
+        history_vectors,
         batch.items,
         losses.counted_positives(positive_items, positive_weights),
         model.config.temperature,
@@ -105,6 +105,7 @@ def blended_loss(
     positive_bias,
     negative_bias,
     history_lse,
+    losses.gather_positions(history_vectors, positions),
   )
   metrics = {}
   if outputs.offset_queries is not None:
@@ -123,9 +124,12 @@ def blended_loss(
     )
     offset_positions, offset_valid = offset_positions[:, ::stride], offset_valid[:, ::stride]
     anchors, num_offsets, width = offset_positions.shape[1:]
-    offset_items = jnp.take_along_axis(
-      batch.items, offset_positions.reshape(b, -1), axis=1
-    ).reshape(b, anchors, num_offsets * width)
+    offset_items = losses.gather_positions(batch.items, offset_positions).reshape(
+      b, anchors, num_offsets * width
+    )
+    offset_vectors = losses.gather_positions(history_vectors, offset_positions).reshape(
+      b, anchors, num_offsets * width, -1
+    )
     # Offset t's positives weigh on query t only: [B, L', T * W, T].
     offset_weights = (
       offset_valid[..., None] * jnp.eye(num_offsets, dtype=jnp.float32)[:, None, :]
@@ -145,6 +149,7 @@ def blended_loss(
       None if seen is None else seen[:, ::stride],
       outputs.item_bias,
       loss_cfg.chunk_anchors,
+      positive_vectors=offset_vectors,
     )
     offset_term = loss_cfg.offset_weight * metrics["offset_loss"]
   else:
