@@ -1,27 +1,20 @@
 """Actions tables through pyarrow give what the line-by-line parser gives, or stand aside."""
 
 import csv
-import dataclasses
 import pathlib
 import sys
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from same_fields import assert_same_fields
+from test_readers import ACTIONS, COLUMNS
 
 from unipinrec.data import action_tables, columnar, text_values
 from unipinrec.data.action_tables import read_actions_table
 from unipinrec.data.interactions import DataFormatError
 from unipinrec.data.tables import parse_any_seconds
 
-ACTIONS = (
-  "uid,iid,when,what,where\n"
-  "7,100,2024-01-02T00:00:00Z,click,home\n"
-  "7,101,1704153600,save,search\n"
-  "8,100,2024-01-01,click,home\n"
-  "8,102,2024-01-01T01:00:00+01:00,hide,home\n"
-)
-COLUMNS = {"user": "uid", "item": "iid", "timestamp": "when", "outcome": "what", "surface": "where"}
 PLAIN = {"user": "u", "item": "i", "timestamp": "t"}
 
 # (file name, text, columns, outcome_names): the layouts of test_readers.py's actions tests.
@@ -51,13 +44,7 @@ def _assert_same(fast, slow):
   if isinstance(slow, str) or isinstance(fast, str):
     assert fast == slow
     return
-  for field in dataclasses.fields(slow):
-    got, want = getattr(fast, field.name), getattr(slow, field.name)
-    if isinstance(want, np.ndarray):
-      assert got.dtype == want.dtype, field.name
-      np.testing.assert_array_equal(got, want, err_msg=field.name)
-    else:
-      assert got == want, field.name
+  assert_same_fields(fast, slow)
 
 
 def _fast_path_reads(path, columns) -> bool:

@@ -1,10 +1,10 @@
 """The pyarrow fast path gives exactly what the line-by-line readers give, or stands aside."""
 
-import dataclasses
 import pathlib
 
 import numpy as np
 import pytest
+from same_fields import assert_same_fields
 
 from unipinrec.data import columnar, movielens, sasrec
 from unipinrec.data.interactions import DataFormatError
@@ -35,16 +35,6 @@ def _slow(monkeypatch, path: pathlib.Path):
     return read_interactions(path)
 
 
-def _assert_same(fast, slow):
-  for field in dataclasses.fields(fast):
-    got, want = getattr(fast, field.name), getattr(slow, field.name)
-    if isinstance(want, np.ndarray):
-      assert got.dtype == want.dtype, field.name
-      np.testing.assert_array_equal(got, want, err_msg=field.name)
-    else:
-      assert got == want, field.name
-
-
 @pytest.mark.parametrize(("name", "text"), LAYOUTS, ids=[name for name, _ in LAYOUTS])
 def test_fast_path_gives_the_slow_paths_arrays(tmp_path, monkeypatch, name, text):
   path = tmp_path / name
@@ -58,7 +48,7 @@ def test_fast_path_gives_the_slow_paths_arrays(tmp_path, monkeypatch, name, text
   fast = read_interactions(path)
   monkeypatch.undo()
   assert taken and taken[0] is not None  # the fast path read it
-  _assert_same(fast, _slow(monkeypatch, path))
+  assert_same_fields(fast, _slow(monkeypatch, path))
 
 
 @pytest.mark.parametrize(
@@ -87,7 +77,7 @@ def test_unusual_files_go_the_slow_way(tmp_path, monkeypatch, text):
       _slow(monkeypatch, path)
     assert str(error) == str(slow_error.value)
   else:
-    _assert_same(fast, _slow(monkeypatch, path))
+    assert_same_fields(fast, _slow(monkeypatch, path))
 
 
 # Spellings pyarrow and Python might read differently: signs, exponents, points, zeros, limits.
@@ -129,5 +119,5 @@ def test_random_spellings_read_alike(tmp_path, monkeypatch):
         _slow(monkeypatch, path)
       assert str(error) == str(slow_error.value), rows
     else:
-      _assert_same(fast, _slow(monkeypatch, path))
+      assert_same_fields(fast, _slow(monkeypatch, path))
   assert fast_reads >= 10  # the draw exercises the fast path, not only the fallback
