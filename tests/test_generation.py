@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from unipinrec import losses
+from unipinrec import losses, positives
 from unipinrec.config import StepConfig
 from unipinrec.evaluation import metrics, plots
 from unipinrec.model.config import ModelConfig
@@ -141,7 +141,7 @@ def test_conditioning_changes_the_query(model_and_params):
 
 def test_offset_targets_on_a_hand_made_sequence():
   times = jnp.array([[0.0, 10.0, 50.0, 200.0, 1500.0, 0.0]])
-  positions, valid = losses.offset_targets(times, jnp.array([5]), (100.0, 1000.0))
+  positions, valid = positives.offset_targets(times, jnp.array([5]), (100.0, 1000.0))
   # anchor 0: first action >= 100 s later is position 3; >= 1000 s later is 4.
   # anchor 3: +100 -> 4; +1000 -> 4 (1300 s later). anchor 4: none.
   np.testing.assert_array_equal(valid[0, :5], [[1, 1], [1, 1], [1, 1], [1, 1], [0, 0]])
@@ -154,7 +154,7 @@ def test_offset_targets_match_a_search_over_all_pairs():
   times = np.cumsum(rng.choice([0.0, 30.0, 500.0, 5000.0], (4, 40)), axis=1).astype(np.float32)
   lengths = np.array([40, 17, 1, 0])
   offsets = (60.0, 1000.0, 20000.0)
-  positions, valid = losses.offset_targets(jnp.asarray(times), jnp.asarray(lengths), offsets)
+  positions, valid = positives.offset_targets(jnp.asarray(times), jnp.asarray(lengths), offsets)
   for b, a, t in np.ndindex(valid.shape):
     later = [c for c in range(a + 1, lengths[b]) if times[b, c] - times[b, a] >= offsets[t]]
     assert bool(valid[b, a, t]) == (a < lengths[b] and bool(later)), (b, a, t)
@@ -164,7 +164,7 @@ def test_offset_targets_match_a_search_over_all_pairs():
 
 def test_windowed_offset_positives_on_a_hand_made_sequence():
   times = jnp.array([[0.0, 10.0, 50.0, 200.0, 260.0, 1500.0, 0.0]])
-  positions, valid = losses.offset_positives(times, jnp.array([6]), (100.0, 1000.0), 200.0, 3)
+  positions, valid = positives.offset_positives(times, jnp.array([6]), (100.0, 1000.0), 200.0, 3)
   # anchor 0, +100 s: the target (position 3, 200 s) and 260 s <= 100 + 200; not 1500 s.
   np.testing.assert_array_equal(positions[0, 0, 0, :2], [3, 4])
   np.testing.assert_array_equal(valid[0, 0, 0], [1, 1, 0])
@@ -176,8 +176,8 @@ def test_windowed_offset_positives_on_a_hand_made_sequence():
   np.testing.assert_array_equal(valid[0, 3, 0], [1, 0, 0])
   assert not bool(valid[0, 5].any()) and not bool(valid[0, 6].any())
   # Without a window, the first position is `offset_targets`' target.
-  first, has = losses.offset_targets(times, jnp.array([6]), (100.0, 1000.0))
-  alone, alone_valid = losses.offset_positives(times, jnp.array([6]), (100.0, 1000.0), 0.0, 1)
+  first, has = positives.offset_targets(times, jnp.array([6]), (100.0, 1000.0))
+  alone, alone_valid = positives.offset_positives(times, jnp.array([6]), (100.0, 1000.0), 0.0, 1)
   np.testing.assert_array_equal(alone[..., 0], first)
   np.testing.assert_array_equal(alone_valid[..., 0], has)
 

@@ -21,6 +21,7 @@ LAYERS = (
   (
     "unipinrec.model",
     "unipinrec.losses",
+    "unipinrec.positives",
     "unipinrec.history_loss",
     "unipinrec.data",
     "unipinrec.index",

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unipinrec import losses
+from unipinrec import losses, positives
 from unipinrec.config import StepConfig
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
@@ -24,7 +24,7 @@ def test_future_positives_by_hand():
   times = np.array([[0.0, 10.0, 50.0, 500.0, 520.0, 0.0]], np.float32)
   items = np.array([[1, 2, 3, 4, 5, 0]], np.int32)
   lengths = np.array([5], np.int32)
-  positions, valid = losses.future_positives(items, times, lengths, 100.0, max_positives=3)
+  positions, valid = positives.future_positives(items, times, lengths, 100.0, max_positives=3)
   expected_valid = np.array(
     [
       [True, True, False],  # 0: +10 s, +50 s, +500 s (out of window)
@@ -42,11 +42,11 @@ def test_future_positives_by_hand():
 def test_gather_positions_reads_each_rows_own_positions():
   values = np.arange(2 * 5 * 3).reshape(2, 5, 3)  # [B, L, D]
   positions = np.array([[[1, 2], [4, 4]], [[0, 3], [2, 1]]])  # [B, 2, 2]
-  got = np.asarray(losses.gather_positions(jnp.asarray(values), jnp.asarray(positions)))
+  got = np.asarray(positives.gather_positions(jnp.asarray(values), jnp.asarray(positions)))
   want = np.stack([values[b][positions[b]] for b in range(2)])
   np.testing.assert_array_equal(got, want)
   np.testing.assert_array_equal(
-    losses.gather_positions(jnp.asarray(values[..., 0]), jnp.asarray(positions)), want[..., 0]
+    positives.gather_positions(jnp.asarray(values[..., 0]), jnp.asarray(positions)), want[..., 0]
   )
 
 
@@ -55,8 +55,8 @@ def test_intra_session_relaxation_accepts_the_whole_session():
   times = np.array([[0.0, 1000.0, 2000.0, 90000.0]], np.float32)
   items = np.array([[1, 2, 3, 4]], np.int32)
   lengths = np.array([4], np.int32)
-  _, strict = losses.future_positives(items, times, lengths, 60.0, 3)
-  _, relaxed = losses.future_positives(items, times, lengths, 60.0, 3, intra_session=True)
+  _, strict = positives.future_positives(items, times, lengths, 60.0, 3)
+  _, relaxed = positives.future_positives(items, times, lengths, 60.0, 3, intra_session=True)
   np.testing.assert_array_equal(strict[0, 0], [True, False, False])
   np.testing.assert_array_equal(relaxed[0, 0], [True, True, False])  # not the next session
   np.testing.assert_array_equal(relaxed[0, 1], [True, False, False])

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from unipinrec import history_loss, losses
+from unipinrec import history_loss, losses, positives
 from unipinrec.config import StepConfig
 from unipinrec.model.unified import UniPinRec
 from unipinrec.train.state import TrainState
@@ -35,7 +35,7 @@ def blended_loss(
   def item_vectors(items: jax.Array) -> jax.Array:
     return model.apply({"params": params}, items, method=model.encode_items)
 
-  positions, positive_valid = losses.future_positives(
+  positions, positive_valid = positives.future_positives(
     batch.items,
     batch.times,
     batch.history_lengths,
@@ -43,7 +43,7 @@ def blended_loss(
     loss_cfg.max_future_positives,
     loss_cfg.intra_session,
   )
-  positive_items = losses.gather_positions(batch.items, positions)
+  positive_items = positives.gather_positions(batch.items, positions)
   # The batch's items encoded once: positives and history negatives are later or earlier
   # actions of the same rows, so they read these, not the (row-sharded) item table again.
   history_vectors = item_vectors(batch.items)
@@ -52,7 +52,7 @@ def blended_loss(
   queries = outputs.queries
   positive_weights = positive_valid[..., None]
   if loss_cfg.outcome_conditions:
-    positive_outcomes = losses.gather_positions(batch.outcomes, positions)
+    positive_outcomes = positives.gather_positions(batch.outcomes, positions)
     positive_weights = jnp.concatenate(
       [positive_weights, positive_outcomes & positive_weights], axis=-1
     )
@@ -105,17 +105,17 @@ def blended_loss(
     positive_bias,
     negative_bias,
     history_lse,
-    losses.gather_positions(history_vectors, positions),
+    positives.gather_positions(history_vectors, positions),
   )
   metrics = {}
   if outputs.offset_queries is not None:
     # Multi-token generation: the "any" query at offset t learns the actions
-    # t seconds ahead (`losses.offset_positives`), at every
+    # t seconds ahead (`positives.offset_positives`), at every
     # `offset_anchor_stride`-th anchor only (each offset costs as much as a
     # condition per anchor it is learned at). The offset queries learn without the history
     # bias h: multi-token generation leaves history items out.
     stride = loss_cfg.offset_anchor_stride
-    offset_positions, offset_valid = losses.offset_positives(
+    offset_positions, offset_valid = positives.offset_positives(
       batch.times,
       batch.history_lengths,
       model.config.offsets_seconds[1:],
@@ -124,10 +124,10 @@ def blended_loss(
     )
     offset_positions, offset_valid = offset_positions[:, ::stride], offset_valid[:, ::stride]
     anchors, num_offsets, width = offset_positions.shape[1:]
-    offset_items = losses.gather_positions(batch.items, offset_positions).reshape(
+    offset_items = positives.gather_positions(batch.items, offset_positions).reshape(
       b, anchors, num_offsets * width
     )
-    offset_vectors = losses.gather_positions(history_vectors, offset_positions).reshape(
+    offset_vectors = positives.gather_positions(history_vectors, offset_positions).reshape(
       b, anchors, num_offsets * width, -1
     )
     # Offset t's positives weigh on query t only: [B, L', T * W, T].
