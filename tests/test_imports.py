@@ -17,6 +17,7 @@ LAYERS = (
     "unipinrec.records",
     "unipinrec.errors",
     "unipinrec.versions",
+    "unipinrec.hashing",
   ),
   (
     "unipinrec.model",

@@ -19,20 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from unipinrec.data.item_features import ItemFeatures
+from unipinrec.hashing import GOLDEN, mix32
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.heads import l2_normalize
 
 FROZEN_PREFIX = "item_features"  # parameters under this prefix are data, never trained
-_GOLDEN = 0x9E3779B9  # 2^32 / golden ratio: spreads the hash functions' seeds apart
-
-
-def _mix32(x, xp):
-  """MurmurHash3's 32-bit finaliser on uint32 `x`, in NumPy or jax.numpy (`xp`)."""
-  x = x ^ (x >> 16)
-  x = x * xp.uint32(0x85EBCA6B)
-  x = x ^ (x >> 13)
-  x = x * xp.uint32(0xC2B2AE35)
-  return x ^ (x >> 16)
 
 
 def hash_buckets(items, num_functions: int, rows: int, xp=jnp):
@@ -42,8 +33,8 @@ def hash_buckets(items, num_functions: int, rows: int, xp=jnp):
   NumPy (`xp=np`) and JAX give the same rows on every platform and run.
   """
   ids = xp.asarray(items).astype(xp.uint32)[..., None]
-  seeds = (np.arange(1, num_functions + 1, dtype=np.uint64) * _GOLDEN % 2**32).astype(np.uint32)
-  mixed = _mix32(ids + xp.asarray(seeds), xp)
+  seeds = (np.arange(1, num_functions + 1, dtype=np.uint64) * GOLDEN % 2**32).astype(np.uint32)
+  mixed = mix32(ids + xp.asarray(seeds), xp)
   return (mixed % xp.uint32(rows)).astype(xp.int32)
 
 

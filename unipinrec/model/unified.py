@@ -176,11 +176,16 @@ class UniPinRec(nn.Module):
     last is temperature x bias, so a score is the training logit times the
     temperature (cosine + temperature x bias): the same order.
     """
-    unit = l2_normalize(self.encode_items(jnp.arange(self.config.num_items + 1)))
+    return self.scored_item_vectors(jnp.arange(self.config.num_items + 1))
+
+  def scored_item_vectors(self, items: jax.Array) -> jax.Array:
+    """[...] item ids -> [..., S] their rows of `item_vectors`, encoding only these items: a
+    catalogue too large to hold is scored a chunk at a time."""
+    unit = l2_normalize(self.encode_items(items))
     bias = self.tokenizer.item_encoder.biases()
     if bias is None:
       return unit
-    return jnp.concatenate([unit, self.config.temperature * bias[:, None]], axis=-1)
+    return jnp.concatenate([unit, self.config.temperature * bias[items][..., None]], axis=-1)
 
   def new_item_vectors(self, items: jax.Array, rows: dict[str, jax.Array]) -> jax.Array:
     """[M] ids of items added after training and their feature rows (`ItemEncoder.from_features`)
