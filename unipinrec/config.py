@@ -97,11 +97,18 @@ class EvalConfig:
   # gains "ann": recall@10 and @100 of the index's top items against the exact ones.
   ann: bool = False
   ann_recall_users: int = 1000  # users whose exact top items the index's are compared with
+  # The model's item vectors larger than this are never held: each chunk of items is encoded
+  # inside the scoring loop, so a catalogue of 10^8 items costs one chunk's memory.
+  stored_item_vectors_mib: int = 1024
 
   def __post_init__(self):
     for name in ("user_chunk", "item_chunk", "ann_recall_users"):
       if getattr(self, name) < 1:
         raise ValueError(f"eval.{name}={getattr(self, name)}; expected at least 1")
+    if self.stored_item_vectors_mib < 0:
+      raise ValueError(
+        f"eval.stored_item_vectors_mib={self.stored_item_vectors_mib}; expected at least 0"
+      )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -126,6 +126,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
+def mesh_of(params) -> Mesh | None:
+  """The mesh the parameters live on, when they are split or copied by a NamedSharding."""
+  placement = getattr(jax.tree.leaves(params)[0], "sharding", None)
+  return placement.mesh if isinstance(placement, NamedSharding) else None
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Leading (example) dimension over the `batch` mesh axes, the rest replicated."""
   return NamedSharding(mesh, nn.logical_to_mesh_axes(("batch",), LOGICAL_RULES))

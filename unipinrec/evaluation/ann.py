@@ -117,7 +117,7 @@ def drawn_ranks(
   parts = []
   for first in range(0, len(drawn), chunks.user_chunk):
     rows = slice(first, first + chunks.user_chunk)
-    vectors = scorer.item_vectors[drawn[rows]]
+    vectors = scorer.vectors_of(drawn[rows])
     scores = np.einsum("us,ums->um", scorer.queries[rows], vectors) / np.float32(scorer.temperature)
     parts.append(metrics.sampled_ranks(scores, np.zeros(len(scores), np.int64), columns[rows]))
   return np.concatenate(parts)

@@ -6,8 +6,9 @@ whatever the catalogue. The ranks are the protocol's (`metrics.target_ranks` and
 `metrics.sampled_ranks`) exactly: the target's score comes from the scorer first, then every
 block counts its candidates scored strictly above it, less the user's seen items among them
 (the filtered figure), less the target itself, which never counts. A `DotScorer` (the
-model's) is scored and counted on the device a block at a time (`dot_blocks`); any other
-scorer gives NumPy blocks.
+model's) is scored and counted on the device a block at a time (`dot_blocks`), from its stored
+item vectors or, for a catalogue too large to hold them, from an encoder of each chunk's ids;
+any other scorer gives NumPy blocks.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def _dot_chunk_ranks(
 ) -> Callable[..., dict[str, np.ndarray]]:
   """A `_chunk_ranks` (rows, targets, seen, negatives) of `scorer` on the device, for the
   users of `every_seen`."""
-  items = dot_blocks.device_items(scorer.item_vectors, num_items, config.item_chunk)
+  items = dot_blocks.device_items(scorer.items, num_items, config.item_chunk)
   size = _users_per_chunk(len(every_seen), config.user_chunk)
   # Every chunk's seen items padded to one width: one compiled shape.
   width = _bit_ceil(max(map(len, every_seen), default=1))
@@ -232,7 +233,7 @@ def _dot_chunk_top(
   scorer: DotScorer, num_items: int, num_users: int, k: int, config: EvalConfig
 ) -> Callable[[slice], np.ndarray]:
   """A `_chunk_top` (rows) of `scorer` on the device, for `num_users` users."""
-  items = dot_blocks.device_items(scorer.item_vectors, num_items, config.item_chunk)
+  items = dot_blocks.device_items(scorer.items, num_items, config.item_chunk)
   size = _users_per_chunk(num_users, config.user_chunk)
 
   def chunk_top(rows):
@@ -265,17 +266,33 @@ def top_items(
 class DotScorer:
   """A model's retrieval scores: query . item vector / temperature, plus a per-user bias on
   some items (the history bias of `model.repeat_buckets`). `catalogue_ranks` and `top_items`
-  score it on the device; `score_block` is its `BlockScorer` on the host."""
+  score it on the device; `score_block` is its `BlockScorer` on the host. The item vectors
+  are held (`item_vectors`) or, for a catalogue too large to hold, computed from the ids
+  where they are scored (`item_encoder`): exactly one of the two."""
 
   queries: np.ndarray  # [U, S]
-  item_vectors: np.ndarray  # [N + 1, S], row 0 the padding item
+  item_vectors: np.ndarray | None  # [N + 1, S], row 0 the padding item
   temperature: float
   history_items: np.ndarray | None = None  # [U, H] items whose score gains the bias; 0 none
   history_bias: np.ndarray | None = None  # [U, H], 0 on the padding slots
+  item_encoder: dot_blocks.ItemEncoder | None = None
+
+  def __post_init__(self):
+    if (self.item_vectors is None) == (self.item_encoder is None):
+      raise ValueError("a DotScorer needs exactly one of item_vectors and item_encoder")
+
+  @property
+  def items(self) -> np.ndarray | dot_blocks.ItemEncoder:
+    """The item vectors, or their encoder when they are not held."""
+    return self.item_encoder if self.item_vectors is None else self.item_vectors
+
+  def vectors_of(self, items: np.ndarray) -> np.ndarray:
+    """[...] item ids -> [..., S] their vectors."""
+    return self.item_encoder(items) if self.item_vectors is None else self.item_vectors[items]
 
   def score_block(self, rows: slice, items: np.ndarray) -> np.ndarray:
     """[users, I] scores of the users in `rows` against the increasing item ids `items`."""
-    scores = self.queries[rows] @ self.item_vectors[items].T / np.float32(self.temperature)
+    scores = self.queries[rows] @ self.vectors_of(items).T / np.float32(self.temperature)
     if self.history_items is not None:
       history = self.history_items[rows]
       owners = np.repeat(np.arange(len(history)), history.shape[1])

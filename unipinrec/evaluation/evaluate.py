@@ -16,17 +16,19 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from unipinrec.data.examples import EvalExamples
 from unipinrec.data.synthetic_history import history_interests
-from unipinrec.evaluation import ann, catalogue, metrics
+from unipinrec.errors import ConfigError
+from unipinrec.evaluation import ann, catalogue, metrics, model_items
 from unipinrec.evaluation import cold_items as cold_items_lib
+from unipinrec.evaluation.dot_blocks import ItemEncoder
 from unipinrec.index import store
 from unipinrec.index.manifest import IndexConfig
 from unipinrec.model import inference
 from unipinrec.model.unified import UniPinRec
-from unipinrec.sharding import replicated
+from unipinrec.sharding import mesh_of, replicated
 from unipinrec.types import Histories
 
 
@@ -119,7 +121,7 @@ def _pad_rows(size: int, values: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def model_scorers(model: UniPinRec, mesh: Mesh | None = None) -> tuple[Callable, ...]:
-  """Jitted (user queries, item vectors, ranking scorer) of a model, parameters first.
+  """Jitted (user queries, ranking scorer) of a model, parameters first.
 
   Cached per model and mesh (modules compare by their config), and the
   parameters are an argument rather than a closed-over constant: repeated
@@ -142,10 +144,6 @@ def model_scorers(model: UniPinRec, mesh: Mesh | None = None) -> tuple[Callable,
     return retrieved.queries, retrieved.history_items, bias[..., 0]
 
   @jit
-  def item_vectors(params):
-    return model.apply({"params": params}, method=model.item_vectors)
-
-  @jit
   def score_slates(params, histories: Histories, slate_items, slate_times, slate_surfaces):
     conditions = jnp.arange(model.config.num_conditions)
     retrieved = retrieve(params, histories, conditions[None, :])
@@ -153,11 +151,11 @@ def model_scorers(model: UniPinRec, mesh: Mesh | None = None) -> tuple[Callable,
       params, retrieved.cache, histories.times, slate_items, slate_times, slate_surfaces
     )
     # The retrieval head as a ranker: each condition's query against the candidates.
-    vectors = model.apply({"params": params}, method=model.item_vectors)
-    dot = jnp.einsum("bqd,bcd->bcq", retrieved.queries, vectors[slate_items])
+    vectors = model.apply({"params": params}, slate_items, method=model.scored_item_vectors)
+    dot = jnp.einsum("bqd,bcd->bcq", retrieved.queries, vectors)
     return probabilities, dot
 
-  return user_queries, item_vectors, score_slates
+  return user_queries, score_slates
 
 
 def catalogue_scorer(
@@ -166,24 +164,22 @@ def catalogue_scorer(
   histories: Histories,
   conditions: np.ndarray,
   batch_size: int = 256,
-  item_vectors: np.ndarray | None = None,
+  items: np.ndarray | ItemEncoder | None = None,
 ) -> catalogue.DotScorer:
   """The model's catalogue scores of the users of `histories` under `conditions` ([U]).
 
   Only the queries are computed (`batch_size` users at a time); the scores are computed a
-  block at a time by the scorer. `item_vectors` ([N + 1, S]) saves recomputing the model's.
+  block at a time by the scorer. `items` (`model_items.catalogue_items`) saves recomputing
+  the model's item vectors or encoder.
   """
-  user_queries, vectors_of, _ = model_scorers(model, _mesh_of(params))
-  if item_vectors is None:
-    item_vectors = np.asarray(vectors_of(params))
+  user_queries = model_scorers(model, mesh_of(params))[0]
+  if items is None:
+    items = model_items.catalogue_items(model, params)
   outputs = batched(functools.partial(user_queries, params), (histories, conditions), batch_size)
-  return catalogue.DotScorer(outputs[0], item_vectors, model.config.temperature, *outputs[1:])
-
-
-def _mesh_of(params) -> Mesh | None:
-  """The mesh the parameters live on, when they are split or copied by a NamedSharding."""
-  placement = getattr(jax.tree.leaves(params)[0], "sharding", None)
-  return placement.mesh if isinstance(placement, NamedSharding) else None
+  encoder = items if isinstance(items, ItemEncoder) else None
+  return catalogue.DotScorer(
+    outputs[0], None if encoder else items, model.config.temperature, *outputs[1:], encoder
+  )
 
 
 def evaluate_model(
@@ -209,19 +205,25 @@ def evaluate_model(
   With `eval_config.ann` the retrieval ranks come from an index of the item vectors built
   with `index_config` (`ann.ann_ranks`) and "ann" reports its recall of the exact top items.
   """
-  vectors = np.asarray(model_scorers(model, _mesh_of(params))[1](params))
+  items = model_items.catalogue_items(model, params, eval_config)
   index_config = index_config or IndexConfig()
-  index = store.build(vectors, index_config) if eval_config.ann else None
+  if eval_config.ann and isinstance(items, ItemEncoder):
+    raise ConfigError(
+      f"eval.ann: the item vectors ({model_items.stored_mib(model, params):.0f} MiB) exceed "
+      f"eval.stored_item_vectors_mib={eval_config.stored_item_vectors_mib}, so no index of them "
+      "is built here: the export path builds one"
+    )
+  index = store.build(items, index_config) if eval_config.ann else None
 
   def scorer(condition: int, subset: EvalExamples) -> catalogue.DotScorer:
     histories = Histories.from_fields(subset.retrieval_history)
     conditions = np.full(len(histories.items), condition, np.int32)
-    return catalogue_scorer(model, params, histories, conditions, batch_size, vectors)
+    return catalogue_scorer(model, params, histories, conditions, batch_size, items)
 
   def ranks_of(scores: catalogue.DotScorer, subset: EvalExamples, negatives=None) -> dict:
     targets, seen = subset.retrieval_targets, subset.retrieval_seen
     if index is None:
-      num_items = len(vectors) - 1
+      num_items = model.config.num_items
       return catalogue.catalogue_ranks(scores, num_items, targets, seen, negatives, eval_config)
     ranks = ann.ann_ranks(index, index_config.exact, scores.queries, targets, seen)
     if negatives is not None:  # a hundred items per user: scored exactly
@@ -264,7 +266,7 @@ def slate_scores(
   Returns [R, C, O] outcome probabilities (the ranking head's) and
   [R, C, O + 1] dot products of each condition's retrieval query.
   """
-  score_slates = model_scorers(model, _mesh_of(params))[2]
+  score_slates = model_scorers(model, mesh_of(params))[1]
   slate_inputs = (
     Histories.from_fields(examples.ranking_history),
     examples.ranking_items,
