@@ -177,9 +177,9 @@ def catalogue_scorer(
     items = model_items.catalogue_items(model, params)
   outputs = batched(functools.partial(user_queries, params), (histories, conditions), batch_size)
   encoder = items if isinstance(items, ItemEncoder) else None
-  return catalogue.DotScorer(
-    outputs[0], None if encoder else items, model.config.temperature, *outputs[1:], encoder
-  )
+  vectors = None if encoder else items
+  temperature = model.config.temperature
+  return catalogue.DotScorer(outputs[0], vectors, temperature, *outputs[1:], item_encoder=encoder)
 
 
 def evaluate_model(
