@@ -101,9 +101,13 @@ def _block(rows: RowsOf, source, chunk, size: int, users: UserChunk, temperature
   return scores, ids, ids >= first
 
 
-def _target_scores(rows: RowsOf, source, users: UserChunk, temperature) -> jax.Array:
+def _target_scores(rows: RowsOf, source, users: UserChunk, temperature, size: int) -> jax.Array:
   """[users] each user's score of its target, by the blocks' product and bias."""
-  products = jnp.matmul(users.queries, rows(source, users.targets).T, precision=_EXACT)
+  # Encoded `size` ids at a time, as in the blocks: an encoder's rounding depends on the shape.
+  padded = jnp.pad(users.targets, (0, -len(users.targets) % size)).reshape(-1, size)
+  vectors = lax.map(functools.partial(rows, source), padded)
+  vectors = vectors.reshape(-1, vectors.shape[-1])[: len(users.targets)]
+  products = jnp.matmul(users.queries, vectors.T, precision=_EXACT)
   scores = jnp.diagonal(products) / temperature
   if users.history_items is None:
     return scores
@@ -115,7 +119,7 @@ def _target_scores(rows: RowsOf, source, users: UserChunk, temperature) -> jax.A
 def _chunk_counts(rows: RowsOf, source, users: UserChunk, temperature, num_items: int, size: int):
   """([users, 3] candidates scored strictly above the target: all, seen, drawn; whether every
   score of items 1..N is finite)."""
-  target_scores = _target_scores(rows, source, users, temperature)[:, None]
+  target_scores = _target_scores(rows, source, users, temperature, size)[:, None]
 
   def add_block(chunk, state):
     counts, finite = state
