@@ -6,28 +6,50 @@ ids (synthetic_at_scale.py), so both simulate the same users with the same outco
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from unipinrec.data.synthetic_items import normalize
 
-if TYPE_CHECKING:
-  from unipinrec.data.synthetic import SyntheticConfig
-
 MIN_SESSION_GAP_S = 3600  # sessions are at least this far apart; requests inside one are closer
+
+
+class BehaviourSettings(Protocol):
+  """The `SyntheticConfig` fields users read (synthetic.py imports this module, not back)."""
+
+  num_topics: int  # topic centres T
+  max_user_topics: int  # a user starts as a mix of 1..this many topics
+  user_offset: float  # scale of the personal offset from the topic mix
+  drift: float  # per-session random-walk step of the interest
+  jump_prob: float  # per-session chance of jumping to a new topic
+  jump_strength: float  # weight of the new topic centre in a jump
+  within_session_gap_s: float  # mean extra seconds between requests
+  between_session_gap_s: float  # mean seconds between sessions
+  seconds_per_position: int  # an action's delay per slate position
+  slate_size: int  # items per slate C
+  num_surfaces: int  # request surfaces
+  surface_shift: float  # surfaces shift engagement logits in [-s, s]
+  position_bias: float  # examination at position p is (1 + p) ** -this
+  engage_bias: float  # engagement logit intercept
+  engage_affinity: float  # engagement logit per unit true affinity
+  engage_popularity: float  # engagement logit per unit log popularity
+  engage_quality: float  # engagement logit per unit quality
+  save_bias: float  # save-given-engaged logit intercept
+  save_quality: float  # save logit per unit quality
+  save_affinity: float  # save logit per unit true affinity
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
   return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def examination(config: SyntheticConfig) -> np.ndarray:
+def examination(config: BehaviourSettings) -> np.ndarray:
   """[C] probability that each slate position is examined."""
   return (1.0 + np.arange(config.slate_size)) ** -config.position_bias
 
 
-def surface_shifts(config: SyntheticConfig) -> np.ndarray:
+def surface_shifts(config: BehaviourSettings) -> np.ndarray:
   """[num_surfaces] each surface's shift of the engagement logit."""
   if config.num_surfaces == 1:
     return np.zeros(1)
@@ -35,7 +57,7 @@ def surface_shifts(config: SyntheticConfig) -> np.ndarray:
 
 
 def outcome_probs(
-  cfg: SyntheticConfig,
+  cfg: BehaviourSettings,
   interests: np.ndarray,
   vectors: np.ndarray,
   log_pop: np.ndarray,
@@ -67,7 +89,7 @@ def outcome_probs(
 
 
 def draw_interests(
-  rng: np.random.Generator, cfg: SyntheticConfig, centres: np.ndarray, num_users: int
+  rng: np.random.Generator, cfg: BehaviourSettings, centres: np.ndarray, num_users: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Users as a Dirichlet mix of 1..max_user_topics topic centres plus a personal offset.
 
@@ -86,7 +108,7 @@ def draw_interests(
 
 
 def next_request_times(
-  rng: np.random.Generator, cfg: SyntheticConfig, now: np.ndarray, new_session: np.ndarray
+  rng: np.random.Generator, cfg: BehaviourSettings, now: np.ndarray, new_session: np.ndarray
 ) -> np.ndarray:
   """[U] times of the users' next requests: a session gap or a gap inside the session."""
   min_gap = cfg.seconds_per_position * (cfg.slate_size + 1)  # actions end before the next request
@@ -97,7 +119,7 @@ def next_request_times(
 
 def move_interests(
   rng: np.random.Generator,
-  cfg: SyntheticConfig,
+  cfg: BehaviourSettings,
   centres: np.ndarray,
   interest: np.ndarray,
   new_session: np.ndarray,
@@ -113,7 +135,7 @@ def move_interests(
 
 
 def request_surfaces(
-  rng: np.random.Generator, cfg: SyntheticConfig, session_surface: np.ndarray
+  rng: np.random.Generator, cfg: BehaviourSettings, session_surface: np.ndarray
 ) -> np.ndarray:
   """[U] the requests' surfaces: mostly their session's, sometimes any."""
   num_u = len(session_surface)
