@@ -128,7 +128,7 @@ def _draw_pool(
   rows = np.arange(num_l)[:, None]
   # One sorted search for all rows: row l's cdf lives in [l, l + 1].
   drawn = np.searchsorted((cdf + rows).ravel(), (rng.random((num_l, cfg.policy_pool)) + rows))
-  sub = np.minimum(drawn - rows * num_g, num_g - 1)
+  sub = np.clip(drawn - rows * num_g, 0, num_g - 1)  # a draw on a row's edge stays in it
   sizes = (cfg.num_items - 1 - sub) // num_g + 1  # items of each subtopic
   ids = (zipf_ranks(rng.random(sub.shape), sizes, cfg.zipf_exponent) - 1) * num_g + sub + 1
   # Popular items recur across the rows: each distinct one is computed once.
