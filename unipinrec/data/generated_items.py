@@ -133,3 +133,11 @@ def content_from_arrays(ids, arrays: dict[str, Any], xp=np) -> Any:
   signal = truth @ content_map / math.sqrt(width)
   noisy = signal + scale * gaussians(ids, seed, _CONTENT_STREAM, width, xp)
   return xp.where((xp.asarray(ids) > 0)[..., None], noisy, 0.0).astype(xp.float32)
+
+
+def content_signal_rms(generator: ItemGenerator) -> float:
+  """The content signal's root mean square per coordinate over the fixed sample of items
+  1..min(N, 4096): what a noise-to-signal ratio scales (`synthetic_items.content_vectors`)."""
+  ids = np.arange(1, min(generator.num_items, _SCALE_SAMPLE) + 1)
+  exact = dataclasses.replace(generator, content_scale=0.0)
+  return float(np.sqrt(np.mean(content_from_arrays(ids, exact.arrays()) ** 2)))

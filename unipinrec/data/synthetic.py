@@ -15,6 +15,14 @@ import numpy as np
 
 from unipinrec.data import synthetic_items as items_lib
 from unipinrec.data import synthetic_revisit as revisit_lib
+from unipinrec.data.synthetic_behaviour import (
+  draw_interests,
+  examination,
+  move_interests,
+  next_request_times,
+  outcome_probs,
+  request_surfaces,
+)
 from unipinrec.data.synthetic_items import normalize
 from unipinrec.data.synthetic_logs import logs_from_requests
 from unipinrec.data.synthetic_sampling import (
@@ -27,8 +35,7 @@ from unipinrec.data.synthetic_sampling import (
 from unipinrec.types import UserLogs
 
 OUTCOME_NAMES = ("click", "save")
-_START_TIME = 1_700_000_000  # seconds; an arbitrary recent epoch
-MIN_SESSION_GAP_S = 3600  # sessions are at least this far apart; requests inside one are closer
+START_TIME = 1_700_000_000  # seconds; an arbitrary recent epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,26 +93,14 @@ class SyntheticConfig:
   content_dim: int = 0  # width of the items' noisy content vectors (0: none; synthetic_items.py)
   content_noise: float = 0.5  # the content's noise-to-signal ratio of norms (0: exact)
   cold_item_fraction: float = 0.0  # share of items only held-out users are ever shown
+  # Compute every item from its id instead of drawing item tables: catalogues of 10^8 and more;
+  # no oracle (synthetic_at_scale.py).
+  items_from_ids: bool = False
 
   @property
   def num_popular(self) -> int:
     """Slots per slate filled by popularity sampling."""
     return int(round(self.slate_size * self.popular_fraction))
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-  return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def examination(config: SyntheticConfig) -> np.ndarray:
-  """[C] probability that each slate position is examined."""
-  return (1.0 + np.arange(config.slate_size)) ** -config.position_bias
-
-
-def _surface_shifts(config: SyntheticConfig) -> np.ndarray:
-  if config.num_surfaces == 1:
-    return np.zeros(1)
-  return config.surface_shift * np.linspace(-1.0, 1.0, config.num_surfaces)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,21 +209,9 @@ def _outcome_model(
   items: np.ndarray,
   surfaces: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """[L, D], [L, C], [L] -> P(engage | examined), P(save | engaged), [L, C] each.
-
-  The single definition of user behaviour: generation samples from it and
-  the truth accessors report it. `item_truth` is (vectors, log_pop, quality).
-  """
-  vectors, log_pop, quality = (a[items] for a in item_truth)
-  affinity = np.einsum("ld,lcd->lc", interests, vectors)
-  engage = _sigmoid(
-    cfg.engage_bias
-    + cfg.engage_affinity * affinity
-    + cfg.engage_popularity * log_pop
-    + cfg.engage_quality * quality
-    + _surface_shifts(cfg)[surfaces][:, None]
-  )
-  save = _sigmoid(cfg.save_bias + cfg.save_quality * quality + cfg.save_affinity * affinity)
+  """[L, D], [L, C], [L] -> `outcome_probs` of the items; `item_truth` is (vectors, log_pop,
+  quality)."""
+  engage, save = outcome_probs(cfg, interests, *(a[items] for a in item_truth), surfaces)
   return np.where(items > 0, engage, 0.0), save
 
 
@@ -257,16 +240,7 @@ def generate_world(
     raise ValueError("cold_item_fraction > 0 needs cold_item_viewers, who may see cold items")
   centres, vectors, log_pop, quality = items_lib.draw_items(rng, cfg)
 
-  # Users: a Dirichlet mix of 1..max_user_topics centres plus an offset.
-  num_topics_u = rng.integers(1, cfg.max_user_topics + 1, num_u)
-  mix = rng.dirichlet(np.ones(cfg.max_user_topics), num_u)
-  mix[np.arange(cfg.max_user_topics)[None, :] >= num_topics_u[:, None]] = 0.0
-  mix /= mix.sum(axis=1, keepdims=True)
-  user_topics = rng.integers(0, cfg.num_topics, (num_u, cfg.max_user_topics))
-  interest = np.einsum("ut,utd->ud", mix, centres[user_topics])
-  interest = normalize(
-    interest + cfg.user_offset * rng.standard_normal((num_u, dim)) / np.sqrt(dim)
-  )
+  mix, user_topics, interest = draw_interests(rng, cfg, centres, num_u)
   if cfg.multi_interest:
     # Drawn only here, so the single-interest world keeps its random stream.
     slots = normalize(
@@ -285,9 +259,8 @@ def generate_world(
   if cold_items is not None:  # the policy's bans keep cold items from the other users
     engaged_before |= items_lib.hidden_items(cold_items, cold_item_viewers)
   counts = np.zeros(num_u, dtype=np.int64)
-  now = _START_TIME + rng.integers(0, 30 * 86_400, num_u)
+  now = START_TIME + rng.integers(0, 30 * 86_400, num_u)
   session_surface = rng.integers(0, cfg.num_surfaces, num_u)
-  min_gap = cfg.seconds_per_position * (num_c + 1)  # actions end before the next request
 
   slates = np.zeros((num_r, num_u, num_c), dtype=np.int32)
   outcomes = np.zeros((num_r, num_u, num_c, 2), dtype=bool)
@@ -304,20 +277,13 @@ def generate_world(
     # Sessions: drift and jumps happen between sessions only.
     new_session = rng.random(num_u) < 1.0 / cfg.mean_session_length
     if t > 0:
-      gap_between = MIN_SESSION_GAP_S + rng.exponential(cfg.between_session_gap_s, num_u)
-      gap_within = min_gap + rng.exponential(cfg.within_session_gap_s, num_u)
-      now = now + np.where(new_session, gap_between, gap_within).astype(np.int64)
+      now = next_request_times(rng, cfg, now, new_session)
       if cfg.multi_interest:
         # The ending session keeps its interest's state; the next resumes one of the user's.
         slots[users, active] = interest
         active = np.where(new_session, draw_slots(rng, mix), active)
         interest = slots[users, active]
-      step = cfg.drift * rng.standard_normal((num_u, dim)) / np.sqrt(dim)
-      drifted = normalize(interest + step)
-      jump_to = centres[rng.integers(0, cfg.num_topics, num_u)]
-      jumped = normalize((1.0 - cfg.jump_strength) * drifted + cfg.jump_strength * jump_to)
-      jump = new_session & (rng.random(num_u) < cfg.jump_prob)
-      interest = np.where(new_session[:, None], np.where(jump[:, None], jumped, drifted), interest)
+      interest = move_interests(rng, cfg, centres, interest, new_session)
       session_surface = np.where(
         new_session, rng.integers(0, cfg.num_surfaces, num_u), session_surface
       )
@@ -327,9 +293,7 @@ def generate_world(
       # Item 0's vector is zero: before the session's first action the interest is the session's.
       request_interest = normalize(interest + cfg.session_momentum * vectors[last_engaged])
     # A request mostly stays on its session's surface.
-    surface = np.where(
-      rng.random(num_u) < 0.8, session_surface, rng.integers(0, cfg.num_surfaces, num_u)
-    )
+    surface = request_surfaces(rng, cfg, session_surface)
     policy_interest = normalize(request_interest + policy_error)
 
     # Logging policy: popular slots, then relevant slots from the session's

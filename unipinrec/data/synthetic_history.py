@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from unipinrec.data.synthetic import MIN_SESSION_GAP_S, SyntheticWorld
+from unipinrec.data.synthetic import SyntheticWorld
+from unipinrec.data.synthetic_behaviour import MIN_SESSION_GAP_S
 from unipinrec.data.synthetic_items import normalize
 
 
