@@ -62,7 +62,7 @@ def history_scorer(
   per_row = np.bincount(rows, minlength=len(histories))
   positions = np.arange(len(rows)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
   width = max(per_row.max(initial=0), 1)
-  first = np.max(ranks[1:], where=np.isfinite(ranks[1:]), initial=-1) + 1
+  first = int(np.max(ranks[1:], where=np.isfinite(ranks[1:]), initial=-1)) + 1
   if first + width > popularity.EXACT_INTEGERS:
     raise ValueError(f"history baselines: scores up to {first + width - 1}; at most 2^24 exact")
   history_items = np.zeros((len(histories), width), np.int32)
