@@ -23,6 +23,7 @@ from unipinrec.data.synthetic_history import history_interests
 from unipinrec.errors import ConfigError
 from unipinrec.evaluation import ann, catalogue, metrics, model_items
 from unipinrec.evaluation import cold_items as cold_items_lib
+from unipinrec.evaluation import popularity as popularity_lib
 from unipinrec.evaluation.dot_blocks import ItemEncoder
 from unipinrec.index import store
 from unipinrec.index.manifest import IndexConfig
@@ -318,18 +319,13 @@ def evaluate_popularity(
   cold_items: np.ndarray | None = None,
   config: catalogue.EvalConfig = catalogue.DEFAULT,
 ) -> dict[str, dict]:
-  """Every item scored by its share of training actions, for every outcome, ranked in
-  `config`'s chunks; `cold_items` as `evaluate_model`'s."""
-
-  def score_block(rows: slice, items: np.ndarray) -> np.ndarray:
-    users = len(examples.retrieval_targets[rows])
-    return np.broadcast_to(item_log_frequency[items], (users, len(items)))
-
+  """Every item scored by its share of training actions, for every outcome, ranked on the
+  device in `config`'s chunks; `cold_items` as `evaluate_model`'s."""
   targets, seen = examples.retrieval_targets, examples.retrieval_seen
+  item_ranks = popularity_lib.popularity_ranks(item_log_frequency)
+  scorer = popularity_lib.popularity_scorer(item_ranks, len(targets))
   num_items = len(item_log_frequency) - 1
-  ranks = catalogue.catalogue_ranks(
-    score_block, num_items, targets, seen, sampled_negatives, config
-  )
+  ranks = catalogue.catalogue_ranks(scorer, num_items, targets, seen, sampled_negatives, config)
   report = retrieval_report(ranks, examples.retrieval_targets, cold_items)
   if not len(examples.ranking_items):
     return report

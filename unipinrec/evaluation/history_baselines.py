@@ -3,10 +3,11 @@
 Where users come back to items, "the last thing again" is the ranker a model must beat. Each
 baseline scores the catalogue with the user's whole history before the target (the items the
 filtered protocol removes) above every other item, in a strict order so that no tie can favour
-the target, and the other items by popularity below them. The scores go through the same
-chunked ranking as popularity's, so the ranks follow the protocol's rules exactly; on the
-filtered figure the history is removed, and a target that repeats none of it ranks as under
-popularity. Retrieval only: ranking slates hold never-seen items, where these are popularity.
+the target, and the other items by popularity below them. Both are popularity's device scorer
+(`popularity.popularity_scorer`) with a per-user bias on the history items, so the ranks
+follow the protocol's rules exactly; on the filtered figure the history is removed, and a target
+that repeats none of it ranks as under popularity. Retrieval only: ranking slates hold
+never-seen items, where these are popularity.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from unipinrec.data.examples import EvalExamples
-from unipinrec.evaluation import catalogue, evaluate
+from unipinrec.evaluation import catalogue, evaluate, popularity
+
+# (count, last position, longest history) of a user's history items -> values that order them,
+# distinct within the user's history.
+HistoryKey = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 
 
 def history_pairs(
@@ -40,47 +45,41 @@ def history_pairs(
   return keys // num_columns, keys % num_columns, counts, last
 
 
-def _history_first(
-  histories: Sequence[np.ndarray], popularity: np.ndarray, key: Callable, items: np.ndarray | None
-) -> np.ndarray:
-  """[U, I] scores of the increasing item ids `items` (None: all, I = N + 1): popularity, with
-  each history item above all of it by `key`.
+def history_scorer(
+  histories: Sequence[np.ndarray], ranks: np.ndarray, key: HistoryKey
+) -> catalogue.DotScorer:
+  """The `popularity_ranks` `ranks` ([N + 1]) for each user of `histories` (items in time
+  order), each distinct history item lifted above every item, the greatest `key` highest.
 
-  `key(count, last position, longest history)` must give the history items of a row
-  distinct non-negative values.
+  Raises:
+    ValueError: if the highest score is past float32's exact integers.
   """
-  popularity = np.asarray(popularity, np.float64)
-  items = np.arange(len(popularity)) if items is None else np.asarray(items)
-  scores = np.array(np.broadcast_to(popularity[items], (len(histories), len(items))))
-  rows, history_items, counts, last = history_pairs(histories, len(popularity))
-  columns, found = catalogue.item_columns(items, history_items)
-  longest = max((len(h) for h in histories), default=0)
-  first = popularity[1:].max() + 1.0
-  scores[rows[found], columns[found]] = first + key(counts, last, longest)[found]
-  return scores
+  rows, items, counts, last = history_pairs(histories, len(ranks))
+  keys = key(counts, last, max((len(h) for h in histories), default=0))
+  keep = items > 0  # the padding item is never scored
+  order = np.lexsort((keys[keep], rows[keep]))
+  rows, items = rows[keep][order], items[keep][order]
+  per_row = np.bincount(rows, minlength=len(histories))
+  positions = np.arange(len(rows)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+  width = max(per_row.max(initial=0), 1)
+  first = int(np.max(ranks[1:], where=np.isfinite(ranks[1:]), initial=-1)) + 1
+  if first + width > popularity.EXACT_INTEGERS:
+    raise ValueError(f"history baselines: scores up to {first + width - 1}; at most 2^24 exact")
+  history_items = np.zeros((len(histories), width), np.int32)
+  history_bias = np.zeros((len(histories), width), np.float32)
+  history_items[rows, positions] = items
+  # Each item's score, its rank plus the bias, becomes first + its position in the row's order:
+  # distinct integers above every rank, exact in float32, so no tie can favour the target.
+  history_bias[rows, positions] = first + positions - ranks[items]
+  return popularity.popularity_scorer(ranks, len(histories), history_items, history_bias)
 
 
-def most_recent_scores(
-  histories: Sequence[np.ndarray], popularity: np.ndarray, items: np.ndarray | None = None
-) -> np.ndarray:
-  """The user's most recent history item, then the next most recent distinct ones, then
-  popularity: [U, I] scores of `items` (None: all) from `histories[u]` (items in time order)
-  and [N + 1] popularity scores."""
-  return _history_first(histories, popularity, lambda counts, last, longest: last, items)
-
-
-def most_frequent_scores(
-  histories: Sequence[np.ndarray], popularity: np.ndarray, items: np.ndarray | None = None
-) -> np.ndarray:
-  """The user's most frequent history item, ties broken by recency, then popularity: [U, I]
-  scores of `items` (None: all) from `histories[u]` (items in time order) and [N + 1]
-  popularity scores."""
-  return _history_first(
-    histories, popularity, lambda counts, last, longest: counts * longest + last, items
-  )
-
-
-HISTORY_BASELINES = {"most_recent": most_recent_scores, "most_frequent": most_frequent_scores}
+HISTORY_BASELINES: dict[str, HistoryKey] = {
+  # The most recent item, then the next most recent distinct ones.
+  "most_recent": lambda counts, last, longest: last,
+  # The most frequent item, ties broken by recency.
+  "most_frequent": lambda counts, last, longest: counts * longest + last,
+}
 
 
 def evaluate_history_baselines(
@@ -89,19 +88,15 @@ def evaluate_history_baselines(
   sampled_negatives: np.ndarray | None = None,
   config: catalogue.EvalConfig = catalogue.DEFAULT,
 ) -> dict[str, dict]:
-  """Retrieval metrics of each `HISTORY_BASELINES` scorer, with popularity from
-  `item_log_frequency` and the history from `examples.retrieval_seen` (all of it), ranked in
-  `config`'s chunks."""
+  """Retrieval metrics of each `HISTORY_BASELINES` ranker, with popularity from
+  `item_log_frequency` and the history from `examples.retrieval_seen` (all of it), ranked on
+  the device in `config`'s chunks."""
   reports = {}
   targets, seen = examples.retrieval_targets, examples.retrieval_seen
-  for name, scores in HISTORY_BASELINES.items():
-
-    def score_block(rows: slice, items: np.ndarray, scores=scores) -> np.ndarray:
-      return scores(seen[rows], item_log_frequency, items)
-
+  ranks = popularity.popularity_ranks(item_log_frequency)
+  for name, key in HISTORY_BASELINES.items():
+    scorer = history_scorer(seen, ranks, key)
     num_items = len(item_log_frequency) - 1
-    ranks = catalogue.catalogue_ranks(
-      score_block, num_items, targets, seen, sampled_negatives, config
-    )
-    reports[name] = evaluate.retrieval_report(ranks)
+    ranked = catalogue.catalogue_ranks(scorer, num_items, targets, seen, sampled_negatives, config)
+    reports[name] = evaluate.retrieval_report(ranked)
   return reports
