@@ -14,6 +14,8 @@ SHIPPED = [
   ("synthetic", ""),
   ("synthetic", "runlocal"),
   ("synthetic", "revisit"),
+  ("synthetic", "cold_items"),
+  ("synthetic", "huge_catalogue"),
   *(
     (name, variant)
     for name in ("ml100k", "games", "sequences")

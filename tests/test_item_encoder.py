@@ -7,11 +7,18 @@ import numpy as np
 import pytest
 
 from unipinrec.config import OptimizerConfig
+from unipinrec.data import generated_items
 from unipinrec.data.item_features import CategoricalFeature, ItemFeatures, NumericColumn
 from unipinrec.index import store
 from unipinrec.index.manifest import IndexConfig
 from unipinrec.model.config import ModelConfig
-from unipinrec.model.item_encoder import FROZEN_PREFIX, ItemEncoder, feature_tables, hash_buckets
+from unipinrec.model.item_encoder import (
+  FROZEN_PREFIX,
+  ItemEncoder,
+  feature_tables,
+  generator_tables,
+  hash_buckets,
+)
 from unipinrec.train import item_init
 from unipinrec.train.state import TrainState, make_optimizer
 
@@ -169,6 +176,47 @@ def test_an_item_never_trained_gets_its_vector_from_its_features():
   index = store.build(got, IndexConfig(dtype="f32", exact=True))
   found = store.ItemIndex(index, got, None, "").index.search(got[N], 2, exact=True).keys
   assert set(found.tolist()) == {3, N}
+
+
+def test_content_computed_from_ids_equals_the_table_of_that_content():
+  """A generator's content, computed in the step, encodes as the same content in a table."""
+  rng = np.random.default_rng(3)
+  centres = rng.normal(size=(4, 6)).astype(np.float32)
+  centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+  generator = generated_items.ItemGenerator(
+    num_items=N,
+    seed=5,
+    centres=centres,
+    item_noise=0.3,
+    zipf_exponent=1.0,
+    content_map=rng.normal(size=(7, C)).astype(np.float32),
+    content_scale=0.4,
+  )
+  content = generated_items.content_from_arrays(np.arange(N + 1), generator.arrays())
+  features = ItemFeatures(
+    content=content,
+    categorical=(),
+    numeric=np.zeros((N + 1, 0), np.float32),
+    has_features=np.arange(N + 1) > 0,
+  )
+  hashing = dict(item_id_part="hashed", hash_rows=5)
+  tok_table, encode = _encoder(features, **hashing)
+  encoder = ItemEncoder(_config(None, **hashing).with_item_generator(generator))
+  tok = nn.meta.unbox(jax.jit(encoder.init)(jax.random.key(0), jnp.arange(N + 1))["params"])
+  state = TrainState(step=jnp.zeros((), jnp.int32), params={"tokenizer": tok}, opt_state=())
+  tok = item_init.place_item_tables(state, generator_tables(generator)).params["tokenizer"]
+  frozen = {name for name in tok if name.startswith(FROZEN_PREFIX)}
+  assert frozen == {f"{FROZEN_PREFIX}_generator_{n}" for n in ("centres", "content_map", "scalars")}
+  tok = {
+    **{k: v for k, v in tok_table.items() if not k.startswith(FROZEN_PREFIX)},
+    **{name: tok[name] for name in frozen},
+  }
+  items = np.arange(N + 1)
+  got = np.asarray(encoder.apply({"params": tok}, jnp.asarray(items)))
+  np.testing.assert_allclose(got, np.asarray(encode(tok_table, items)), rtol=1e-5, atol=1e-6)
+  grads = jax.grad(lambda p: jnp.sum(encoder.apply({"params": p}, jnp.asarray(items))[:, 0]))(tok)
+  for name in frozen:
+    np.testing.assert_array_equal(grads[name], 0.0)
 
 
 def test_the_config_refuses_what_cannot_be_built():

@@ -52,6 +52,18 @@ def test_items_in_range_and_slates_without_repeats(world):
   assert logs.slate_items.max() > 10**6  # the tail of the catalogue is shown too
 
 
+def test_no_user_is_shown_an_item_engaged_with_before(world):
+  logs = world.logs
+  for user in range(logs.num_users):
+    actions = logs.action_items[logs.action_offsets[user] : logs.action_offsets[user + 1]]
+    assert len(np.unique(actions)) == len(actions), user
+    # Each slate after the user's first k actions holds none of them.
+    first, last = logs.slate_offsets[user], logs.slate_offsets[user + 1]
+    for slate in range(first, last):
+      earlier = actions[: logs.slate_prefix[slate]]
+      assert not np.isin(logs.slate_items[slate], earlier).any(), (user, slate)
+
+
 def test_chunks_join_into_consistent_logs(monkeypatch):
   monkeypatch.setattr(scale_lib, "CHUNK_USERS", 16)
   config = dataclasses.replace(HUGE, num_users=40, requests_per_user=8, min_actions=2)

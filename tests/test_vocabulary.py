@@ -156,3 +156,15 @@ def test_sorted_distinct_is_np_unique(values):
   got, want = sorted_distinct(values), np.unique(values)
   assert got.dtype == want.dtype
   np.testing.assert_array_equal(got, want)
+
+
+def test_identity_vocabulary_maps_as_the_table_of_its_ids():
+  identity = ItemVocabulary.identity(6)
+  table = ItemVocabulary(np.arange(1, 7))
+  assert identity == table and table == identity and len(identity) == 6
+  queries = np.asarray([[0, 1, 6], [7, -3, 4]])
+  np.testing.assert_array_equal(identity.to_internal(queries), table.to_internal(queries))
+  assert identity.to_internal(queries).dtype == np.int32
+  np.testing.assert_array_equal(identity.to_original([0, 3, 6]), table.to_original([0, 3, 6]))
+  with pytest.raises(ValueError, match="0..6"):
+    identity.to_original([7])

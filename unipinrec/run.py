@@ -10,6 +10,7 @@ import jax
 from absl import logging
 
 from unipinrec import records
+from unipinrec.bench.peak_rss import peak_rss_bytes
 from unipinrec.config import RunConfig, to_dict
 from unipinrec.evaluation.report import evaluate_state, validation_target
 from unipinrec.train.experiment import (
@@ -51,6 +52,7 @@ def _write_results(
     **records.commit_record(start_commit),
     "seed": experiment.run.seed,
     "wall_seconds": time.time() - start_time,
+    "peak_rss_mib": peak_rss_bytes() / 2**20,
     "devices": [str(d) for d in jax.devices()],
   }
   if jax.process_index() == 0:

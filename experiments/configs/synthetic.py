@@ -11,7 +11,10 @@ catalogue, "retrieval" against the items the user has not engaged with. `synthet
 is the default with items as features: a fifth of the items are cold (shown only to held-out
 users, so training never meets them) and every item carries a noisy content vector
 (unipinrec/data/synthetic_items.py); results.json reports "retrieval_cold" and "retrieval_warm"
-beside "retrieval". Override any field with
+beside "retrieval". `synthetic.py:huge_catalogue` has 10^8 items, each computed from its id
+(`data.synthetic.items_from_ids`, unipinrec/data/generated_items.py), hashed ids and content
+features: it trains and evaluates on 2 CPU cores, with no oracle (RESULTS.md has its memory).
+Override any field with
 `--config.a.b=value`, e.g. `--config.num_steps=500`; every knob of the world is
 `--config.data.synthetic.NAME`.
 
@@ -25,9 +28,11 @@ import ml_collections
 
 from unipinrec.config import RunConfig, to_dict
 
+VARIANTS = ("", "runlocal", "revisit", "cold_items", "huge_catalogue")
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """The run configuration; `variant` is "" (default), "runlocal", "revisit" or "cold_items"."""
+  """The run configuration of `variant`, one of `VARIANTS` ("": the default)."""
   config = ml_collections.ConfigDict(to_dict(RunConfig()))
   if variant == "runlocal":
     config.num_steps = 40
@@ -65,8 +70,17 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # Features only: a cold item's vector comes from the same function as a trained item's.
     config.model.item_id_part = "none"
     config.item_init.method = "random"  # no id table to warm-start
+  elif variant == "huge_catalogue":
+    # Every item computed from its id (unipinrec/data/generated_items.py): no item table.
+    config.data.synthetic.items_from_ids = True
+    config.data.synthetic.num_items = 100_000_000
+    config.data.synthetic.content_dim = 32
+    config.data.synthetic.content_noise = 0.5
+    config.model.item_id_part = "hashed"
+    config.model.hash_rows = 1 << 18  # per table: a fixed cost, whatever the catalogue
+    config.item_init.method = "random"  # the co-occurrence start builds a vector per item
+    # 1,000 held-out users: each of them is scored against all 10^8 items, once per condition.
+    config.data.holdout_fraction = 1 / 6
   elif variant:
-    raise ValueError(
-      f"unknown variant {variant!r}; expected '', 'runlocal', 'revisit' or 'cold_items'"
-    )
+    raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
   return config

@@ -17,6 +17,7 @@ from absl import logging
 from unipinrec.data import count_min, movielens, protocol, synthetic_items, tfds_builders
 from unipinrec.data import examples as examples_lib
 from unipinrec.data.content_vectors import read_content_vectors
+from unipinrec.data.generated_items import ItemGenerator
 from unipinrec.data.item_feature_files import item_features_from, read_item_features
 from unipinrec.data.item_features import ItemFeatures
 from unipinrec.data.repeats import Repeats, last_action_shares, repeat_shares
@@ -29,6 +30,7 @@ from unipinrec.data.sequences import (
   to_user_logs,
 )
 from unipinrec.data.synthetic import SyntheticConfig, SyntheticWorld, generate_world
+from unipinrec.data.synthetic_at_scale import generate_world_at_scale
 from unipinrec.data.vocabulary import ItemVocabulary
 from unipinrec.errors import ConfigError, MissingPathError
 from unipinrec.types import UserLogs
@@ -140,6 +142,9 @@ class PreparedData:
   # [N + 1] bool, items held out of training entirely (never in a training history, target or
   # slate): evaluation reports their targets apart. None: every item is warm.
   cold_items: np.ndarray | None = None
+  # Synthetic worlds of `items_from_ids`: every item computed from its id; the model computes
+  # content the same way where the generator has any (`ItemGenerator.content_dim`).
+  item_generator: ItemGenerator | None = None
 
 
 def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData:
@@ -151,8 +156,14 @@ def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData
   # Cold items are shown to the held-out users only, so training never meets them.
   held_out = np.zeros(num_users, dtype=bool)
   held_out[eval_users] = True
-  world = generate_world(config.synthetic, cold_item_viewers=held_out)
-  logs = world.logs
+  world, generator = None, None
+  if config.synthetic.items_from_ids:  # no item tables, so no oracle either
+    at_scale = generate_world_at_scale(config.synthetic)
+    logs, generator = at_scale.logs, at_scale.items
+  else:
+    world = generate_world(config.synthetic, cold_item_viewers=held_out)
+    logs = world.logs
+  cold_items = None if world is None else world.cold_items
   train_examples = examples_lib.training_examples(
     logs, train_users, max_length, config.max_slates, seed, config.window_stride
   )
@@ -191,12 +202,13 @@ def prepare_data(config: DataConfig, max_length: int, seed: int) -> PreparedData
     eval_examples=eval_examples,
     item_log_frequency=exact,
     logq_log_frequency=without_cold(
-      logq_log_frequency(config, logs, train_users, seed, exact), world.cold_items
+      logq_log_frequency(config, logs, train_users, seed, exact), cold_items
     ),
     repeats=repeats,
     eval_users=eval_users,
-    item_features=synthetic_items.content_features(world.item_content),
-    cold_items=world.cold_items,
+    item_features=None if world is None else synthetic_items.content_features(world.item_content),
+    cold_items=cold_items,
+    item_generator=generator,
   )
 
 

@@ -225,6 +225,8 @@ def generate_world(
     cold_item_viewers: [U] bool, the users the policy may show cold items to (the held-out
       ones); read only, and needed, when `config.cold_item_fraction` > 0.
   """
+  if config.items_from_ids:
+    raise ValueError("items_from_ids: the world is synthetic_at_scale.generate_world_at_scale's")
   cfg = config
   rng = np.random.default_rng(cfg.seed)
   num_u, num_n, dim = cfg.num_users, cfg.num_items, cfg.latent_dim

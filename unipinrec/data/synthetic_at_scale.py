@@ -8,8 +8,7 @@ softmax over subtopic centres, then an item of it by its Zipf rank inside the su
 are simulated in chunks, each from a seeded stream of its own, so memory follows the chunk,
 not the user count, and the logs are the only output that grows with the users.
 
-Where it differs from `generate_world`: items a user engaged with are not banned from later
-slates (at 10^8 items a repeat is rare); the pool is a draw, not the policy's top items; there
+Where it differs from `generate_world`: the pool is a draw, not the policy's top items; there
 is no oracle, and no returns, cold items, session momentum or several interests.
 """
 
@@ -145,8 +144,33 @@ def _draw_pool(
   return ids, np.where(repeat, -np.inf, scores)
 
 
-def _draw_popular(rng: np.random.Generator, cfg: SyntheticConfig, num_rows: int) -> np.ndarray:
-  """[L, k] distinct items drawn by global popularity (successive sampling by rejection)."""
+class EngagedItems:
+  """The items each user of a chunk engaged with so far, as sorted `user * (N + 1) + item`
+  keys: banned from the user's later slates, as `generate_world` bans them."""
+
+  def __init__(self, num_items: int):
+    """No user has engaged with anything yet."""
+    self._stride = num_items + 1
+    self._keys = np.zeros(0, np.int64)
+
+  def contain(self, items: np.ndarray) -> np.ndarray:
+    """[U, K] items, row u user u's -> [U, K] bool: the user engaged with the item before."""
+    keys = np.arange(len(items), dtype=np.int64)[:, None] * self._stride + items
+    where = np.minimum(np.searchsorted(self._keys, keys), max(len(self._keys) - 1, 0))
+    return self._keys[where] == keys if len(self._keys) else np.zeros(items.shape, bool)
+
+  def add(self, items: np.ndarray, engaged: np.ndarray) -> None:
+    """Records [U, C] `items` where [U, C] `engaged`."""
+    rows, columns = np.nonzero(engaged)
+    new = rows.astype(np.int64) * self._stride + items[rows, columns]
+    self._keys = np.union1d(self._keys, new)
+
+
+def _draw_popular(
+  rng: np.random.Generator, cfg: SyntheticConfig, engaged_before: EngagedItems, num_rows: int
+) -> np.ndarray:
+  """[L, k] distinct items drawn by global popularity among those each row's user has not
+  engaged with (successive sampling by rejection)."""
   num_pop = cfg.num_popular
   draws = np.zeros((num_rows, 0), dtype=np.int64)
   while True:
@@ -154,6 +178,7 @@ def _draw_popular(rng: np.random.Generator, cfg: SyntheticConfig, num_rows: int)
     draws = np.concatenate([draws, more], axis=1)
     earlier = np.tril(np.ones((draws.shape[1],) * 2, dtype=bool), -1)
     fresh = ~np.any((draws[:, :, None] == draws[:, None, :]) & earlier, axis=2)
+    fresh &= ~engaged_before.contain(draws)
     if np.all(fresh.sum(axis=1) >= num_pop):
       first = np.argsort(~fresh, axis=1, kind="stable")[:, :num_pop]
       return np.take_along_axis(draws, first, axis=1)
@@ -185,6 +210,7 @@ def simulate_chunk(
   session_surface = rng.integers(0, cfg.num_surfaces, num_u)
   exam = examination(cfg)
   counts = np.zeros(num_u, dtype=np.int64)
+  engaged_before = EngagedItems(cfg.num_items)
   pool = np.zeros((num_u, cfg.policy_pool), dtype=np.int64)
   pool_logits = np.zeros((num_u, cfg.policy_pool))
   out = SimulatedChunk(
@@ -210,8 +236,8 @@ def simulate_chunk(
     # Logging policy: popular slots, then relevant slots from the session's candidate pool.
     refresh = np.nonzero(new_session | (t == 0))[0]
     pool[refresh], pool_logits[refresh] = _draw_pool(rng, cfg, items, policy_interest[refresh])
-    popular = _draw_popular(rng, cfg, num_u)
-    taken = np.any(pool[:, :, None] == popular[:, None, :], axis=2)
+    popular = _draw_popular(rng, cfg, engaged_before, num_u)
+    taken = engaged_before.contain(pool) | np.any(pool[:, :, None] == popular[:, None, :], axis=2)
     relevant = gumbel_top_k(rng, np.where(taken, -np.inf, pool_logits), num_c - num_pop)
     relevant = np.where(relevant >= 0, np.take_along_axis(pool, np.maximum(relevant, 0), 1), 0)
     slate = np.concatenate([popular, relevant], axis=1)
@@ -236,6 +262,7 @@ def simulate_chunk(
     out.slates[t], out.times[t], out.surfaces[t], out.prefixes[t] = slate, now, surface, counts
     out.outcomes[t, ..., 0], out.outcomes[t, ..., 1] = engaged & ~saved, saved
     out.interests[t] = interest
+    engaged_before.add(slate, engaged)
     counts += engaged.sum(axis=1)
   return out
 

@@ -23,6 +23,7 @@ from unipinrec import records, versions
 from unipinrec.config import RunConfig, ServingConfig
 from unipinrec.data.feature_spec import FeatureSpec
 from unipinrec.data.vocabulary import ItemVocabulary
+from unipinrec.errors import ConfigError
 from unipinrec.export import bundle_format as fmt
 from unipinrec.export import computations
 from unipinrec.export.checkpoint import restore_serving_model
@@ -175,6 +176,11 @@ def export_workdir(
     The path of the new version.
   """
   run = run or read_run_config(workdir)
+  if run.data.synthetic.items_from_ids and run.data.source == "synthetic":
+    # A bundle holds every item's vector and index entry: 10^8 of them need a chunked build.
+    raise ConfigError(
+      "data.synthetic.items_from_ids: a catalogue computed from ids is evaluated, not exported"
+    )
   serving, experiment = restore_serving_model(workdir, run)
   features = experiment.data.item_features
   logging.info("serving step %d of %s", serving.step, workdir)

@@ -7,6 +7,7 @@ import dataclasses
 import jax.numpy as jnp
 
 from kernels import check_kernel
+from unipinrec.data.generated_items import ItemGenerator
 from unipinrec.data.item_features import FeatureShapes
 
 
@@ -83,6 +84,10 @@ class ModelConfig:
   side_dim: int = 16  # embedding width of each categorical feature
   # The data's feature sizes, filled in by `with_item_features` like the three counts above.
   content_dim: int = 0
+  # (G subtopics, latent D) of the data's item generator (`data/generated_items.py`) when the
+  # content is computed from each id in the step instead of read from a frozen table: a
+  # catalogue of 10^8 items has no room for one. (): a table.
+  content_generator: tuple[int, ...] = ()
   categorical_features: tuple[tuple[int, int], ...] = ()  # (values + 1, values per item) each
   numeric_features: int = 0
 
@@ -108,6 +113,7 @@ class ModelConfig:
         f"offsets_seconds must start at 0 and increase strictly, got {self.offsets_seconds!r}"
       )
     object.__setattr__(self, "offsets_seconds", offsets)
+    object.__setattr__(self, "content_generator", tuple(int(n) for n in self.content_generator))
     categorical = tuple((int(rows), int(width)) for rows, width in self.categorical_features)
     object.__setattr__(self, "categorical_features", categorical)
     self._check_item_side()
@@ -141,6 +147,14 @@ class ModelConfig:
       content_dim=shapes.content_dim,
       categorical_features=shapes.categorical,
       numeric_features=shapes.numeric_dim,
+    )
+
+  def with_item_generator(self, generator: ItemGenerator) -> ModelConfig:
+    """This config with content computed from ids by the data's `generator`."""
+    return dataclasses.replace(
+      self,
+      content_dim=generator.content_dim,
+      content_generator=generator.centres.shape,
     )
 
   def with_data_sizes(self, num_items: int, num_outcomes: int, num_surfaces: int) -> ModelConfig:

@@ -18,12 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from unipinrec.data import generated_items
 from unipinrec.data.item_features import ItemFeatures
 from unipinrec.hashing import GOLDEN, mix32
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.heads import l2_normalize
 
 FROZEN_PREFIX = "item_features"  # parameters under this prefix are data, never trained
+GENERATOR_PREFIX = "generator_"  # after FROZEN_PREFIX: the item generator's arrays
 
 
 def hash_buckets(items, num_functions: int, rows: int, xp=jnp):
@@ -92,7 +94,9 @@ class ItemEncoder(nn.Module):
     cfg = self.config
     frozen = nn.with_logical_partitioning(nn.initializers.zeros, ("vocab", None))
     # Only the features the data has: a checkpoint cannot hold an empty array.
-    if cfg.content_dim:
+    if cfg.content_generator:
+      self.generator = self._generator_params()
+    elif cfg.content_dim:
       self.content = self.param(f"{FROZEN_PREFIX}_content", frozen, (rows, cfg.content_dim))
     if cfg.numeric_features:
       self.numeric = self.param(f"{FROZEN_PREFIX}_numeric", frozen, (rows, cfg.numeric_features))
@@ -115,6 +119,25 @@ class ItemEncoder(nn.Module):
     self.hidden = nn.Dense(cfg.head_hidden_dim, kernel_init=dense, dtype=dtype)
     out = nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("mlp", "embed"))
     self.output = nn.Dense(cfg.embed_dim, kernel_init=out, dtype=dtype)
+
+  def _generator_params(self) -> dict[str, jax.Array]:
+    """The item generator's small frozen arrays (`ItemGenerator.arrays()`), not split."""
+    cfg = self.config
+    subtopics, latent = cfg.content_generator
+    shapes = {
+      "centres": (subtopics, latent),
+      "content_map": (latent + 1, cfg.content_dim),
+      "scalars": (3,),
+    }
+    whole = nn.with_logical_partitioning(nn.initializers.zeros, (None,) * 2)
+    return {
+      name: self.param(
+        f"{FROZEN_PREFIX}_{GENERATOR_PREFIX}{name}",
+        whole if len(shape) == 2 else nn.initializers.zeros,
+        shape,
+      )
+      for name, shape in shapes.items()
+    }
 
   def id_part(self, items: jax.Array) -> jax.Array | None:
     """[...] ids -> [..., D] the id part of their vectors; None for `item_id_part='none'`."""
@@ -143,11 +166,14 @@ class ItemEncoder(nn.Module):
     if not self.config.has_item_features:
       return self.id_part(items)
     tables = {f"categorical_{i}": table for i, table in enumerate(self.categorical)}
-    if self.config.content_dim:
+    if self.config.content_dim and not self.config.content_generator:
       tables["content"] = self.content
     if self.config.numeric_features:
       tables["numeric"] = self.numeric
     rows = {name: jax.lax.stop_gradient(jnp.take(t, items, axis=0)) for name, t in tables.items()}
+    if self.config.content_generator:
+      generator = jax.lax.stop_gradient(self.generator)
+      rows["content"] = generated_items.content_from_arrays(items, generator, jnp)
     return self.from_features(items, rows)
 
   def from_features(self, items: jax.Array, rows: dict[str, jax.Array]) -> jax.Array:
@@ -185,3 +211,9 @@ def feature_tables(features: ItemFeatures) -> dict[str, np.ndarray]:
   """The encoder's frozen parameters that hold `features`, by parameter name."""
   tables = features.tables().items()
   return {f"{FROZEN_PREFIX}_{name}": table for name, table in tables if table.shape[1]}
+
+
+def generator_tables(generator: generated_items.ItemGenerator) -> dict[str, np.ndarray]:
+  """The encoder's frozen parameters that hold the item `generator`, by parameter name."""
+  arrays = generator.arrays().items()
+  return {f"{FROZEN_PREFIX}_{GENERATOR_PREFIX}{name}": array for name, array in arrays}

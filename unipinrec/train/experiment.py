@@ -17,7 +17,7 @@ from unipinrec import checkpoint, sharding
 from unipinrec.config import RunConfig, for_data, from_mapping
 from unipinrec.data.dataset import PreparedData, prepare_data
 from unipinrec.errors import ConfigError, MissingPathError
-from unipinrec.model.item_encoder import feature_tables
+from unipinrec.model.item_encoder import feature_tables, generator_tables
 from unipinrec.model.unified import UniPinRec
 from unipinrec.train import hashed_init, item_init, partition
 from unipinrec.train import state as state_lib
@@ -72,6 +72,9 @@ def setup_experiment(run: RunConfig) -> Experiment:
   model_config = run.model.with_data_sizes(logs.num_items, logs.num_outcomes, logs.num_surfaces)
   if data.item_features is not None:
     model_config = model_config.with_item_features(data.item_features.shapes)
+  generator = data.item_generator
+  if generator is not None and generator.content_dim:
+    model_config = model_config.with_item_generator(generator)
   model = UniPinRec(model_config)
   mesh = sharding.make_mesh(run.mesh)
   sharding.process_batch_shard(mesh, run.batch_size)  # fails early on a batch the mesh cannot split
@@ -84,6 +87,8 @@ def setup_experiment(run: RunConfig) -> Experiment:
   )
   if data.item_features is not None:  # the encoder's frozen tables hold the data's features
     state = item_init.place_item_tables(state, feature_tables(data.item_features))
+  if model_config.content_generator:  # or the generator that computes them
+    state = item_init.place_item_tables(state, generator_tables(generator))
   return Experiment(run, data, model, mesh, optimizer, state, shardings)
 
 
@@ -101,6 +106,11 @@ def fresh_state(experiment: Experiment) -> state_lib.TrainState:
   if data.eval_users is not None:
     users = np.setdiff1d(users, data.eval_users)
   model = experiment.model.config
+  if data.item_generator is not None:
+    raise ConfigError(
+      f"item_init.method={config.method!r} builds a vector per catalogue item; with "
+      "data.synthetic.items_from_ids set item_init.method='random'"
+    )
   if model.item_id_part == "none":
     raise ConfigError(
       f"item_init.method={config.method!r} warm-starts the item id part; "
