@@ -1,5 +1,7 @@
 """The item encoder against NumPy: hashing, the feature MLP, frozen tables, cold items."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -192,6 +194,8 @@ def test_content_computed_from_ids_equals_the_table_of_that_content():
     content_map=rng.normal(size=(7, C)).astype(np.float32),
     content_scale=0.4,
   )
+  with pytest.raises(ValueError, match="2\\^24"):  # stored as float32 by `arrays()`
+    dataclasses.replace(generator, seed=2**24)
   content = generated_items.content_from_arrays(np.arange(N + 1), generator.arrays())
   features = ItemFeatures(
     content=content,

@@ -57,6 +57,10 @@ class ItemGenerator:
   content_map: np.ndarray  # [D + 1, C] float32 (C = 0: no content)
   content_scale: float  # the content noise's standard deviation per coordinate
 
+  def __post_init__(self):
+    if not 0 <= self.seed < 2**24:  # `arrays()` stores it as float32, exact below 2^24
+      raise ValueError(f"an item generator's seed must be in [0, 2^24), got {self.seed}")
+
   @property
   def num_subtopics(self) -> int:
     """G, the subtopic centres items cluster around."""

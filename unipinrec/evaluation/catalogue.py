@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
+from absl import logging
 
 from unipinrec.config import EvalConfig
 from unipinrec.evaluation import dot_blocks
@@ -27,6 +29,7 @@ BlockScorer = Callable[[slice, np.ndarray], np.ndarray]
 
 
 DEFAULT = EvalConfig()
+_LOGGED_SCORES = 10**10  # a chunk of users scoring this many items takes a while: log it
 
 
 def item_columns(ids: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -201,9 +204,19 @@ def catalogue_ranks(
   for first in range(0, len(targets), config.user_chunk):
     rows = slice(first, first + config.user_chunk)
     negatives = None if sampled_negatives is None else np.asarray(sampled_negatives[rows], np.int64)
+    started = time.time()
     chunk = chunk_ranks(rows, targets[rows], seen[rows], negatives)
     for name, values in chunk.items():
       parts.setdefault(name, []).append(values)
+    if len(chunk["retrieval"]) * num_items >= _LOGGED_SCORES:
+      logging.info(
+        "ranked users %d-%d of %d against %d items in %.0f s",
+        first + 1,
+        first + len(chunk["retrieval"]),
+        len(targets),
+        num_items,
+        time.time() - started,
+      )
   return {name: np.concatenate(values) for name, values in parts.items()}
 
 
