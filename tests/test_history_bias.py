@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from small_model import small_config
 
 from kernels.attention import relative_buckets
 from unipinrec import history_loss, losses
@@ -39,23 +40,7 @@ LENGTHS = np.array([L, 3, 0], np.int32)
 
 
 def _config(repeat_buckets: int = BUCKETS, **kwargs) -> ModelConfig:
-  return ModelConfig(
-    num_items=N,
-    num_outcomes=O,
-    max_length=L,
-    embed_dim=8,
-    action_dim=4,
-    num_layers=1,
-    mlp_dim=16,
-    head_hidden_dim=8,
-    temperature=0.5,
-    dropout_rate=0.0,
-    offsets_seconds=(0.0,),
-    relative_position_buckets=0,
-    exclusive_outcomes=False,
-    repeat_buckets=repeat_buckets,
-    **kwargs,
-  )
+  return small_config(N, O, L, repeat_buckets=repeat_buckets, **kwargs)
 
 
 @functools.partial(jax.jit, static_argnums=0)  # one compilation, not one per operation

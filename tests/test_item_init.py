@@ -239,7 +239,7 @@ def test_the_fitted_id_parts_are_the_models(combine):
 def test_a_warm_start_of_no_id_part_is_refused():
   experiment = SimpleNamespace(
     run=SimpleNamespace(item_init=ItemInitConfig(method="cooccurrence")),
-    data=SimpleNamespace(logs=_logs(_two_groups(), 20), eval_users=None),
+    data=SimpleNamespace(logs=_logs(_two_groups(), 20), eval_users=None, item_generator=None),
     model=SimpleNamespace(config=ModelConfig(item_id_part="none", content_dim=4)),
   )
   with pytest.raises(ConfigError, match="item_id_part='none' has none"):

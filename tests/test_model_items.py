@@ -8,13 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from small_model import small_config
 
 from unipinrec.config import EvalConfig
 from unipinrec.data.examples import EvalExamples
 from unipinrec.errors import ConfigError
 from unipinrec.evaluation import catalogue, evaluate, model_items
 from unipinrec.evaluation.dot_blocks import ItemEncoder
-from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
 from unipinrec.train.state import example_batch
 
@@ -32,24 +32,7 @@ MODELS = {
 def _model(kind: str) -> tuple[UniPinRec, dict]:
   """A small model and random parameters (noise on every one: the item and history biases are
   not zero)."""
-  model = UniPinRec(
-    ModelConfig(
-      num_items=N,
-      num_outcomes=O,
-      max_length=L,
-      embed_dim=8,
-      action_dim=4,
-      num_layers=1,
-      mlp_dim=16,
-      head_hidden_dim=8,
-      temperature=0.5,
-      dropout_rate=0.0,
-      offsets_seconds=(0.0,),
-      relative_position_buckets=0,
-      exclusive_outcomes=False,
-      **MODELS[kind],
-    )
-  )
+  model = UniPinRec(small_config(N, O, L, **MODELS[kind]))
   batch = example_batch(model, 2, 1, 3)
   init = jax.jit(model.init)  # op by op, the init is slower than its compilation
   params = nn.unbox(init(jax.random.key(0), batch, jnp.zeros(batch.items.shape, bool)))
