@@ -53,9 +53,9 @@ def test_device_top_items_break_ties_to_the_lower_id():
 
 def test_device_non_finite_scores_fail_but_the_padding_item_is_free():
   scorer, _, targets, seen, _ = _case()
-  scorer.item_vectors[0] = np.nan
+  scorer.items[0] = np.nan
   catalogue.catalogue_ranks(scorer, N, targets, seen, None, CHUNKS)
-  scorer.item_vectors[17, 1] = np.inf
+  scorer.items[17, 1] = np.inf
   with pytest.raises(ValueError, match="NaN or inf"):
     catalogue.catalogue_ranks(scorer, N, targets, seen, None, CHUNKS)
   with pytest.raises(ValueError, match="NaN or inf"):

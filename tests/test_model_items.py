@@ -85,7 +85,7 @@ def test_encoded_items_rank_as_the_stored_vectors(kind):
   seen = [rng.integers(0, N + 1, 7) for _ in range(U)]
   negatives = rng.integers(1, N + 1, (U, 9))
   held = catalogue.DotScorer(queries, stored, 0.5)
-  encoded = catalogue.DotScorer(queries, None, 0.5, item_encoder=encoder)
+  encoded = catalogue.DotScorer(queries, encoder, 0.5)
   np.testing.assert_allclose(
     encoded.score_block(slice(3, 9), np.arange(5, 80)),
     held.score_block(slice(3, 9), np.arange(5, 80)),

@@ -82,11 +82,6 @@ class ItemGenerator:
     }
 
 
-def subtopics(generator: ItemGenerator, ids, xp=np) -> Any:
-  """[...] ids in 1..N -> [...] their subtopics in 0..G-1."""
-  return (xp.asarray(ids) - 1) % generator.num_subtopics
-
-
 def log_popularity(generator: ItemGenerator, ids: np.ndarray) -> np.ndarray:
   """[...] ids -> float64 log popularity, centred over items 1..N (0 for the padding id 0)."""
   ids = np.asarray(ids)

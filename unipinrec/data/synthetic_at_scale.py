@@ -29,7 +29,7 @@ from unipinrec.data.synthetic_behaviour import (
   outcome_probs,
   request_surfaces,
 )
-from unipinrec.data.synthetic_items import normalize
+from unipinrec.data.synthetic_items import draw_centres, normalize
 from unipinrec.data.synthetic_logs import logs_from_requests
 from unipinrec.data.synthetic_sampling import gumbel_top_k, zipf_ranks
 from unipinrec.types import UserLogs
@@ -80,16 +80,13 @@ def _check(cfg: SyntheticConfig) -> None:
 
 
 def _topics_and_items(config: SyntheticConfig) -> tuple[np.ndarray, ItemGenerator]:
-  """[T, D] unit topic centres and the item generator, from the items' stream."""
+  """[T, D] unit topic centres and the item generator (subtopic centres, and with
+  `content_dim` > 0 the content map and the noise scale: `content_noise` times the signal's
+  RMS), from the items' stream."""
   cfg = config
   rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(_ITEM_STREAM,)))
-  dim = cfg.latent_dim
-  # As synthetic_items.draw_items: subtopic g belongs to topic g // subtopics_per_topic.
-  centres = normalize(rng.standard_normal((cfg.num_topics, dim)))
-  num_sub = cfg.num_topics * cfg.subtopics_per_topic
-  sub_noise = cfg.subtopic_noise * rng.standard_normal((num_sub, dim)) / np.sqrt(dim)
-  sub_centres = normalize(np.repeat(centres, cfg.subtopics_per_topic, axis=0) + sub_noise)
-  content_map = rng.standard_normal((dim + 1, cfg.content_dim))
+  centres, sub_centres = draw_centres(rng, cfg)
+  content_map = rng.standard_normal((cfg.latent_dim + 1, cfg.content_dim))
   generator = ItemGenerator(
     num_items=cfg.num_items,
     seed=cfg.seed,
@@ -103,12 +100,6 @@ def _topics_and_items(config: SyntheticConfig) -> tuple[np.ndarray, ItemGenerato
     scale = cfg.content_noise * gen_lib.content_signal_rms(generator)
     generator = dataclasses.replace(generator, content_scale=scale)
   return centres, generator
-
-
-def item_generator(config: SyntheticConfig) -> ItemGenerator:
-  """The world's items: subtopic centres, and with `content_dim` > 0 the content map and noise
-  scale (`content_noise` times the signal's RMS), all seeded by `config.seed`."""
-  return _topics_and_items(config)[1]
 
 
 def _draw_pool(

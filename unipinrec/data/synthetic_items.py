@@ -42,6 +42,16 @@ def normalize(x: np.ndarray) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def draw_centres(rng: np.random.Generator, settings: ItemSettings) -> tuple[np.ndarray, np.ndarray]:
+  """[T, D] unit topic centres and [T * S, D] unit subtopic centres around them (subtopic g
+  belongs to topic g // subtopics_per_topic), drawn from `rng`."""
+  dim = settings.latent_dim
+  centres = normalize(rng.standard_normal((settings.num_topics, dim)))
+  num_sub = settings.num_topics * settings.subtopics_per_topic
+  sub_noise = settings.subtopic_noise * rng.standard_normal((num_sub, dim)) / np.sqrt(dim)
+  return centres, normalize(np.repeat(centres, settings.subtopics_per_topic, axis=0) + sub_noise)
+
+
 def draw_items(
   rng: np.random.Generator, settings: ItemSettings
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -52,11 +62,8 @@ def draw_items(
     over items and [N + 1] quality, row 0 (padding) zeros in each.
   """
   num_n, dim = settings.num_items, settings.latent_dim
-  centres = normalize(rng.standard_normal((settings.num_topics, dim)))
-  num_sub = settings.num_topics * settings.subtopics_per_topic
-  sub_noise = settings.subtopic_noise * rng.standard_normal((num_sub, dim)) / np.sqrt(dim)
-  sub_centres = normalize(np.repeat(centres, settings.subtopics_per_topic, axis=0) + sub_noise)
-  subtopics = rng.integers(0, num_sub, num_n)  # the primary topic is subtopic // S
+  centres, sub_centres = draw_centres(rng, settings)
+  subtopics = rng.integers(0, len(sub_centres), num_n)  # the primary topic is subtopic // S
   noise = settings.item_noise * rng.standard_normal((num_n, dim)) / np.sqrt(dim)
   vectors = np.zeros((num_n + 1, dim))
   vectors[1:] = normalize(sub_centres[subtopics] + noise)

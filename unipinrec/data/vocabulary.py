@@ -101,6 +101,10 @@ class ItemVocabulary:
     if (query.dtype.kind in "iu") != self.is_integer or query.dtype.kind not in "iuU":
       kind = "integer" if self.is_integer else "string"
       raise TypeError(f"a vocabulary of {kind} ids cannot look up ids of dtype {query.dtype}")
+    return self._internal(query)
+
+  def _internal(self, query: np.ndarray) -> np.ndarray:
+    """`to_internal` of checked, non-empty original ids."""
     position = np.minimum(np.searchsorted(self._sorted, query), len(self._sorted) - 1)
     found = self._sorted[position] == query
     return np.where(found, self._order[position] + 1, 0).astype(np.int32)
@@ -109,13 +113,17 @@ class ItemVocabulary:
     """Original ids of internal ids 0..N (the shape of `internal_ids`); 0 gives 0 or ""."""
     internal = np.asarray(internal_ids)
     if internal.size == 0:
-      return np.zeros(internal.shape, self._table.dtype)
+      return np.zeros(internal.shape, np.int64 if self.is_integer else self._table.dtype)
     if internal.dtype.kind not in "iu":
       raise TypeError(f"internal item ids must be integers, got {internal.dtype}")
     if internal.min() < 0 or internal.max() > len(self):
       raise ValueError(
         f"internal item ids must be in 0..{len(self)}, got {internal.min()}..{internal.max()}"
       )
+    return self._original(internal)
+
+  def _original(self, internal: np.ndarray) -> np.ndarray:
+    """`to_original` of checked internal ids."""
     return self._table[internal]
 
   def save(self, path: str | os.PathLike) -> None:
@@ -167,23 +175,11 @@ class IdentityVocabulary(ItemVocabulary):
     """N, the number of items (padding excluded)."""
     return self._num_items
 
-  def to_internal(self, ids: ArrayLike) -> np.ndarray:
-    """`ItemVocabulary.to_internal`: an id in 1..N is itself, anything else 0."""
-    query = np.asarray(ids)
-    if query.size and query.dtype.kind not in "iu":
-      raise TypeError(f"a vocabulary of integer ids cannot look up ids of dtype {query.dtype}")
+  def _internal(self, query: np.ndarray) -> np.ndarray:
+    """An id in 1..N is itself, anything else 0."""
     known = (query >= 1) & (query <= self._num_items)
     return np.where(known, query, 0).astype(np.int32)
 
-  def to_original(self, internal_ids: ArrayLike) -> np.ndarray:
-    """`ItemVocabulary.to_original`: internal ids are the original ones."""
-    internal = np.asarray(internal_ids)
-    if internal.size == 0:
-      return np.zeros(internal.shape, np.int64)
-    if internal.dtype.kind not in "iu":
-      raise TypeError(f"internal item ids must be integers, got {internal.dtype}")
-    if internal.min() < 0 or internal.max() > self._num_items:
-      raise ValueError(
-        f"internal item ids must be in 0..{self._num_items}, got {internal.min()}..{internal.max()}"
-      )
+  def _original(self, internal: np.ndarray) -> np.ndarray:
+    """Internal ids are the original ones."""
     return internal.astype(np.int64)

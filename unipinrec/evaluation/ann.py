@@ -91,7 +91,7 @@ def ann_recall(
     chunks: the exact top items' chunk sizes.
     ks: the Ks.
   """
-  num_items = len(scorer.item_vectors) - 1
+  num_items = len(scorer.items) - 1
   depth = min(max(ks), num_items)
   truth = catalogue.top_items(scorer, num_items, len(scorer.queries), depth, chunks)
   found = store.search(index, scorer.queries, depth, config.exact)

@@ -279,29 +279,21 @@ def top_items(
 class DotScorer:
   """A model's retrieval scores: query . item vector / temperature, plus a per-user bias on
   some items (the history bias of `model.repeat_buckets`). `catalogue_ranks` and `top_items`
-  score it on the device; `score_block` is its `BlockScorer` on the host. The item vectors
-  are held (`item_vectors`) or, for a catalogue too large to hold, computed from the ids
-  where they are scored (`item_encoder`): exactly one of the two."""
+  score it on the device; `score_block` is its `BlockScorer` on the host. `items` holds the
+  item vectors or, for a catalogue too large to hold them, an encoder that computes them from
+  the ids where they are scored."""
 
   queries: np.ndarray  # [U, S]
-  item_vectors: np.ndarray | None  # [N + 1, S], row 0 the padding item
+  items: np.ndarray | dot_blocks.ItemEncoder  # [N + 1, S] vectors, row 0 the padding item
   temperature: float
   history_items: np.ndarray | None = None  # [U, H] items whose score gains the bias; 0 none
   history_bias: np.ndarray | None = None  # [U, H], 0 on the padding slots
-  item_encoder: dot_blocks.ItemEncoder | None = None
-
-  def __post_init__(self):
-    if (self.item_vectors is None) == (self.item_encoder is None):
-      raise ValueError("a DotScorer needs exactly one of item_vectors and item_encoder")
-
-  @property
-  def items(self) -> np.ndarray | dot_blocks.ItemEncoder:
-    """The item vectors, or their encoder when they are not held."""
-    return self.item_encoder if self.item_vectors is None else self.item_vectors
 
   def vectors_of(self, items: np.ndarray) -> np.ndarray:
     """[...] item ids -> [..., S] their vectors."""
-    return self.item_encoder(items) if self.item_vectors is None else self.item_vectors[items]
+    if isinstance(self.items, dot_blocks.ItemEncoder):
+      return self.items(items)
+    return self.items[items]
 
   def score_block(self, rows: slice, items: np.ndarray) -> np.ndarray:
     """[users, I] scores of the users in `rows` against the increasing item ids `items`."""

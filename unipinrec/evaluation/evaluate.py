@@ -177,10 +177,7 @@ def catalogue_scorer(
   if items is None:
     items = model_items.catalogue_items(model, params)
   outputs = batched(functools.partial(user_queries, params), (histories, conditions), batch_size)
-  encoder = items if isinstance(items, ItemEncoder) else None
-  vectors = None if encoder else items
-  temperature = model.config.temperature
-  return catalogue.DotScorer(outputs[0], vectors, temperature, *outputs[1:], item_encoder=encoder)
+  return catalogue.DotScorer(outputs[0], items, model.config.temperature, *outputs[1:])
 
 
 def evaluate_model(
@@ -318,11 +315,14 @@ def evaluate_popularity(
   sampled_negatives: np.ndarray | None = None,
   cold_items: np.ndarray | None = None,
   config: catalogue.EvalConfig = catalogue.DEFAULT,
+  item_ranks: np.ndarray | None = None,
 ) -> dict[str, dict]:
   """Every item scored by its share of training actions, for every outcome, ranked on the
-  device in `config`'s chunks; `cold_items` as `evaluate_model`'s."""
+  device in `config`'s chunks; `cold_items` as `evaluate_model`'s; `item_ranks` are the
+  frequencies' `popularity_ranks` where the caller has them."""
   targets, seen = examples.retrieval_targets, examples.retrieval_seen
-  item_ranks = popularity_lib.popularity_ranks(item_log_frequency)
+  if item_ranks is None:
+    item_ranks = popularity_lib.popularity_ranks(item_log_frequency)
   scorer = popularity_lib.popularity_scorer(item_ranks, len(targets))
   num_items = len(item_log_frequency) - 1
   ranks = catalogue.catalogue_ranks(scorer, num_items, targets, seen, sampled_negatives, config)

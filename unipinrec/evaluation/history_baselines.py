@@ -87,16 +87,19 @@ def evaluate_history_baselines(
   item_log_frequency: np.ndarray,
   sampled_negatives: np.ndarray | None = None,
   config: catalogue.EvalConfig = catalogue.DEFAULT,
+  item_ranks: np.ndarray | None = None,
 ) -> dict[str, dict]:
   """Retrieval metrics of each `HISTORY_BASELINES` ranker, with popularity from
-  `item_log_frequency` and the history from `examples.retrieval_seen` (all of it), ranked on
-  the device in `config`'s chunks."""
+  `item_log_frequency` (or its `popularity.popularity_ranks`, `item_ranks`, where the caller
+  has them) and the history from `examples.retrieval_seen` (all of it), ranked on the device in
+  `config`'s chunks."""
   reports = {}
   targets, seen = examples.retrieval_targets, examples.retrieval_seen
-  ranks = popularity.popularity_ranks(item_log_frequency)
+  if item_ranks is None:
+    item_ranks = popularity.popularity_ranks(item_log_frequency)
+  num_items = len(item_log_frequency) - 1
   for name, key in HISTORY_BASELINES.items():
-    scorer = history_scorer(seen, ranks, key)
-    num_items = len(item_log_frequency) - 1
+    scorer = history_scorer(seen, item_ranks, key)
     ranked = catalogue.catalogue_ranks(scorer, num_items, targets, seen, sampled_negatives, config)
     reports[name] = evaluate.retrieval_report(ranked)
   return reports

@@ -12,6 +12,7 @@ import numpy as np
 from unipinrec.data import protocol as data_protocol
 from unipinrec.data.dataset import PreparedData
 from unipinrec.evaluation import catalogue, evaluate, history_baselines
+from unipinrec.evaluation.popularity import popularity_ranks
 from unipinrec.train.experiment import Experiment
 
 
@@ -101,12 +102,19 @@ def baseline_reports(
   `eval_config`'s chunks), and on synthetic data the two oracles'."""
   names = data.logs.outcome_names
   popularity = np.asarray(data.item_log_frequency)
+  ranks = popularity_ranks(popularity)  # sorted once for the three baselines
   baselines = {
     "popularity": evaluate.evaluate_popularity(
-      data.eval_examples, popularity, names, data.eval_negatives, data.cold_items, eval_config
+      data.eval_examples,
+      popularity,
+      names,
+      data.eval_negatives,
+      data.cold_items,
+      eval_config,
+      item_ranks=ranks,
     ),
     **history_baselines.evaluate_history_baselines(
-      data.eval_examples, popularity, data.eval_negatives, eval_config
+      data.eval_examples, popularity, data.eval_negatives, eval_config, item_ranks=ranks
     ),
   }
   if data.world is not None:
