@@ -13,7 +13,7 @@ from unipinrec import checkpoint
 from unipinrec.config import from_mapping
 from unipinrec.evaluation.generation import evaluate_generation
 from unipinrec.evaluation.report import evaluate_state
-from unipinrec.train import loop
+from unipinrec.train import loop, schedule
 from unipinrec.train.experiment import best_params, setup_experiment
 from unipinrec.train.loop import train
 from unipinrec.train.state import example_batch
@@ -101,6 +101,34 @@ def test_early_stopping_keeps_the_best_and_stays_stopped(synthetic_experiment, t
   params, step = best_params(with_validation, str(tmp_path), again.state)
   assert step == 10
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params), seen[1][1])
+
+
+def test_spent_patience_starts_the_wsd_decay_and_its_end_stops_training(tmp_path):
+  # Its own experiment: training in this module donates the fixture's initial state.
+  config = synthetic.get_config("runlocal")
+  config.update(num_steps=40, eval_every=5, patience=2, log_every=5)
+  config.optimizer.update(schedule="wsd", decay_fraction=0.5)
+  experiment = setup_experiment(from_mapping(config.to_dict()))
+  # Validation improves until step 10, then stalls: patience 2 is spent at step 20, so the rate
+  # decays from step 20 over half as many steps, and training stops at step 30, not 40.
+  scores = {5: 0.1, 10: 0.3, 15: 0.2, 20: 0.25, 25: 0.35, 30: 0.4}
+  seen = []
+
+  def validate(params):
+    seen.append(5 * (len(seen) + 1))
+    return scores[seen[-1]]
+
+  trained = train(experiment, str(tmp_path), validate)
+  assert (int(trained.state.step), trained.stopped) == (30, loop.STOPPED_AFTER_DECAY)
+  assert seen == [5, 10, 15, 20, 25, 30]
+  assert schedule.current_window(trained.state.opt_state) == (20, 30)
+  assert checkpoint.best_validation(checkpoint.make_best_manager(str(tmp_path))) == (30, 0.4)
+  # The step that started the decay is saved, with its window, for a resumed run to follow.
+  manager = checkpoint.make_manager(str(tmp_path), experiment.run.checkpoint)
+  assert 20 in manager.all_steps()
+  # Re-running the same command does not train on: the decay has ended.
+  again = train(experiment, str(tmp_path), validate)
+  assert (int(again.state.step), again.stopped, len(seen)) == (30, loop.STOPPED_AFTER_DECAY, 6)
 
 
 def test_the_wall_clock_cap_saves_and_stops_at_a_log_step(tmp_path):

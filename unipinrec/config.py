@@ -23,6 +23,7 @@ from unipinrec.model.config import ModelConfig
 from unipinrec.sharding import MeshConfig
 
 ITEM_INIT_METHODS = ("random", "cooccurrence")
+SCHEDULES = ("cosine", "wsd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +36,7 @@ class StepConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-  """Adam(W) with linear warm-up, cosine decay and global-norm clipping.
+  """Adam(W) with linear warm-up, a decay schedule and global-norm clipping.
 
   The item table has its own, larger learning rate: each row is updated only
   when its item is in the batch, while dense weights move every step. With one
@@ -46,12 +47,23 @@ class OptimizerConfig:
   learning_rate: float = 2e-3  # dense weights: a higher rate lost retrieval, a lower ranking
   embedding_learning_rate: float = 1e-2  # the item table and the attention-bias tables
   warmup_steps: int = 100
+  # "cosine": from the warm-up's end to num_steps. "wsd" (warm-up, stable, decay): the peak
+  # holds until `patience` is spent (or the budget nears its end), then a cosine over
+  # `decay_fraction` of the steps trained so far, and training stops (unipinrec/train/schedule.py).
+  schedule: str = "cosine"
+  decay_fraction: float = 0.3
   final_learning_rate_fraction: float = 0.05
   weight_decay: float = 1e-4
   clip_norm: float = 1.0
   # Evaluation reads an exponential moving average of the parameters with this
   # decay (debiased, so its start does not matter); 0 evaluates the last step's.
   ema_decay: float = 0.0
+
+  def __post_init__(self):
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f"optimizer.schedule={self.schedule!r}; expected one of {SCHEDULES}")
+    if self.decay_fraction <= 0:
+      raise ValueError(f"optimizer.decay_fraction={self.decay_fraction}; expected above 0")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 
 from unipinrec import checkpoint, sharding
 from unipinrec.data.pipeline import training_iterator
-from unipinrec.train import partition
+from unipinrec.train import partition, schedule
 from unipinrec.train.experiment import Experiment, abstract_state, evaluation_params, fresh_state
 from unipinrec.train.preemption import Preempted, PreemptionNotice
 from unipinrec.types import TrainBatch
@@ -25,6 +25,7 @@ from unipinrec.types import TrainBatch
 # Why training ended, as results.json's "stopped" says.
 STOPPED_AT_NUM_STEPS = "num_steps"
 STOPPED_BY_PATIENCE = "patience"
+STOPPED_AFTER_DECAY = "patience_then_decay"  # the "wsd" schedule's end
 STOPPED_BY_TIME = "max_train_minutes"
 
 
@@ -48,16 +49,16 @@ class _Progress:
   """Periodic log lines with throughput and time left."""
 
   def __init__(self, first_step: int, num_steps: int):
-    self._num_steps = num_steps
+    self.num_steps = num_steps
     self._mark_step, self._mark_time = first_step, time.time()
 
   def line(self, step: int, metrics: dict[str, float]) -> str:
     now = time.time()
     rate = (step - self._mark_step) / max(now - self._mark_time, 1e-9)
     self._mark_step, self._mark_time = step, now
-    eta = (self._num_steps - step) / rate if rate > 0 else math.inf
+    eta = (self.num_steps - step) / rate if rate > 0 else math.inf
     values = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
-    return f"step {step}/{self._num_steps}  {values}  {rate:.1f} steps/s  eta {eta / 60:.1f} min"
+    return f"step {step}/{self.num_steps}  {values}  {rate:.1f} steps/s  eta {eta / 60:.1f} min"
 
 
 def jit_train_step(experiment: Experiment) -> jax.stages.Wrapped:
@@ -85,7 +86,8 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
 
   With `validate` (parameters -> a figure to maximise) and `run.eval_every`,
   the best parameters so far are kept in `workdir/best`, and training stops
-  early once `run.patience` validations in a row bring no improvement. With
+  early once `run.patience` validations in a row bring no improvement; with the "wsd"
+  schedule that starts the rate's decay instead, and training stops when it ends. With
   `run.max_train_minutes`, it saves and stops at the first log step past that
   much training in this launch.
 
@@ -130,9 +132,16 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
       bool(run.patience) and best is not None and step - best[0] >= run.patience * run.eval_every
     )
 
-  if validating and patience_spent(first_step):
+  window = schedule.current_window(state.opt_state)  # the wsd decay's (start, end), else None
+  budget_end = schedule.budget_window(run.num_steps, run.optimizer.decay_fraction)[1]
+  if window is None and validating and patience_spent(first_step):
     logging.info("stopped early before (best validation %.4f at step %d)", best[1], best[0])
     return Trained(state, STOPPED_BY_PATIENCE)
+  if window is not None and budget_end != window[1] <= first_step:
+    logging.info("the rate's decay ended before, at step %d", window[1])
+    return Trained(state, STOPPED_AFTER_DECAY)
+  if window is not None:
+    progress.num_steps = window[1]
   preempted = False
   stopped = STOPPED_AT_NUM_STEPS
   started = time.monotonic()
@@ -149,7 +158,7 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
         if writer is not None:
           for name, value in values.items():
             writer.add_scalar(f"train/{name}", value, step)
-      stop = False
+      stop = decay_started = False
       if run.max_train_minutes and step % run.log_every == 0:
         stop = _time_is_up(started, run.max_train_minutes)
         if stop:
@@ -164,12 +173,27 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
         logging.info("step %d  validation %.4f  (best %.4f at step %d)", step, value, *best[::-1])
         if writer is not None:
           writer.add_scalar("validation/target", value, step)
-        if patience_spent(step):
+        if patience_spent(step) and window is None:
           stop, stopped = True, STOPPED_BY_PATIENCE
           logging.info("early stop at step %d: no better validation since step %d", step, best[0])
+        elif patience_spent(step) and step < window[0]:
+          window = schedule.decay_window(step, run.optimizer.decay_fraction)
+          state = state.replace(opt_state=schedule.start_decay(state.opt_state, window))
+          progress.num_steps, decay_started = window[1], True
+          logging.info(
+            "no better validation since step %d: the rate decays from step %d to %d, then stops",
+            best[0],
+            *window,
+          )
+      if window is not None and step == window[1] != budget_end:
+        stop, stopped = True, STOPPED_AFTER_DECAY
       preempted = notice.reached(step)
       checkpoint.save(
-        manager, step, state, data_iterator, force=stop or preempted or step == run.num_steps
+        manager,
+        step,
+        state,
+        data_iterator,
+        force=stop or preempted or decay_started or step == run.num_steps,
       )
       if stop or preempted:
         break

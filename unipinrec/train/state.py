@@ -13,6 +13,7 @@ import optax
 from unipinrec.config import OptimizerConfig
 from unipinrec.model.item_encoder import FROZEN_PREFIX
 from unipinrec.model.unified import UniPinRec
+from unipinrec.train import schedule
 from unipinrec.types import TrainBatch
 
 
@@ -38,7 +39,9 @@ EMBEDDING_TABLES = (
 )
 
 
-def _schedule(config: OptimizerConfig, peak: float, num_steps: int) -> optax.Schedule:
+def _schedule(config: OptimizerConfig, peak: float, num_steps: int) -> optax.ScalarOrSchedule:
+  if config.schedule == "wsd":  # a constant peak: the wsd stage after the groups shapes it
+    return peak
   return optax.warmup_cosine_decay_schedule(
     init_value=0.0,
     peak_value=peak,
@@ -81,11 +84,12 @@ def parameter_average(decay: float) -> optax.GradientTransformation:
 
 
 def make_optimizer(config: OptimizerConfig, num_steps: int) -> optax.GradientTransformation:
-  """Adam on the lookup tables, AdamW on the rest, warm-up + cosine, after global-norm clipping.
+  """Adam on the lookup tables, AdamW on the rest, after global-norm clipping, on a schedule.
 
   The item features (`item_encoder.FROZEN_PREFIX`) are data: no update and no optimizer state.
 
-  The cosine decays over the run's `num_steps`.
+  The "cosine" schedule decays over the run's `num_steps`; "wsd" adds a stage after the groups
+  (`schedule.warmup_stable_decay`) whose decay validation can start early.
 
   With `ema_decay` a last stage keeps the parameters' moving average (`evaluated_params`).
   """
@@ -102,6 +106,8 @@ def make_optimizer(config: OptimizerConfig, num_steps: int) -> optax.GradientTra
       groups, lambda params: jax.tree_util.tree_map_with_path(_param_group, params)
     ),
   ]
+  if config.schedule == "wsd":
+    stages.append(schedule.warmup_stable_decay(config, num_steps))
   if config.ema_decay:
     stages.append(parameter_average(config.ema_decay))
   return optax.chain(*stages)
