@@ -1,6 +1,7 @@
 """Public-data runs at small scale: the configs, validation with early stopping, results.json."""
 
 import dataclasses
+import shutil
 
 import flax.linen as nn
 import jax
@@ -129,6 +130,13 @@ def test_spent_patience_starts_the_wsd_decay_and_its_end_stops_training(tmp_path
   # Re-running the same command does not train on: the decay has ended.
   again = train(experiment, str(tmp_path), validate)
   assert (int(again.state.step), again.stopped, len(seen)) == (30, loop.STOPPED_AFTER_DECAY, 6)
+  # Killed after step 20, a run resumes into the same decay and ends where this one did.
+  resumed_dir = tmp_path / "resumed"
+  shutil.copytree(tmp_path / "checkpoints", resumed_dir / "checkpoints")
+  shutil.rmtree(resumed_dir / "checkpoints" / "30")
+  resumed = train(experiment, str(resumed_dir), lambda params: 0.0)
+  assert (int(resumed.state.step), resumed.stopped) == (30, loop.STOPPED_AFTER_DECAY)
+  jax.tree.map(np.testing.assert_array_equal, resumed.state.params, again.state.params)
 
 
 def test_the_wall_clock_cap_saves_and_stops_at_a_log_step(tmp_path):

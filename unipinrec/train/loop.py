@@ -16,6 +16,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from unipinrec import checkpoint, sharding
+from unipinrec.config import RunConfig
 from unipinrec.data.pipeline import training_iterator
 from unipinrec.train import partition, schedule
 from unipinrec.train.experiment import Experiment, abstract_state, evaluation_params, fresh_state
@@ -59,6 +60,37 @@ class _Progress:
     eta = (self.num_steps - step) / rate if rate > 0 else math.inf
     values = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
     return f"step {step}/{self.num_steps}  {values}  {rate:.1f} steps/s  eta {eta / 60:.1f} min"
+
+
+class _Validation:
+  """Validation every `eval_every` steps: the best parameters so far kept in `workdir/best`, and
+  whether `patience` validations in a row have brought nothing."""
+
+  def __init__(self, run: RunConfig, workdir: str, validate: Callable[[Any], float], writer: Any):
+    self._run, self._validate, self._writer = run, validate, writer
+    self._manager = checkpoint.make_best_manager(workdir)
+    self.best = checkpoint.best_validation(self._manager)  # (step, value), or None before any
+
+  def due(self, step: int) -> bool:
+    return step % self._run.eval_every == 0
+
+  def patience_spent(self, step: int) -> bool:
+    run = self._run
+    return (
+      bool(run.patience)
+      and self.best is not None
+      and (step - self.best[0] >= run.patience * run.eval_every)
+    )
+
+  def __call__(self, step: int, params) -> None:
+    """Validates `params` (those of `step`) and keeps them if they are the best so far."""
+    value = self._validate(params)
+    if self.best is None or value > self.best[1]:
+      self.best = (step, value)
+      checkpoint.save_best(self._manager, step, params, value)
+    logging.info("step %d  validation %.4f  (best %.4f at step %d)", step, value, *self.best[::-1])
+    if self._writer is not None:
+      self._writer.add_scalar("validation/target", value, step)
 
 
 def jit_train_step(experiment: Experiment) -> jax.stages.Wrapped:
@@ -123,19 +155,15 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
   )
   first_step = int(state.step)
   progress = _Progress(first_step, run.num_steps)
-  validating = validate is not None and run.eval_every > 0
-  best_manager = checkpoint.make_best_manager(workdir) if validating else None
-  best = checkpoint.best_validation(best_manager) if validating else None
-
-  def patience_spent(step: int) -> bool:
-    return (
-      bool(run.patience) and best is not None and step - best[0] >= run.patience * run.eval_every
-    )
-
+  validation = (
+    _Validation(run, workdir, validate, writer)
+    if validate is not None and run.eval_every > 0
+    else None
+  )
   window = schedule.current_window(state.opt_state)  # the wsd decay's (start, end), else None
   budget_end = schedule.budget_window(run.num_steps, run.optimizer.decay_fraction)[1]
-  if window is None and validating and patience_spent(first_step):
-    logging.info("stopped early before (best validation %.4f at step %d)", best[1], best[0])
+  if window is None and validation and validation.patience_spent(first_step):
+    logging.info("stopped early before (best validation %.4f at step %d)", *validation.best[::-1])
     return Trained(state, STOPPED_BY_PATIENCE)
   if window is not None and budget_end != window[1] <= first_step:
     logging.info("the rate's decay ended before, at step %d", window[1])
@@ -164,25 +192,19 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
         if stop:
           stopped = STOPPED_BY_TIME
           logging.info("stop at step %d: %.0f minutes of training", step, run.max_train_minutes)
-      if validating and step % run.eval_every == 0:
-        params = evaluation_params(experiment, state)
-        value = validate(params)
-        if best is None or value > best[1]:
-          best = (step, value)
-          checkpoint.save_best(best_manager, step, params, value)
-        logging.info("step %d  validation %.4f  (best %.4f at step %d)", step, value, *best[::-1])
-        if writer is not None:
-          writer.add_scalar("validation/target", value, step)
-        if patience_spent(step) and window is None:
+      if validation and validation.due(step):
+        validation(step, evaluation_params(experiment, state))
+        best_step = validation.best[0]
+        if validation.patience_spent(step) and window is None:
           stop, stopped = True, STOPPED_BY_PATIENCE
-          logging.info("early stop at step %d: no better validation since step %d", step, best[0])
-        elif patience_spent(step) and step < window[0]:
+          logging.info("early stop at step %d: no better validation since step %d", step, best_step)
+        elif validation.patience_spent(step) and step < window[0]:
           window = schedule.decay_window(step, run.optimizer.decay_fraction)
           state = state.replace(opt_state=schedule.start_decay(state.opt_state, window))
           progress.num_steps, decay_started = window[1], True
           logging.info(
             "no better validation since step %d: the rate decays from step %d to %d, then stops",
-            best[0],
+            best_step,
             *window,
           )
       if window is not None and step == window[1] != budget_end:
