@@ -19,7 +19,7 @@ from unipinrec.data.dataset import PreparedData, prepare_data
 from unipinrec.errors import ConfigError, MissingPathError
 from unipinrec.model.item_encoder import feature_tables, generator_tables
 from unipinrec.model.unified import UniPinRec
-from unipinrec.train import hashed_init, item_init, partition
+from unipinrec.train import hashed_init, item_init, partition, schedule
 from unipinrec.train import state as state_lib
 
 CONFIG_FILE = "config.json"  # the run config, as a work directory records it
@@ -60,12 +60,17 @@ def setup_experiment(run: RunConfig) -> Experiment:
   num_examples = len(data.train_examples["items"])
   run = for_data(run, num_examples, logs.num_items)
   loss = run.step.loss
+  rate = run.optimizer.schedule
+  if rate == "wsd":
+    start, end = schedule.budget_window(run.num_steps, run.optimizer.decay_fraction)
+    rate += f" (decaying from step {start} to {end}, or from a plateau of the validation)"
   logging.info(
-    "budget: %d steps of %d (%.1f passes over %d training examples); softmax %s%s",
+    "budget: %d steps of %d (%.1f passes over %d training examples); rate %s; softmax %s%s",
     run.num_steps,
     run.batch_size,
     run.num_steps * run.batch_size / max(num_examples, 1),
     num_examples,
+    rate,
     loss.softmax,
     "" if loss.full_softmax else f" with {loss.num_random_negatives} random negatives",
   )

@@ -162,7 +162,7 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
   )
   window = schedule.current_window(state.opt_state)  # the wsd decay's (start, end), else None
   budget_end = schedule.budget_window(run.num_steps, run.optimizer.decay_fraction)[1]
-  if window is None and validation and validation.patience_spent(first_step):
+  if window is None and validation is not None and validation.patience_spent(first_step):
     logging.info("stopped early before (best validation %.4f at step %d)", *validation.best[::-1])
     return Trained(state, STOPPED_BY_PATIENCE)
   if window is not None and budget_end != window[1] <= first_step:
@@ -192,7 +192,7 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
         if stop:
           stopped = STOPPED_BY_TIME
           logging.info("stop at step %d: %.0f minutes of training", step, run.max_train_minutes)
-      if validation and validation.due(step):
+      if validation is not None and validation.due(step):
         validation(step, evaluation_params(experiment, state))
         best_step = validation.best[0]
         if validation.patience_spent(step) and window is None:
