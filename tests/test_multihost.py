@@ -34,8 +34,6 @@ RUN = [
   # learning rate makes of it (runlocal's 1e-3 doubles it, and AUCs of the tiny
   # evaluation then flip a pair).
   "--config.optimizer.learning_rate=5e-4",
-  # The wsd stage's window is optimizer state: it restores on another topology too.
-  "--config.optimizer.schedule=wsd",
 ]
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 FIGURES = ("retrieval", "retrieval_unfiltered", "ranking", "ranking_by_retrieval_head")
