@@ -108,34 +108,37 @@ def test_spent_patience_starts_the_wsd_decay_and_its_end_stops_training(tmp_path
   # Its own experiment: training in this module donates the fixture's initial state.
   config = synthetic.get_config("runlocal")
   config.update(num_steps=40, eval_every=5, patience=2, log_every=5)
-  config.optimizer.update(schedule="wsd", decay_fraction=0.5)
+  config.optimizer.update(schedule="wsd", decay_fraction=0.6)
   experiment = setup_experiment(from_mapping(config.to_dict()))
   # Validation improves until step 10, then stalls: patience 2 is spent at step 20, so the rate
-  # decays from step 20 over half as many steps, and training stops at step 30, not 40.
-  scores = {5: 0.1, 10: 0.3, 15: 0.2, 20: 0.25, 25: 0.35, 30: 0.4}
+  # decays from step 20 over 0.6 as many steps, and training stops at step 32, not 40; the last
+  # step is validated too, though not a multiple of eval_every.
+  scores = {5: 0.1, 10: 0.3, 15: 0.2, 20: 0.25, 25: 0.35, 30: 0.4, 32: 0.45}
   seen = []
 
   def validate(params):
-    seen.append(5 * (len(seen) + 1))
+    seen.append(min(5 * (len(seen) + 1), 32))
     return scores[seen[-1]]
 
   trained = train(experiment, str(tmp_path), validate)
-  assert (int(trained.state.step), trained.stopped) == (30, loop.STOPPED_AFTER_DECAY)
-  assert seen == [5, 10, 15, 20, 25, 30]
-  assert schedule.current_window(trained.state.opt_state) == (20, 30)
-  assert checkpoint.best_validation(checkpoint.make_best_manager(str(tmp_path))) == (30, 0.4)
+  assert (int(trained.state.step), trained.stopped) == (32, loop.STOPPED_AFTER_DECAY)
+  assert seen == [5, 10, 15, 20, 25, 30, 32]
+  assert schedule.current_window(trained.state.opt_state) == (20, 32)
+  assert checkpoint.best_validation(checkpoint.make_best_manager(str(tmp_path))) == (32, 0.45)
   # The step that started the decay is saved, with its window, for a resumed run to follow.
   manager = checkpoint.make_manager(str(tmp_path), experiment.run.checkpoint)
   assert 20 in manager.all_steps()
   # Re-running the same command does not train on: the decay has ended.
   again = train(experiment, str(tmp_path), validate)
-  assert (int(again.state.step), again.stopped, len(seen)) == (30, loop.STOPPED_AFTER_DECAY, 6)
+  assert (int(again.state.step), again.stopped, len(seen)) == (32, loop.STOPPED_AFTER_DECAY, 7)
   # Killed after step 20, a run resumes into the same decay and ends where this one did.
   resumed_dir = tmp_path / "resumed"
   shutil.copytree(tmp_path / "checkpoints", resumed_dir / "checkpoints")
-  shutil.rmtree(resumed_dir / "checkpoints" / "30")
+  for step in manager.all_steps():
+    if step > 20:
+      shutil.rmtree(resumed_dir / "checkpoints" / str(step))
   resumed = train(experiment, str(resumed_dir), lambda params: 0.0)
-  assert (int(resumed.state.step), resumed.stopped) == (30, loop.STOPPED_AFTER_DECAY)
+  assert (int(resumed.state.step), resumed.stopped) == (32, loop.STOPPED_AFTER_DECAY)
   jax.tree.map(np.testing.assert_array_equal, resumed.state.params, again.state.params)
 
 

@@ -71,8 +71,9 @@ class _Validation:
     self._manager = checkpoint.make_best_manager(workdir)
     self.best = checkpoint.best_validation(self._manager)  # (step, value), or None before any
 
-  def due(self, step: int) -> bool:
-    return step % self._run.eval_every == 0
+  def due(self, step: int, last_step: int) -> bool:
+    """Every `eval_every` steps, and at the run's last step: a run ends between validations."""
+    return step % self._run.eval_every == 0 or step == last_step
 
   def patience_spent(self, step: int) -> bool:
     run = self._run
@@ -192,7 +193,8 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
         if stop:
           stopped = STOPPED_BY_TIME
           logging.info("stop at step %d: %.0f minutes of training", step, run.max_train_minutes)
-      if validation is not None and validation.due(step):
+      last_step = run.num_steps if window is None else window[1]
+      if validation is not None and validation.due(step, last_step):
         validation(step, evaluation_params(experiment, state))
         best_step = validation.best[0]
         if validation.patience_spent(step) and window is None:
