@@ -196,11 +196,11 @@ def train(experiment: Experiment, workdir: str, validate: Callable[[Any], float]
       last_step = run.num_steps if window is None else window[1]
       if validation is not None and validation.due(step, last_step):
         validation(step, evaluation_params(experiment, state))
-        best_step = validation.best[0]
-        if validation.patience_spent(step) and window is None:
+        best_step, spent = validation.best[0], validation.patience_spent(step)
+        if spent and window is None:
           stop, stopped = True, STOPPED_BY_PATIENCE
           logging.info("early stop at step %d: no better validation since step %d", step, best_step)
-        elif validation.patience_spent(step) and step < window[0]:
+        elif spent and step < window[0]:
           window = schedule.decay_window(step, run.optimizer.decay_fraction)
           state = state.replace(opt_state=schedule.start_decay(state.opt_state, window))
           progress.num_steps, decay_started = window[1], True
