@@ -28,7 +28,9 @@ CONFIGS = REPO / "experiments" / "configs"
 SYNTHETIC = f"--config={CONFIGS / 'synthetic.py'}"
 ML100K = f"--config={CONFIGS / 'ml100k.py'}:runlocal"
 TMP = "{tmp}"  # the cases' folder (`launches`), in a case's arguments and expected text
-WORKDIR = "--workdir={tmp}/new"  # where train writes config.json before it reads the data
+# Where train writes config.json before it reads the data: one per case, as the cases run at
+# once and a work directory takes one training at a time.
+WORKDIR = "--workdir={tmp}/new_"
 RECOMMEND = ["--users={tmp}/users.jsonl", "--out={tmp}/out.jsonl"]
 WORKDIR_LAUNCHERS = ("evaluate", "evaluate_generation", "ranking_gap", "bench_serving", "plot")
 
@@ -55,12 +57,17 @@ CASES = {
   "not-synthetic": ("world_baselines", [ML100K], ["config.data.source='movielens'"]),
   "bad-data-row": (
     "train",
-    [ML100K, "--config.data.path={tmp}/ml-100k", "--config.data.tfds_dir={tmp}/tfds", WORKDIR],
+    [
+      ML100K,
+      "--config.data.path={tmp}/ml-100k",
+      "--config.data.tfds_dir={tmp}/tfds",
+      WORKDIR + "bad_row",
+    ],
     ["{tmp}/ml-100k/u.data:3: field 'item'", "got 'x'"],
   ),
   "missing-data": (
     "train",
-    [ML100K, "--config.data.path={tmp}/no", WORKDIR],
+    [ML100K, "--config.data.path={tmp}/no", WORKDIR + "missing_data"],
     ["{tmp}/no", "no data"],
   ),
   "missing-benchmark-data": ("bench_train", ["--sizes=ml100k", "--ml100k_path=/no"], ["/no"]),
