@@ -10,6 +10,12 @@ does tile by tile, instead of storing them: the same result in less memory,
 on any backend. An optional [A, Q, M] additive bias (the history bias of
 `model.repeat_buckets`) is an input and its gradient an output at full size:
 only the logits stay chunked.
+
+Only the anchors marked `active` are scored (those with a positive: on a sparse log most
+of a padded history is padding). Each of `groups` equal parts of the anchors (the batch's
+shards) is sorted active first and dealt across the chunks, so a chunk holds the same
+share of every part, the device split is kept, and the chunks past the longest part's
+active anchors are skipped in both passes.
 """
 
 from __future__ import annotations
@@ -22,21 +28,41 @@ import jax.numpy as jnp
 from kernels.tiling import pad_to
 
 
-def _chunks(x: jax.Array | None, chunk: int) -> jax.Array | None:
-  """[A, ...] -> [A / chunk, chunk, ...], chunk i holding anchors i, i + A / chunk, ...
+class _Deal:
+  """Anchors [A, ...] <-> chunks [n, G * s, ...]: each group sorted active first, s a chunk."""
 
-  Strided, not contiguous: anchors are split over devices by their leading
-  (batch) part, so every chunk keeps that split, and the loop runs over an
-  axis that no device holds alone.
-  """
-  if x is None:
-    return None
-  return jnp.swapaxes(x.reshape((chunk, x.shape[0] // chunk) + x.shape[1:]), 0, 1)
+  def __init__(self, active: jax.Array, groups: int, chunk: int):
+    anchors = active.shape[0]
+    if anchors % groups:
+      raise ValueError(f"{anchors} anchors do not split into {groups} groups")
+    self.groups, self.per_group = groups, anchors // groups
+    self.width = max(1, min(chunk // groups, self.per_group))
+    self.padded = -(-self.per_group // self.width) * self.width
+    grouped = pad_to(active.reshape(groups, self.per_group), 1, self.padded, False)
+    self.order = jnp.argsort(~grouped, axis=1, stable=True)  # [G, P]: active first
+    longest = jnp.max(jnp.sum(grouped, axis=1))
+    num_chunks = self.padded // self.width
+    self.live = jnp.arange(num_chunks) * self.width < longest  # [n]
 
+  def chunks(self, x: jax.Array | None, fill=0) -> jax.Array | None:
+    """[A, ...] -> [n, G * s, ...]; padding anchors hold `fill`."""
+    if x is None:
+      return None
+    rest = x.shape[1:]
+    grouped = pad_to(x.reshape((self.groups, self.per_group) + rest), 1, self.padded, fill)
+    index = self.order.reshape(self.order.shape + (1,) * len(rest))
+    dealt = jnp.take_along_axis(grouped, index, axis=1)  # [G, P, ...]
+    dealt = dealt.reshape((self.groups, -1, self.width) + rest)
+    return jnp.swapaxes(dealt, 0, 1).reshape((-1, self.groups * self.width) + rest)
 
-def _unchunk(x: jax.Array) -> jax.Array:
-  """The inverse of `_chunks`."""
-  return jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:])
+  def anchors(self, x: jax.Array) -> jax.Array:
+    """The inverse of `chunks`: [n, G * s, ...] -> [A, ...]."""
+    rest = x.shape[2:]
+    grouped = jnp.swapaxes(x.reshape((-1, self.groups, self.width) + rest), 0, 1)
+    grouped = grouped.reshape((self.groups, self.padded) + rest)
+    inverse = jnp.argsort(self.order, axis=1).reshape((self.groups, self.padded) + (1,) * len(rest))
+    restored = jnp.take_along_axis(grouped, inverse, axis=1)[:, : self.per_group]
+    return restored.reshape((-1,) + rest)
 
 
 def _logits(queries, vectors, log_q, items, excluded, inv_temperature, mask, bias):
@@ -51,57 +77,82 @@ def _logits(queries, vectors, log_q, items, excluded, inv_temperature, mask, bia
   return logits, usable[:, None, :]
 
 
-def _forward(queries, vectors, log_q, items, excluded, mask, bias, inv_temperature, chunk):
+def _forward(queries, vectors, log_q, items, excluded, mask, bias, live, inv_temperature):
   def one(args):
-    chunk_queries, chunk_excluded, chunk_mask, chunk_bias = args
-    logits, usable = _logits(
-      chunk_queries, vectors, log_q, items, chunk_excluded, inv_temperature, chunk_mask, chunk_bias
-    )
-    return jax.nn.logsumexp(jnp.where(usable, logits, -jnp.inf), axis=-1)
+    chunk_queries, chunk_excluded, chunk_mask, chunk_bias, chunk_live = args
 
-  chunked = tuple(_chunks(x, chunk) for x in (queries, excluded, mask, bias))
-  return _unchunk(jax.lax.map(one, chunked))
+    def score():
+      logits, usable = _logits(
+        chunk_queries,
+        vectors,
+        log_q,
+        items,
+        chunk_excluded,
+        inv_temperature,
+        chunk_mask,
+        chunk_bias,
+      )
+      return jax.nn.logsumexp(jnp.where(usable, logits, -jnp.inf), axis=-1)
+
+    skipped = jnp.full(chunk_queries.shape[:2], -jnp.inf, chunk_queries.dtype)
+    return jax.lax.cond(chunk_live, score, lambda: skipped)
+
+  return jax.lax.map(one, (queries, excluded, mask, bias, live))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
-def _chunked_lse(queries, vectors, log_q, items, excluded, mask, bias, inv_temperature, chunk):
-  return _forward(queries, vectors, log_q, items, excluded, mask, bias, inv_temperature, chunk)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(8,))
+def _chunked_lse(queries, vectors, log_q, items, excluded, mask, bias, live, inv_temperature):
+  return _forward(queries, vectors, log_q, items, excluded, mask, bias, live, inv_temperature)
 
 
-def _chunked_lse_fwd(queries, vectors, log_q, items, excluded, mask, bias, inv_temperature, chunk):
-  lse = _forward(queries, vectors, log_q, items, excluded, mask, bias, inv_temperature, chunk)
-  return lse, (queries, vectors, log_q, items, excluded, mask, bias, lse)
+def _chunked_lse_fwd(queries, vectors, log_q, items, excluded, mask, bias, live, inv_temperature):
+  lse = _forward(queries, vectors, log_q, items, excluded, mask, bias, live, inv_temperature)
+  return lse, (queries, vectors, log_q, items, excluded, mask, bias, live, lse)
 
 
-def _chunked_lse_bwd(inv_temperature, chunk, residuals, cotangent):
-  queries, vectors, log_q, items, excluded, mask, bias, lse = residuals
+def _chunked_lse_bwd(inv_temperature, residuals, cotangent):
+  queries, vectors, log_q, items, excluded, mask, bias, live, lse = residuals
 
   def visit(carry, args):
-    vectors_grad, log_q_grad = carry
-    chunk_queries, chunk_excluded, chunk_mask, chunk_bias, chunk_lse, chunk_cotangent = args
-    logits, usable = _logits(
-      chunk_queries, vectors, log_q, items, chunk_excluded, inv_temperature, chunk_mask, chunk_bias
-    )
-    # d lse / d logit = softmax weight; rows without a usable negative (lse -inf) get none.
-    usable = usable & jnp.isfinite(chunk_lse)[..., None]
-    weights = jnp.where(usable, jnp.exp(logits - chunk_lse[..., None]), 0.0)
-    weights = weights * chunk_cotangent[..., None]
-    queries_grad = jnp.einsum("cqm,md->cqd", weights, vectors) * inv_temperature
-    vectors_grad = (
-      vectors_grad + jnp.einsum("cqm,cqd->md", weights, chunk_queries) * inv_temperature
-    )
-    # An additive bias's gradient is the weight of its logit.
-    bias_grad = None if chunk_bias is None else weights
-    return (vectors_grad, log_q_grad - weights.sum((0, 1))), (queries_grad, bias_grad)
+    chunk_queries, chunk_excluded, chunk_mask, chunk_bias, chunk_live, chunk_lse, chunk_cot = args
+
+    def gradients(carry):
+      vectors_grad, log_q_grad = carry
+      logits, usable = _logits(
+        chunk_queries,
+        vectors,
+        log_q,
+        items,
+        chunk_excluded,
+        inv_temperature,
+        chunk_mask,
+        chunk_bias,
+      )
+      # d lse / d logit = softmax weight; rows without a usable negative (lse -inf) get none.
+      usable = usable & jnp.isfinite(chunk_lse)[..., None]
+      weights = jnp.where(usable, jnp.exp(logits - chunk_lse[..., None]), 0.0)
+      weights = weights * chunk_cot[..., None]
+      queries_grad = jnp.einsum("cqm,md->cqd", weights, vectors) * inv_temperature
+      vectors_grad = (
+        vectors_grad + jnp.einsum("cqm,cqd->md", weights, chunk_queries) * inv_temperature
+      )
+      # An additive bias's gradient is the weight of its logit.
+      bias_grad = None if chunk_bias is None else weights
+      return (vectors_grad, log_q_grad - weights.sum((0, 1))), (queries_grad, bias_grad)
+
+    def skip(carry):
+      bias_grad = None if chunk_bias is None else jnp.zeros_like(chunk_bias)
+      return carry, (jnp.zeros_like(chunk_queries), bias_grad)
+
+    return jax.lax.cond(chunk_live, gradients, skip, carry)
 
   (vectors_grad, log_q_grad), (queries_grad, bias_grad) = jax.lax.scan(
     visit,
     (jnp.zeros_like(vectors), jnp.zeros_like(log_q)),
-    tuple(_chunks(x, chunk) for x in (queries, excluded, mask, bias, lse, cotangent)),
+    (queries, excluded, mask, bias, live, lse, cotangent),
   )
-  bias_grad = None if bias is None else _unchunk(bias_grad)
-  # Ids and masks take no gradient.
-  return _unchunk(queries_grad), vectors_grad, log_q_grad, None, None, None, bias_grad
+  # Ids, masks and the live flags take no gradient.
+  return queries_grad, vectors_grad, log_q_grad, None, None, None, bias_grad, None
 
 
 _chunked_lse.defvjp(_chunked_lse_fwd, _chunked_lse_bwd)
@@ -118,27 +169,33 @@ def chunked_negative_logsumexp(
   negative_bias: jax.Array | None = None,
   *,
   chunk_anchors: int,
+  active: jax.Array | None = None,
+  groups: int = 1,
 ) -> jax.Array:
   """`reference_negative_logsumexp`, `chunk_anchors` anchors at a time (same arguments).
 
+  Args:
+    active: optional [A] bool, the anchors to score (all when None).
+    groups: parts of the anchors sorted and dealt apart (the batch's shards), dividing A.
+
   Returns:
-    [A, Q]; -inf where an anchor has no usable negative (its gradient is then 0).
+    [A, Q]; -inf where an anchor has no usable negative or is not `active` (its gradient
+    is then 0).
   """
-  anchors = queries.shape[0]
-  chunk = max(1, min(chunk_anchors, anchors))
-  padded = -(-anchors // chunk) * chunk
-  # Padded anchors are zero queries whose rows nothing reads.
-  mask = None if excluded_mask is None else pad_to(excluded_mask, 0, padded)
-  bias = None if negative_bias is None else pad_to(negative_bias.astype(queries.dtype), 0, padded)
+  if active is None:
+    active = jnp.ones(queries.shape[0], bool)
+  deal = _Deal(active, groups, chunk_anchors)
+  bias = None if negative_bias is None else negative_bias.astype(queries.dtype)
   lse = _chunked_lse(
-    pad_to(queries, 0, padded),
+    deal.chunks(queries),
     negative_vectors,
     negative_log_q.astype(queries.dtype),
     negative_items,
-    pad_to(excluded_items, 0, padded, -1),
-    mask,
-    bias,
+    deal.chunks(excluded_items, -1),
+    deal.chunks(excluded_mask, False),
+    deal.chunks(bias),
+    deal.live,
     1.0 / temperature,
-    chunk,
   )
-  return lse[:anchors]
+  lse = deal.anchors(lse)
+  return jnp.where(active[:, None], lse, -jnp.inf)

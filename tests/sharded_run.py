@@ -89,7 +89,7 @@ def train_steps(mesh: jax.sharding.Mesh) -> tuple[dict[str, np.ndarray], dict]:
     ranking_weight=1.0,
     offset_window_seconds=0.0,
     offset_logq_strength=1.0,
-    chunk_anchors=0,
+    chunk_anchors=8,  # with the batch's shards as groups (`chunked_softmax`)
   )
   step_config = StepConfig(loss=loss)
   example = example_batch(model, BATCH, SLATES, SLATE_SIZE)

@@ -192,6 +192,51 @@ def test_chunked_logsumexp_matches_reference(seed, a, q, d, m, w, n, chunk, with
     assert np.max(np.abs(np.asarray(grads[3]))) > 1e-3
 
 
+@pytest.mark.parametrize("groups,chunk", [(1, 4), (2, 6), (4, 8)])
+def test_chunked_logsumexp_scores_active_anchors_only(groups, chunk):
+  """Anchors not `active` are -inf with no gradient; the others' values and all gradients are
+  the reference's over the active anchors; chunks past the longest group's active anchors are
+  skipped."""
+  rng = np.random.default_rng(groups)
+  a, q, d, m = 48, 2, 8, 40
+  queries, vectors, log_q = _normal(rng, (a, q, d)), _normal(rng, (m, d)), _normal(rng, (m,))
+  items = jnp.asarray(rng.integers(1, 60, m), jnp.int32)
+  excluded = jnp.asarray(rng.integers(0, 60, (a, 2)), jnp.int32)
+  active = rng.random(a) < 0.3
+  active[:3] = True  # the first group has at least three
+  cotangent = _normal(rng, (a, q))
+
+  def loss(queries, vectors, log_q, active_only):
+    lse = chunked_softmax.chunked_negative_logsumexp(
+      queries,
+      vectors,
+      log_q,
+      items,
+      excluded,
+      0.5,
+      chunk_anchors=chunk,
+      active=jnp.asarray(active if active_only else np.ones(a, bool)),
+      groups=groups,
+    )
+    kept = jnp.asarray(active)[:, None] & jnp.isfinite(lse)
+    return jnp.sum(jnp.where(kept, lse * cotangent, 0.0)), lse
+
+  grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True), static_argnums=3)
+  (_, lse), grads = grad(queries, vectors, log_q, True)
+  (_, every), expected_grads = grad(queries, vectors, log_q, False)
+  expected = sampled_softmax.reference_negative_logsumexp(
+    queries, vectors, log_q, items, excluded, 0.5
+  )
+  np.testing.assert_allclose(np.asarray(every), np.asarray(expected), **TOL)
+  assert np.all(np.asarray(lse)[~active] == -np.inf)
+  np.testing.assert_allclose(np.asarray(lse)[active], np.asarray(expected)[active], **TOL)
+  _assert_trees_close(grads, expected_grads)
+  assert np.all(np.asarray(grads[0])[~active] == 0.0)
+  longest = active.reshape(groups, -1).sum(1).max()
+  deal = chunked_softmax._Deal(jnp.asarray(active), groups, chunk)
+  assert int(deal.live.sum()) == -(-longest // (chunk // groups)) < deal.live.size
+
+
 def test_all_excluded_anchor_is_minus_infinity_with_zero_gradient():
   rng = np.random.default_rng(0)
   queries, vectors = _normal(rng, (2, 1, 8)), _normal(rng, (4, 8))

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from kernels import check_kernel, chunked_softmax, sampled_softmax
+from unipinrec import sharding
 from unipinrec.model.heads import l2_normalize, logits_with_none
 from unipinrec.types import ItemVectors
 
@@ -159,8 +160,8 @@ def sampled_softmax_loss(
       "pallas" computes their log-sum-exp tile by tile (kernels/sampled_softmax.py).
     seen: optional [B, L, M] negatives to leave out per anchor (`seen_negatives`); "xla" only.
     item_bias: optional [R] logit bias per item, added to every logit (positive or negative).
-    chunk_anchors: with "xla", that many anchors at a time (`chunked_softmax`); 0: all at
-      once. "pallas" ignores it.
+    chunk_anchors: with "xla", that many anchors at a time (`chunked_softmax`), skipping the
+      anchors without a weighted positive; 0: all at once. "pallas" ignores it.
     positive_bias: optional [B, L, W, Q] added to each positive's logit (the history bias h).
     negative_bias: optional [B, L, Q, M] added to each negative's logit, per anchor and
       condition (h); "xla" only.
@@ -206,8 +207,13 @@ def sampled_softmax_loss(
       else negative_bias.reshape(b * length, num_conditions, -1),
     )
     if chunk_anchors:
+      # Anchors without a positive (padding, most of a sparse log's histories) are not scored.
       negative_lse = chunked_softmax.chunked_negative_logsumexp(
-        *args, **options, chunk_anchors=chunk_anchors
+        *args,
+        **options,
+        chunk_anchors=chunk_anchors,
+        active=(positive_weights.sum((2, 3)) > 0).reshape(-1),
+        groups=sharding.traced_batch_shards(),
       )
     else:
       negative_lse = sampled_softmax.reference_negative_logsumexp(*args, **options)

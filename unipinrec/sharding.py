@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 from absl import logging
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AbstractMesh, AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "model")
 
@@ -137,10 +137,17 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, nn.logical_to_mesh_axes(("batch",), LOGICAL_RULES))
 
 
-def batch_shards(mesh: Mesh) -> int:
+def batch_shards(mesh: Mesh | AbstractMesh) -> int:
   """How many parts the batch is split into (the product of the `batch` mesh axes)."""
-  (axes,) = batch_sharding(mesh).spec
+  (axes,) = nn.logical_to_mesh_axes(("batch",), LOGICAL_RULES)
   return math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
+
+
+def traced_batch_shards() -> int:
+  """`batch_shards` of the mesh `activation_sharding` set for the function being traced; 1 if
+  none."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return 1 if mesh.empty else batch_shards(mesh)
 
 
 def process_batch_shard(mesh: Mesh, global_batch_size: int) -> tuple[int, int]:
