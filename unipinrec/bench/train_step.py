@@ -10,7 +10,9 @@ devices that program is one device's partition, so the count, the step rate
 and the matmul peak (timed on the first device) are all per device. XLA counts
 a loop's body once, so a step whose softmax runs in chunks
 (`step.loss.chunk_anchors`) is credited with the FLOPs of the same step
-unchunked: the model's arithmetic, without the chunks' recomputed logits.
+unchunked: the model's arithmetic, without the chunks' recomputed logits. The
+unchunked step also scores the anchors without a positive that the chunks skip
+(a history's padding), so where histories are short the rate is overstated.
 
 The peak is the best rate of a jitted float32 square matmul over a few sizes
 (`unipinrec.bench.timing.matmul_peak_flops`), timed in the same process, so it sees
