@@ -65,8 +65,14 @@ class _Deal:
     return restored.reshape((-1,) + rest)
 
 
-def _logits(queries, vectors, log_q, items, excluded, inv_temperature, mask, bias):
-  """One chunk's [c, Q, M] logits and whether each negative counts for its anchor."""
+def _logits(negatives, chunk):
+  """One chunk's [c, Q, M] logits and whether each negative counts for its anchor.
+
+  `negatives` is (vectors, log-Q, ids, 1 / temperature), shared by every chunk; `chunk` is the
+  chunk's (queries, excluded ids, excluded mask, bias).
+  """
+  vectors, log_q, items, inv_temperature = negatives
+  queries, excluded, mask, bias = chunk
   logits = jnp.einsum("cqd,md->cqm", queries, vectors) * inv_temperature - log_q
   if bias is not None:
     logits = logits + bias
@@ -78,23 +84,16 @@ def _logits(queries, vectors, log_q, items, excluded, inv_temperature, mask, bia
 
 
 def _forward(queries, vectors, log_q, items, excluded, mask, bias, live, inv_temperature):
+  negatives = (vectors, log_q, items, inv_temperature)
+
   def one(args):
-    chunk_queries, chunk_excluded, chunk_mask, chunk_bias, chunk_live = args
+    chunk, chunk_live = args[:4], args[4]
 
     def score():
-      logits, usable = _logits(
-        chunk_queries,
-        vectors,
-        log_q,
-        items,
-        chunk_excluded,
-        inv_temperature,
-        chunk_mask,
-        chunk_bias,
-      )
+      logits, usable = _logits(negatives, chunk)
       return jax.nn.logsumexp(jnp.where(usable, logits, -jnp.inf), axis=-1)
 
-    skipped = jnp.full(chunk_queries.shape[:2], -jnp.inf, chunk_queries.dtype)
+    skipped = jnp.full(chunk[0].shape[:2], -jnp.inf, chunk[0].dtype)
     return jax.lax.cond(chunk_live, score, lambda: skipped)
 
   return jax.lax.map(one, (queries, excluded, mask, bias, live))
@@ -112,22 +111,15 @@ def _chunked_lse_fwd(queries, vectors, log_q, items, excluded, mask, bias, live,
 
 def _chunked_lse_bwd(inv_temperature, residuals, cotangent):
   queries, vectors, log_q, items, excluded, mask, bias, live, lse = residuals
+  negatives = (vectors, log_q, items, inv_temperature)
 
   def visit(carry, args):
-    chunk_queries, chunk_excluded, chunk_mask, chunk_bias, chunk_live, chunk_lse, chunk_cot = args
+    chunk, (chunk_live, chunk_lse, chunk_cot) = args[:4], args[4:]
+    chunk_queries, chunk_bias = chunk[0], chunk[3]
 
     def gradients(carry):
       vectors_grad, log_q_grad = carry
-      logits, usable = _logits(
-        chunk_queries,
-        vectors,
-        log_q,
-        items,
-        chunk_excluded,
-        inv_temperature,
-        chunk_mask,
-        chunk_bias,
-      )
+      logits, usable = _logits(negatives, chunk)
       # d lse / d logit = softmax weight; rows without a usable negative (lse -inf) get none.
       usable = usable & jnp.isfinite(chunk_lse)[..., None]
       weights = jnp.where(usable, jnp.exp(logits - chunk_lse[..., None]), 0.0)

@@ -207,16 +207,10 @@ def test_chunked_logsumexp_scores_active_anchors_only(groups, chunk):
   cotangent = _normal(rng, (a, q))
 
   def loss(queries, vectors, log_q, active_only):
+    scored = jnp.asarray(active if active_only else np.ones(a, bool))
+    options = dict(chunk_anchors=chunk, active=scored, groups=groups)
     lse = chunked_softmax.chunked_negative_logsumexp(
-      queries,
-      vectors,
-      log_q,
-      items,
-      excluded,
-      0.5,
-      chunk_anchors=chunk,
-      active=jnp.asarray(active if active_only else np.ones(a, bool)),
-      groups=groups,
+      queries, vectors, log_q, items, excluded, 0.5, **options
     )
     kept = jnp.asarray(active)[:, None] & jnp.isfinite(lse)
     return jnp.sum(jnp.where(kept, lse * cotangent, 0.0)), lse
