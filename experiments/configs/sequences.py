@@ -4,7 +4,7 @@ Launch (from the repository root):
   python -m experiments.train --config=experiments/configs/sequences.py \
     --config.data.path=FILE --workdir=runs/NAME
 Such files carry no time and one kind of action: an interaction's time is its
-line's position, so the retrieval positives' "future window" counts actions.
+line's position, so a retrieval future window (`step.loss.future_window_seconds`) counts actions.
 Variants: "runlocal" (a few steps, for tests), "retrieval_only", "ranking_only", and
 "sasrec_ce", SASRec with full softmax cross-entropy on this transformer
 (`public_data.apply_variant`): every step scores the whole catalogue, a [anchors, items]
@@ -34,8 +34,10 @@ def get_config(variant: str = "", relative: str = "") -> ml_collections.ConfigDi
   config.model.action_dim = 8
   config.model.dropout_rate = 0.5  # SASRec's for the sparse Amazon sets
   config.data.max_slates = 4  # sampled slates per example: cheap ranking signal, costly steps
-  config.step.loss.future_window_seconds = 3.0  # the next 3 actions (time is the line index)
-  config.step.loss.max_future_positives = 3
+  # Retrieval learns the next action only, the one the protocol scores: the next three (a
+  # future window) lost to it at every validation on amazon-games.
+  config.step.loss.future_window_seconds = 0.0
+  config.step.loss.max_future_positives = 1
   # Catalogues beyond 20,000 items (softmax "auto", public_data.py) draw at least 4,096.
   config.step.loss.num_random_negatives = 1024
   # Rows from the training logs' item co-occurrence (unipinrec/train/item_init.py): sparse
