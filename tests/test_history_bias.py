@@ -39,6 +39,9 @@ HISTORY = np.array(
 LENGTHS = np.array([L, 3, 0], np.int32)
 
 
+TEMPERATURE = small_config(N, O, L).temperature
+
+
 def _config(repeat_buckets: int = BUCKETS, **kwargs) -> ModelConfig:
   return small_config(N, O, L, repeat_buckets=repeat_buckets, **kwargs)
 
@@ -66,45 +69,78 @@ def _bucket(distance: int) -> int:
   return int(relative_buckets(jnp.asarray(distance), BUCKETS, L))
 
 
-def _reference_h(params: dict, history: np.ndarray, anchor: int, item: int) -> np.ndarray:
-  """[O + 1] h of `item` for the query at `anchor`, loop by loop."""
+def _reference_h(
+  params: dict,
+  history: np.ndarray,
+  anchor: int,
+  item: int,
+  scores: np.ndarray,
+  conditions: np.ndarray | None = None,
+) -> np.ndarray:
+  """[Q] h of `item` for the query at `anchor`, loop by loop, from its [Q] catalogue scores s
+  under `conditions` (default: the first Q)."""
   positions = [p for p in range(anchor + 1) if item > 0 and history[p] == item]
   if not positions:
-    return np.zeros(O + 1)
+    return np.zeros(len(scores))
   # NumPy lookups: the loops call this thousands of times, too often for one JAX op each.
-  recency, frequency = (np.asarray(params["repeat_bias"][k]) for k in ("recency", "frequency"))
-  return recency[_bucket(anchor - positions[-1])] + frequency[len(positions).bit_length() - 1]
+  recency, frequency, weight = (
+    np.asarray(params["repeat_bias"][k]) for k in ("recency", "frequency", "score_weight")
+  )
+  tables = recency[_bucket(anchor - positions[-1])] + frequency[len(positions).bit_length() - 1]
+  conditions = np.arange(len(scores)) if conditions is None else conditions
+  return tables[conditions] + weight[conditions] * (np.asarray(scores) - 1.0 / TEMPERATURE)
 
 
-def test_h_of_a_hand_built_history_is_its_last_occurrence_and_count_buckets():
+def test_h_of_a_hand_built_history_is_its_last_occurrence_count_and_weighted_score():
   model = UniPinRec(_config())
   params = _params(model)
   tables = model.apply({"params": params}, method=model.repeat_tables)
   assert tables.frequency.shape == (5, O + 1)  # floor(log2(count)) for counts 1..20
-  negatives = np.arange(N + 1, dtype=np.int32)  # padding, then the catalogue
+  assert tables.score_weight.shape == (O + 1,)
+  rng = np.random.default_rng(6)
+  candidates = np.arange(N + 1, dtype=np.int32)  # padding, then the catalogue
+  scores = rng.normal(size=(3, L, N + 1, O + 1)).astype(np.float32)
   want = np.array(
     [
-      [[_reference_h(params, history, a, m) for m in negatives] for a in range(L)]
-      for history in HISTORY
+      [
+        [_reference_h(params, history, a, m, scores[row, a, m]) for m in candidates]
+        for a in range(L)
+      ]
+      for row, history in enumerate(HISTORY)
     ]
   )  # [B, L, M, O + 1]
   assert np.ptp(want[0, L - 1, 5]) > 0  # per condition
-  # Every anchor against shared negatives: running last position and count.
-  last, count = repeats.running_occurrences(HISTORY, negatives)
-  anchors = np.arange(L)[None, :, None]
-  np.testing.assert_allclose(tables(anchors - last, count), want, rtol=1e-6)
-  # Each anchor's own candidates (the loss's positives): the same h.
-  candidates = np.broadcast_to(negatives, (3, L, N + 1))
-  last, count = repeats.occurrences(HISTORY, candidates, np.broadcast_to(np.arange(L), (3, L)))
-  np.testing.assert_allclose(tables(anchors - last, count), want, rtol=1e-6)
-  # The query at the last action (evaluation and serving): each history item once, with its h.
-  items, bias = model.apply({"params": params}, HISTORY, LENGTHS, method=model.history_bias)
+  # Each anchor's own candidates (the loss's positives).
+  anchors = np.broadcast_to(np.arange(L), (3, L))
+  last, count = repeats.occurrences(HISTORY, np.broadcast_to(candidates, (3, L, N + 1)), anchors)
+  np.testing.assert_allclose(
+    tables(anchors[..., None] - last, count, scores), want, rtol=1e-5, atol=1e-5
+  )
+  # The first Q conditions only: the loss without outcome conditions trains "any" alone.
+  np.testing.assert_allclose(
+    tables(anchors[..., None] - last, count, scores[..., :1]), want[..., :1], rtol=1e-5, atol=1e-5
+  )
+  # The query at the last action (evaluation and serving): each history item once, with its h
+  # from its score under each condition's query.
+  queries = rng.normal(size=(3, O + 1, model.config.score_dim)).astype(np.float32)
+  items, bias = model.apply(
+    {"params": params}, HISTORY, LENGTHS, queries, method=model.history_bias
+  )
+  vectors = np.asarray(
+    model.apply({"params": params}, np.arange(N + 1), method=model.scored_item_vectors)
+  )
   for row, length in enumerate(LENGTHS):
     kept = np.asarray(items[row])
     distinct = sorted(set(HISTORY[row, :length].tolist()))
     assert sorted(kept[kept > 0].tolist()) == distinct
     for slot in np.flatnonzero(kept):
-      np.testing.assert_allclose(bias[row, slot], want[row, length - 1, kept[slot]], rtol=1e-6)
+      item_scores = queries[row] @ vectors[kept[slot]] / TEMPERATURE
+      np.testing.assert_allclose(
+        bias[row, slot],
+        _reference_h(params, HISTORY[row], length - 1, kept[slot], item_scores),
+        rtol=1e-5,
+        atol=1e-5,
+      )
     np.testing.assert_array_equal(np.asarray(bias[row])[kept == 0], 0.0)
 
 
@@ -141,9 +177,15 @@ def test_evaluation_scores_add_h_to_the_history_items_only():
     _catalogue_scores(model, _params(model, table_scale=0.0), conditions), base
   )
   got = _catalogue_scores(model, params, conditions)
+  # base holds each item's score s under the row's condition: h weighs it.
   want = base + np.array(
     [
-      [_reference_h(params, HISTORY[r], LENGTHS[r] - 1, i)[conditions[r]] for i in range(N + 1)]
+      [
+        _reference_h(params, HISTORY[r], LENGTHS[r] - 1, i, base[r, i, None], conditions[r, None])[
+          0
+        ]
+        for i in range(N + 1)
+      ]
       for r in range(3)
     ]
   )
@@ -195,10 +237,11 @@ def test_the_loss_with_h_is_the_full_softmax_over_the_catalogue(chunk_anchors):
   for row, history in enumerate(np.asarray(batch.items)):
     for t in range(batch.history_lengths[row] - 1):
       target = history[t + 1]
-      h = np.array([_reference_h(params, history, t, i) for i in range(N + 1)])  # [N + 1, O + 1]
       # "any" learns every next item, condition o + 1 those with outcome o.
       for q in np.flatnonzero([True, *batch.outcomes[row, t + 1]]):
-        logits = table[1:] @ queries[row, t, q] / model.config.temperature + h[1:, q]
+        scores = table[1:] @ queries[row, t, q] / TEMPERATURE
+        h = [_reference_h(params, history, t, i, s[None], [q])[0] for i, s in enumerate(scores, 1)]
+        logits = scores + np.array(h)
         lse = np.log(np.exp(logits - logits.max()).sum()) + logits.max()
         total += lse - logits[target - 1]
         weights += 1.0
@@ -227,7 +270,7 @@ def test_history_logsumexp_takes_each_history_item_once_but_the_excluded():
   excluded = np.where(rng.random((3, L, 2)) < 0.5, rng.integers(1, N + 1, (3, L, 2)), -1)
   got = np.asarray(
     history_loss.history_logsumexp(
-      tables, queries, jnp.take(table, HISTORY, axis=0), HISTORY, excluded, 0.5, bias
+      tables, queries, jnp.take(table, HISTORY, axis=0), HISTORY, excluded, bias
     )
   )
   unit = table / np.linalg.norm(table, axis=1, keepdims=True)
@@ -238,9 +281,9 @@ def test_history_logsumexp_takes_each_history_item_once_but_the_excluded():
         if not ids:
           assert got[row, a, q] < -1e29  # "no history item": -inf, kept finite
           continue
+        scores = {i: unit[i] @ queries[row, a, q] / TEMPERATURE + bias[i] for i in ids}
         logits = [
-          unit[i] @ queries[row, a, q] / 0.5 + bias[i] + _reference_h(params, history, a, i)[q]
-          for i in ids
+          s + _reference_h(params, history, a, i, s[None], [q])[0] for i, s in scores.items()
         ]
         np.testing.assert_allclose(got[row, a, q], np.logaddexp.reduce(logits), rtol=1e-5)
 
@@ -279,8 +322,8 @@ def test_the_sampled_loss_scores_history_items_exactly_and_samples_the_rest():
       for q in np.flatnonzero([True, *batch.outcomes[row, t + 1]]):
 
         def logit(item, q=q, row=row, t=t, history=history):
-          h = _reference_h(params, history, t, item)[q]
-          return table[item] @ queries[row, t, q] / model.config.temperature + h
+          score = table[item] @ queries[row, t, q] / TEMPERATURE
+          return score + _reference_h(params, history, t, item, score[None], [q])[0]
 
         terms = [logit(target)]
         terms += [logit(i) for i in seen if i != target]  # every history item, once
@@ -303,7 +346,8 @@ def _recommender(tmp_path, params: dict, recency: float | None, config: ServingC
   else:
     table = np.zeros((BUCKETS, O + 1), np.float32)
     table[1:] = recency
-    params = dict(params, repeat_bias={"recency": table, "frequency": np.zeros((5, O + 1), "f4")})
+    zeros = {"frequency": np.zeros((5, O + 1), "f4"), "score_weight": np.zeros(O + 1, "f4")}
+    params = dict(params, repeat_bias={"recency": table, **zeros})
   serving = ServingModel(model, params, 1, "hash", ("click", "save"))
   manifest = serving.manifest(IndexConfig(dtype="f32", exact=True))
   directory = str(tmp_path / "index")

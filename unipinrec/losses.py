@@ -137,7 +137,6 @@ def sampled_softmax_loss(
   item_bias: jax.Array | None = None,
   chunk_anchors: int = 0,
   positive_bias: jax.Array | None = None,
-  negative_bias: jax.Array | None = None,
   history_lse: jax.Array | None = None,
   positive_vectors: jax.Array | None = None,
 ) -> jax.Array:
@@ -163,8 +162,6 @@ def sampled_softmax_loss(
     chunk_anchors: with "xla", that many anchors at a time (`chunked_softmax`), skipping the
       anchors without a weighted positive; 0: all at once. "pallas" ignores it.
     positive_bias: optional [B, L, W, Q] added to each positive's logit (the history bias h).
-    negative_bias: optional [B, L, Q, M] added to each negative's logit, per anchor and
-      condition (h); "xla" only.
     history_lse: optional [B, L, Q] log-sum-exp of more negatives per anchor, outside the
       sample (`history_loss.history_logsumexp`), joined to the sampled ones'.
     positive_vectors: optional [B, L, W, D] `item_vectors(positive_items)` already at hand
@@ -196,16 +193,11 @@ def sampled_softmax_loss(
     temperature,
   )
   if kernel == "pallas":
-    if seen is not None or negative_bias is not None:
-      raise ValueError("seen negatives and a negative bias need kernel='xla'")
+    if seen is not None:
+      raise ValueError("seen negatives need kernel='xla'")
     negative_lse = sampled_softmax.negative_logsumexp(*args)
   else:
-    options = dict(
-      excluded_mask=None if seen is None else seen.reshape(b * length, -1),
-      negative_bias=None
-      if negative_bias is None
-      else negative_bias.reshape(b * length, num_conditions, -1),
-    )
+    options = dict(excluded_mask=None if seen is None else seen.reshape(b * length, -1))
     if chunk_anchors:
       # Anchors without a positive (padding, most of a sparse log's histories) are not scored.
       negative_lse = chunked_softmax.chunked_negative_logsumexp(

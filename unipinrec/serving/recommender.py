@@ -21,11 +21,12 @@ How the index search handles history items (`model.repeat_buckets` > 0): the
 retrieval logit adds h, a learned bias on the recency and count of an item in
 the user's history (`model/repeats.py`), while the index ranks by the query's
 inner product only. h is 0 for every item outside the history, so the index's
-order among those items is the model's. Each searched list (one per
-condition searched) therefore gets the user's distinct history items (those in
-the model's window) added, every item of it is rescored by inner product +
-temperature x h (the index's units), and the K best are kept, before quotas
-and ranking. Without the feature nothing is added or rescored: as without
+order among those items is the model's. Each condition searched therefore asks
+the index for K + L items (L: the model's window), so that at least K of them
+are not history items however far h moves those down; the list gets the user's
+distinct history items (those in the window) added, every item of it is
+rescored by inner product + temperature x h (the index's units), and the K best
+are kept, before quotas and ranking. Without the feature nothing is added or rescored: as without
 history features, history items are returned when the index finds them, and
 only generation (`serving/generation.py`, `exclude_seen`) leaves them out.
 
@@ -220,7 +221,7 @@ class Recommender:
     candidates = np.zeros((len(queries), self.num_candidates), np.int64)
     sources = np.broadcast_to(conditions[:, None], candidates.shape).copy()
     plain_queries = queries[rows[plain], conditions[plain]]
-    found = self.index.search(plain_queries, self.num_candidates)
+    found = self.index.search(plain_queries, self._search_width(items))
     if items is not None:
       found = self._merge_history(
         found, plain_queries, conditions[plain], items[plain], bias[plain]
@@ -233,6 +234,13 @@ class Recommender:
       )
     return candidates, sources
 
+  def _search_width(self, history: object | None) -> int:
+    """Items each index search returns: K, and the window's L more where history items are
+    merged in (h may move every history item of the K found below the rest)."""
+    if history is None:
+      return self.num_candidates
+    return self.num_candidates + self.serving.model.config.max_length
+
   def _merge_history(
     self,
     lists: np.ndarray,
@@ -241,10 +249,10 @@ class Recommender:
     history_items: np.ndarray,
     history_bias: np.ndarray,
   ) -> np.ndarray:
-    """[R, K] searched lists -> the K best of each list and its user's history items.
+    """[R, K + L] searched lists -> the K best of each list and its user's history items.
 
     Args:
-      lists: [R, K] item ids from the index, best first.
+      lists: [R, K + L] item ids from the index, best first (`_search_width`).
       queries: [R, S] the query each list was searched (or is rescored) with.
       conditions: [R] that query's condition.
       history_items: [R, L] the list's user's history items, each once (0 elsewhere).
@@ -260,7 +268,7 @@ class Recommender:
       merged, np.broadcast_to(conditions[:, None], merged.shape), history_items, history_bias
     )
     scores = np.where(merged > 0, scores, -np.inf)  # item 0: an added slot left empty
-    order = np.argsort(-scores, axis=1, kind="stable")[:, : lists.shape[1]]
+    order = np.argsort(-scores, axis=1, kind="stable")[:, : self.num_candidates]
     return np.take_along_axis(merged, order, axis=1)
 
   def _budget_candidates(
@@ -285,7 +293,8 @@ class Recommender:
       )
     )[0]
     searched = sorted(set(served_by.tolist()))
-    found = self.index.search(group_queries[searched], k)  # [distinct queries, K]
+    # [distinct queries, K], or K + L to merge with the history
+    found = self.index.search(group_queries[searched], self._search_width(history))
     ranked = found[[searched.index(g) for g in served_by]]  # [G, K]
     if history is not None:
       items, bias = (np.broadcast_to(x, (len(conditions),) + x.shape) for x in history)

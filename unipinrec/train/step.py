@@ -69,17 +69,18 @@ def blended_loss(
     loss_cfg.full_softmax,
   )
   seen = losses.seen_negatives(batch.items, negatives) if loss_cfg.exclude_seen_negatives else None
-  positive_bias = negative_bias = history_lse = None
+  positive_vectors = positives.gather_positions(history_vectors, positions)
+  positive_bias = history_lse = None
   if outputs.repeat_tables is not None:
-    trained = queries.shape[2]  # the conditions trained: all, or "any" alone
     positive_bias = history_loss.positive_history_bias(
-      outputs.repeat_tables, batch.items, positive_items
-    )[..., :trained]
-    if loss_cfg.full_softmax:  # every history item is a negative already: add its h
-      negative_bias = history_loss.negative_history_bias(
-        outputs.repeat_tables, batch.items, negatives
-      )[:, :, :trained]
-    elif seen is None:  # history items enter exactly, so the sample leaves them out
+      outputs.repeat_tables,
+      batch.items,
+      positive_items,
+      queries,
+      positive_vectors,
+      outputs.item_bias,
+    )
+    if seen is None:  # history items enter exactly, so the negatives leave them out
       seen = losses.seen_negatives(batch.items, negatives)
       history_lse = history_loss.history_logsumexp(
         outputs.repeat_tables,
@@ -87,7 +88,6 @@ def blended_loss(
         history_vectors,
         batch.items,
         losses.counted_positives(positive_items, positive_weights),
-        model.config.temperature,
         outputs.item_bias,
       )
   retrieval = losses.sampled_softmax_loss(
@@ -103,9 +103,8 @@ def blended_loss(
     outputs.item_bias,
     loss_cfg.chunk_anchors,
     positive_bias,
-    negative_bias,
     history_lse,
-    positives.gather_positions(history_vectors, positions),
+    positive_vectors,
   )
   metrics = {}
   if outputs.offset_queries is not None:
