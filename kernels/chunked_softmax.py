@@ -7,9 +7,7 @@ main memory several times a step. Here a `lax.map` over chunks of anchors
 keeps each chunk's logits small enough to stay in cache, and the backward pass
 (custom VJP) recomputes them from the saved log-sum-exp, as the Pallas kernel
 does tile by tile, instead of storing them: the same result in less memory,
-on any backend. An optional [A, Q, M] additive bias (the history bias of
-`model.repeat_buckets`) is an input and its gradient an output at full size:
-only the logits stay chunked.
+on any backend.
 
 Only the anchors marked `active` are scored (those with a positive: on a sparse log most
 of a padded history is padding). Each of `groups` equal parts of the anchors (the batch's
@@ -69,13 +67,11 @@ def _logits(negatives, chunk):
   """One chunk's [c, Q, M] logits and whether each negative counts for its anchor.
 
   `negatives` is (vectors, log-Q, ids, 1 / temperature), shared by every chunk; `chunk` is the
-  chunk's (queries, excluded ids, excluded mask, bias).
+  chunk's (queries, excluded ids, excluded mask).
   """
   vectors, log_q, items, inv_temperature = negatives
-  queries, excluded, mask, bias = chunk
+  queries, excluded, mask = chunk
   logits = jnp.einsum("cqd,md->cqm", queries, vectors) * inv_temperature - log_q
-  if bias is not None:
-    logits = logits + bias
   hit = jnp.any(excluded[:, :, None] == items, axis=1)  # [c, M]
   if mask is not None:
     hit = hit | mask
@@ -83,11 +79,11 @@ def _logits(negatives, chunk):
   return logits, usable[:, None, :]
 
 
-def _forward(queries, vectors, log_q, items, excluded, mask, bias, live, inv_temperature):
+def _forward(queries, vectors, log_q, items, excluded, mask, live, inv_temperature):
   negatives = (vectors, log_q, items, inv_temperature)
 
   def one(args):
-    chunk, chunk_live = args[:4], args[4]
+    chunk, chunk_live = args[:3], args[3]
 
     def score():
       logits, usable = _logits(negatives, chunk)
@@ -96,26 +92,26 @@ def _forward(queries, vectors, log_q, items, excluded, mask, bias, live, inv_tem
     skipped = jnp.full(chunk[0].shape[:2], -jnp.inf, chunk[0].dtype)
     return jax.lax.cond(chunk_live, score, lambda: skipped)
 
-  return jax.lax.map(one, (queries, excluded, mask, bias, live))
+  return jax.lax.map(one, (queries, excluded, mask, live))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(8,))
-def _chunked_lse(queries, vectors, log_q, items, excluded, mask, bias, live, inv_temperature):
-  return _forward(queries, vectors, log_q, items, excluded, mask, bias, live, inv_temperature)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _chunked_lse(queries, vectors, log_q, items, excluded, mask, live, inv_temperature):
+  return _forward(queries, vectors, log_q, items, excluded, mask, live, inv_temperature)
 
 
-def _chunked_lse_fwd(queries, vectors, log_q, items, excluded, mask, bias, live, inv_temperature):
-  lse = _forward(queries, vectors, log_q, items, excluded, mask, bias, live, inv_temperature)
-  return lse, (queries, vectors, log_q, items, excluded, mask, bias, live, lse)
+def _chunked_lse_fwd(queries, vectors, log_q, items, excluded, mask, live, inv_temperature):
+  lse = _forward(queries, vectors, log_q, items, excluded, mask, live, inv_temperature)
+  return lse, (queries, vectors, log_q, items, excluded, mask, live, lse)
 
 
 def _chunked_lse_bwd(inv_temperature, residuals, cotangent):
-  queries, vectors, log_q, items, excluded, mask, bias, live, lse = residuals
+  queries, vectors, log_q, items, excluded, mask, live, lse = residuals
   negatives = (vectors, log_q, items, inv_temperature)
 
   def visit(carry, args):
-    chunk, (chunk_live, chunk_lse, chunk_cot) = args[:4], args[4:]
-    chunk_queries, chunk_bias = chunk[0], chunk[3]
+    chunk, (chunk_live, chunk_lse, chunk_cot) = args[:3], args[3:]
+    chunk_queries = chunk[0]
 
     def gradients(carry):
       vectors_grad, log_q_grad = carry
@@ -128,23 +124,20 @@ def _chunked_lse_bwd(inv_temperature, residuals, cotangent):
       vectors_grad = (
         vectors_grad + jnp.einsum("cqm,cqd->md", weights, chunk_queries) * inv_temperature
       )
-      # An additive bias's gradient is the weight of its logit.
-      bias_grad = None if chunk_bias is None else weights
-      return (vectors_grad, log_q_grad - weights.sum((0, 1))), (queries_grad, bias_grad)
+      return (vectors_grad, log_q_grad - weights.sum((0, 1))), queries_grad
 
     def skip(carry):
-      bias_grad = None if chunk_bias is None else jnp.zeros_like(chunk_bias)
-      return carry, (jnp.zeros_like(chunk_queries), bias_grad)
+      return carry, jnp.zeros_like(chunk_queries)
 
     return jax.lax.cond(chunk_live, gradients, skip, carry)
 
-  (vectors_grad, log_q_grad), (queries_grad, bias_grad) = jax.lax.scan(
+  (vectors_grad, log_q_grad), queries_grad = jax.lax.scan(
     visit,
     (jnp.zeros_like(vectors), jnp.zeros_like(log_q)),
-    (queries, excluded, mask, bias, live, lse, cotangent),
+    (queries, excluded, mask, live, lse, cotangent),
   )
   # Ids, masks and the live flags take no gradient.
-  return queries_grad, vectors_grad, log_q_grad, None, None, None, bias_grad, None
+  return queries_grad, vectors_grad, log_q_grad, None, None, None, None
 
 
 _chunked_lse.defvjp(_chunked_lse_fwd, _chunked_lse_bwd)
@@ -158,7 +151,6 @@ def chunked_negative_logsumexp(
   excluded_items: jax.Array,
   temperature: float,
   excluded_mask: jax.Array | None = None,
-  negative_bias: jax.Array | None = None,
   *,
   chunk_anchors: int,
   active: jax.Array | None = None,
@@ -177,7 +169,6 @@ def chunked_negative_logsumexp(
   if active is None:
     active = jnp.ones(queries.shape[0], bool)
   deal = _Deal(active, groups, chunk_anchors)
-  bias = None if negative_bias is None else negative_bias.astype(queries.dtype)
   lse = _chunked_lse(
     deal.chunks(queries),
     negative_vectors,
@@ -185,7 +176,6 @@ def chunked_negative_logsumexp(
     negative_items,
     deal.chunks(excluded_items, -1),
     deal.chunks(excluded_mask, False),
-    deal.chunks(bias),
     deal.live,
     1.0 / temperature,
   )

@@ -41,7 +41,6 @@ def reference_negative_logsumexp(
   excluded_items: jax.Array,
   temperature: float,
   excluded_mask: jax.Array | None = None,
-  negative_bias: jax.Array | None = None,
 ) -> jax.Array:
   """Log-sum-exp of each query's logits over its usable negatives, in plain JAX.
 
@@ -55,15 +54,11 @@ def reference_negative_logsumexp(
     temperature: logits are cosine / temperature.
     excluded_mask: optional [A, M], True where a negative is none of that anchor's
       (the items it has already acted on; the Pallas kernel has no such input).
-    negative_bias: optional [A, Q, M] added to each logit (the history bias of each anchor,
-      condition and negative; the Pallas kernel has no such input either).
 
   Returns:
     [A, Q]; -inf where an anchor has no usable negative.
   """
   logits = jnp.einsum("aqd,md->aqm", queries, negative_vectors) / temperature - negative_log_q
-  if negative_bias is not None:
-    logits = logits + negative_bias
   hit = jnp.any(excluded_items[:, :, None] == negative_items, axis=1)  # [A, M]
   if excluded_mask is not None:
     hit = hit | excluded_mask
