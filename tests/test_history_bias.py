@@ -39,9 +39,6 @@ HISTORY = np.array(
 LENGTHS = np.array([L, 3, 0], np.int32)
 
 
-TEMPERATURE = small_config(N, O, L).temperature
-
-
 def _config(repeat_buckets: int = BUCKETS, **kwargs) -> ModelConfig:
   return small_config(N, O, L, repeat_buckets=repeat_buckets, **kwargs)
 
@@ -69,78 +66,42 @@ def _bucket(distance: int) -> int:
   return int(relative_buckets(jnp.asarray(distance), BUCKETS, L))
 
 
-def _reference_h(
-  params: dict,
-  history: np.ndarray,
-  anchor: int,
-  item: int,
-  scores: np.ndarray,
-  conditions: np.ndarray | None = None,
-) -> np.ndarray:
-  """[Q] h of `item` for the query at `anchor`, loop by loop, from its [Q] catalogue scores s
-  under `conditions` (default: the first Q)."""
+def _reference_h(params: dict, history: np.ndarray, anchor: int, item: int) -> np.ndarray:
+  """[O + 1] h of `item` for the query at `anchor`, loop by loop."""
   positions = [p for p in range(anchor + 1) if item > 0 and history[p] == item]
   if not positions:
-    return np.zeros(len(scores))
+    return np.zeros(O + 1)
   # NumPy lookups: the loops call this thousands of times, too often for one JAX op each.
-  recency, frequency, weight = (
-    np.asarray(params["repeat_bias"][k]) for k in ("recency", "frequency", "score_weight")
-  )
-  tables = recency[_bucket(anchor - positions[-1])] + frequency[len(positions).bit_length() - 1]
-  conditions = np.arange(len(scores)) if conditions is None else conditions
-  return tables[conditions] + weight[conditions] * (np.asarray(scores) - 1.0 / TEMPERATURE)
+  recency, frequency = (np.asarray(params["repeat_bias"][k]) for k in ("recency", "frequency"))
+  return recency[_bucket(anchor - positions[-1])] + frequency[len(positions).bit_length() - 1]
 
 
-def test_h_of_a_hand_built_history_is_its_last_occurrence_count_and_weighted_score():
+def test_h_of_a_hand_built_history_is_its_last_occurrence_and_count_buckets():
   model = UniPinRec(_config())
   params = _params(model)
   tables = model.apply({"params": params}, method=model.repeat_tables)
   assert tables.frequency.shape == (5, O + 1)  # floor(log2(count)) for counts 1..20
-  assert tables.score_weight.shape == (O + 1,)
-  rng = np.random.default_rng(6)
-  candidates = np.arange(N + 1, dtype=np.int32)  # padding, then the catalogue
-  scores = rng.normal(size=(3, L, N + 1, O + 1)).astype(np.float32)
+  negatives = np.arange(N + 1, dtype=np.int32)  # padding, then the catalogue
   want = np.array(
     [
-      [
-        [_reference_h(params, history, a, m, scores[row, a, m]) for m in candidates]
-        for a in range(L)
-      ]
-      for row, history in enumerate(HISTORY)
+      [[_reference_h(params, history, a, m) for m in negatives] for a in range(L)]
+      for history in HISTORY
     ]
   )  # [B, L, M, O + 1]
   assert np.ptp(want[0, L - 1, 5]) > 0  # per condition
   # Each anchor's own candidates (the loss's positives).
-  anchors = np.broadcast_to(np.arange(L), (3, L))
-  last, count = repeats.occurrences(HISTORY, np.broadcast_to(candidates, (3, L, N + 1)), anchors)
-  np.testing.assert_allclose(
-    tables(anchors[..., None] - last, count, scores), want, rtol=1e-5, atol=1e-5
-  )
-  # The first Q conditions only: the loss without outcome conditions trains "any" alone.
-  np.testing.assert_allclose(
-    tables(anchors[..., None] - last, count, scores[..., :1]), want[..., :1], rtol=1e-5, atol=1e-5
-  )
-  # The query at the last action (evaluation and serving): each history item once, with its h
-  # from its score under each condition's query.
-  queries = rng.normal(size=(3, O + 1, model.config.score_dim)).astype(np.float32)
-  items, bias = model.apply(
-    {"params": params}, HISTORY, LENGTHS, queries, method=model.history_bias
-  )
-  vectors = np.asarray(
-    model.apply({"params": params}, np.arange(N + 1), method=model.scored_item_vectors)
-  )
+  anchors = np.arange(L)[None, :, None]
+  candidates = np.broadcast_to(negatives, (3, L, N + 1))
+  last, count = repeats.occurrences(HISTORY, candidates, np.broadcast_to(np.arange(L), (3, L)))
+  np.testing.assert_allclose(tables(anchors - last, count), want, rtol=1e-6)
+  # The query at the last action (evaluation and serving): each history item once, with its h.
+  items, bias = model.apply({"params": params}, HISTORY, LENGTHS, method=model.history_bias)
   for row, length in enumerate(LENGTHS):
     kept = np.asarray(items[row])
     distinct = sorted(set(HISTORY[row, :length].tolist()))
     assert sorted(kept[kept > 0].tolist()) == distinct
     for slot in np.flatnonzero(kept):
-      item_scores = queries[row] @ vectors[kept[slot]] / TEMPERATURE
-      np.testing.assert_allclose(
-        bias[row, slot],
-        _reference_h(params, HISTORY[row], length - 1, kept[slot], item_scores),
-        rtol=1e-5,
-        atol=1e-5,
-      )
+      np.testing.assert_allclose(bias[row, slot], want[row, length - 1, kept[slot]], rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(bias[row])[kept == 0], 0.0)
 
 
@@ -177,15 +138,9 @@ def test_evaluation_scores_add_h_to_the_history_items_only():
     _catalogue_scores(model, _params(model, table_scale=0.0), conditions), base
   )
   got = _catalogue_scores(model, params, conditions)
-  # base holds each item's score s under the row's condition: h weighs it.
   want = base + np.array(
     [
-      [
-        _reference_h(params, HISTORY[r], LENGTHS[r] - 1, i, base[r, i, None], conditions[r, None])[
-          0
-        ]
-        for i in range(N + 1)
-      ]
+      [_reference_h(params, HISTORY[r], LENGTHS[r] - 1, i)[conditions[r]] for i in range(N + 1)]
       for r in range(3)
     ]
   )
@@ -237,11 +192,10 @@ def test_the_loss_with_h_is_the_full_softmax_over_the_catalogue(chunk_anchors):
   for row, history in enumerate(np.asarray(batch.items)):
     for t in range(batch.history_lengths[row] - 1):
       target = history[t + 1]
+      h = np.array([_reference_h(params, history, t, i) for i in range(N + 1)])  # [N + 1, O + 1]
       # "any" learns every next item, condition o + 1 those with outcome o.
       for q in np.flatnonzero([True, *batch.outcomes[row, t + 1]]):
-        scores = table[1:] @ queries[row, t, q] / TEMPERATURE
-        h = [_reference_h(params, history, t, i, s[None], [q])[0] for i, s in enumerate(scores, 1)]
-        logits = scores + np.array(h)
+        logits = table[1:] @ queries[row, t, q] / model.config.temperature + h[1:, q]
         lse = np.log(np.exp(logits - logits.max()).sum()) + logits.max()
         total += lse - logits[target - 1]
         weights += 1.0
@@ -270,7 +224,7 @@ def test_history_logsumexp_takes_each_history_item_once_but_the_excluded():
   excluded = np.where(rng.random((3, L, 2)) < 0.5, rng.integers(1, N + 1, (3, L, 2)), -1)
   got = np.asarray(
     history_loss.history_logsumexp(
-      tables, queries, jnp.take(table, HISTORY, axis=0), HISTORY, excluded, bias
+      tables, queries, jnp.take(table, HISTORY, axis=0), HISTORY, excluded, 0.5, bias
     )
   )
   unit = table / np.linalg.norm(table, axis=1, keepdims=True)
@@ -281,9 +235,9 @@ def test_history_logsumexp_takes_each_history_item_once_but_the_excluded():
         if not ids:
           assert got[row, a, q] < -1e29  # "no history item": -inf, kept finite
           continue
-        scores = {i: unit[i] @ queries[row, a, q] / TEMPERATURE + bias[i] for i in ids}
         logits = [
-          s + _reference_h(params, history, a, i, s[None], [q])[0] for i, s in scores.items()
+          unit[i] @ queries[row, a, q] / 0.5 + bias[i] + _reference_h(params, history, a, i)[q]
+          for i in ids
         ]
         np.testing.assert_allclose(got[row, a, q], np.logaddexp.reduce(logits), rtol=1e-5)
 
@@ -322,8 +276,8 @@ def test_the_sampled_loss_scores_history_items_exactly_and_samples_the_rest():
       for q in np.flatnonzero([True, *batch.outcomes[row, t + 1]]):
 
         def logit(item, q=q, row=row, t=t, history=history):
-          score = table[item] @ queries[row, t, q] / TEMPERATURE
-          return score + _reference_h(params, history, t, item, score[None], [q])[0]
+          h = _reference_h(params, history, t, item)[q]
+          return table[item] @ queries[row, t, q] / model.config.temperature + h
 
         terms = [logit(target)]
         terms += [logit(i) for i in seen if i != target]  # every history item, once
@@ -346,8 +300,7 @@ def _recommender(tmp_path, params: dict, recency: float | None, config: ServingC
   else:
     table = np.zeros((BUCKETS, O + 1), np.float32)
     table[1:] = recency
-    zeros = {"frequency": np.zeros((5, O + 1), "f4"), "score_weight": np.zeros(O + 1, "f4")}
-    params = dict(params, repeat_bias={"recency": table, **zeros})
+    params = dict(params, repeat_bias={"recency": table, "frequency": np.zeros((5, O + 1), "f4")})
   serving = ServingModel(model, params, 1, "hash", ("click", "save"))
   manifest = serving.manifest(IndexConfig(dtype="f32", exact=True))
   directory = str(tmp_path / "index")
@@ -415,3 +368,19 @@ def test_zero_tables_serve_as_the_model_without_them(noisy_params, tmp_path):
     np.testing.assert_array_equal(a.items, b.items)
     np.testing.assert_allclose(a.retrieval_scores, b.retrieval_scores, rtol=1e-6)
     np.testing.assert_array_equal(a.retrieved_for, b.retrieved_for)
+
+
+def test_history_items_that_h_pushes_down_leave_their_slots_to_the_next_items(
+  noisy_params, tmp_path
+):
+  history = [3, 9, 3, 11, 7]  # 7, the last action, keeps h 0; the others get -100
+  k = 6
+  whole = ServingConfig(num_candidates=N, num_results=N, batch_size=2)
+  (plain,) = _recommender(tmp_path, noisy_params, None, whole).recommend([_request(history)])
+  by_index = plain.items[np.argsort(-plain.retrieval_scores, kind="stable")]  # the index's order
+  pushed = {3, 9, 11}
+  assert pushed & set(by_index[:k].tolist())  # the index's K best hold items h pushes down
+  one_call = ServingConfig(num_candidates=k, num_results=k, batch_size=2)
+  (served,) = _recommender(tmp_path, noisy_params, -100.0, one_call).recommend([_request(history)])
+  want = [i for i in by_index.tolist() if i not in pushed][:k]
+  assert sorted(served.items.tolist()) == sorted(want)

@@ -1,8 +1,7 @@
 """Compute precision: float32 is unchanged, bfloat16 runs the matmuls in bf16 and keeps the rest.
 
 The float32 reference (`tests/data/float32_reference.npz`) was computed by the code before
-bf16 existed, and again when the model gained a parameter (h's score weight); regenerate it
-only on purpose, from the repository root:
+bf16 existed; regenerate it only on purpose, from the repository root:
   python -m tests.test_precision tests/data/float32_reference.npz
 """
 

@@ -21,30 +21,12 @@ _NO_LOGIT = -1e30
 
 
 def positive_history_bias(
-  tables: repeats.RepeatTables,
-  items: jax.Array,
-  positive_items: jax.Array,
-  queries: jax.Array,
-  positive_vectors: jax.Array,
-  item_bias: jax.Array | None = None,
+  tables: repeats.RepeatTables, items: jax.Array, positive_items: jax.Array
 ) -> jax.Array:
-  """[B, L, W, Q] h of each anchor's positives.
-
-  Args:
-    tables: the history-bias parameters.
-    items: [B, L] history item ids (0 pads).
-    positive_items: [B, L, W] each anchor's positive ids.
-    queries: [B, L, Q, D] unit queries, Q <= O + 1.
-    positive_vectors: [B, L, W, D] the positives' vectors, scored as unit vectors.
-    item_bias: optional [R] logit bias per item.
-  """
+  """[B, L, W, O + 1] h of each anchor's positives, from [B, L] history and [B, L, W] ids."""
   anchors = jnp.broadcast_to(jnp.arange(items.shape[1]), items.shape)
   last, count = repeats.occurrences(items, positive_items, anchors)
-  scores = jnp.einsum("blqd,blwd->blwq", queries, l2_normalize(positive_vectors))
-  scores = scores / tables.temperature
-  if item_bias is not None:
-    scores = scores + jnp.take(item_bias, positive_items)[..., None]
-  return tables(anchors[..., None] - last, count, scores)
+  return tables(anchors[..., None] - last, count)
 
 
 def history_logsumexp(
@@ -53,6 +35,7 @@ def history_logsumexp(
   history_vectors: jax.Array,
   items: jax.Array,
   excluded: jax.Array,
+  temperature: float,
   item_bias: jax.Array | None = None,
 ) -> jax.Array:
   """Each anchor's log-sum-exp over its history items' logits, cosine / T (+ bias) + h.
@@ -62,12 +45,13 @@ def history_logsumexp(
   counts once as positives).
 
   Args:
-    tables: the history-bias parameters.
+    tables: the history-bias tables.
     queries: [B, L, Q, D] unit queries, Q <= O + 1 (the first Q conditions).
     history_vectors: [B, L, D] the vectors of `items` (`UniPinRec.encode_items`), scored as
       unit vectors.
     items: [B, L] history item ids (0 pads).
     excluded: [B, L, W] ids each anchor leaves out (-1: none).
+    temperature: logits are cosine / temperature.
     item_bias: optional [R] logit bias per item.
 
   Returns:
@@ -87,9 +71,10 @@ def history_logsumexp(
   candidate = inside & latest & ~left_out
 
   vectors = l2_normalize(history_vectors)  # [B, J, D]
-  logits = jnp.einsum("baqd,bjd->bajq", queries, vectors) / tables.temperature
+  logits = jnp.einsum("baqd,bjd->baqj", queries, vectors) / temperature
   if item_bias is not None:
-    logits = logits + jnp.take(item_bias, items)[:, None, :, None]
-  logits = logits + tables(jnp.broadcast_to(anchor - position, count.shape), count, logits)
-  logits = jnp.where(candidate[..., None], logits, _NO_LOGIT)  # [B, A, J, Q]
-  return jax.nn.logsumexp(logits, axis=2)
+    logits = logits + jnp.take(item_bias, items)[:, None, None, :]
+  h = tables(jnp.broadcast_to(anchor - position, count.shape), count)  # [B, A, J, O + 1]
+  logits = logits + jnp.moveaxis(h[..., : queries.shape[2]], -1, -2)
+  logits = jnp.where(candidate[:, :, None, :], logits, _NO_LOGIT)
+  return jax.nn.logsumexp(logits, axis=-1)

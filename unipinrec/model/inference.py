@@ -60,19 +60,14 @@ def retrieve(model: UniPinRec, keep_cache: bool = True) -> Callable:
     params, histories: Histories, conditions: jax.Array, offsets: jax.Array | None = None
   ) -> Retrieved:
     variables = {"params": params}
-    states, cache = model.apply(variables, *_fields(histories), method=model.encode_last)
-    # Several conditions per user ([B or 1, G]) read one state each.
-    last_states = states[:, None, :] if conditions.ndim == 2 else states
+    last_states, cache = model.apply(variables, *_fields(histories), method=model.encode_last)
+    if conditions.ndim == 2:  # several conditions per user, one state
+      last_states = last_states[:, None, :]
     queries = model.apply(variables, last_states, conditions, offsets, method=model.queries)
     items = bias = None
     if model.config.repeat_buckets:
-      # h weighs a history item's score under each condition's query: all of them, once.
-      every_condition = jnp.arange(model.config.num_conditions)[None, :]
-      condition_queries = model.apply(
-        variables, states[:, None, :], every_condition, method=model.queries
-      )
       items, bias = model.apply(
-        variables, histories.items, histories.lengths, condition_queries, method=model.history_bias
+        variables, histories.items, histories.lengths, method=model.history_bias
       )
     return Retrieved(
       queries=queries,

@@ -206,9 +206,7 @@ class UniPinRec(nn.Module):
     """The tables of h, the retrieval logit bias on history items (`model/repeats.py`)."""
     return self.repeat_bias() if self.config.repeat_buckets else None
 
-  def history_bias(
-    self, items: jax.Array, lengths: jax.Array, queries: jax.Array
-  ) -> tuple[jax.Array, jax.Array]:
+  def history_bias(self, items: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
     """h of each user's history items, for the query at the history's last action.
 
     Every other item's h is 0, so these are all of a catalogue's non-zero h.
@@ -216,7 +214,6 @@ class UniPinRec(nn.Module):
     Args:
       items: [B, L] right-padded item ids.
       lengths: [B] valid positions.
-      queries: [B, O + 1, S] every condition's query at the last action (`queries`).
 
     Returns:
       ([B, L] the items, 0 but at each item's last occurrence; [B, L, O + 1] their h per
@@ -226,8 +223,7 @@ class UniPinRec(nn.Module):
     last, count = occurrences(items, items[:, None, :], anchors)
     last, count = last[:, 0], count[:, 0]
     latest = last == jnp.arange(items.shape[1])
-    scores = jnp.einsum("bos,bls->blo", queries, self.scored_item_vectors(items))
-    bias = self.repeat_bias()(anchors - last, count, scores / self.config.temperature)
+    bias = self.repeat_bias()(anchors - last, count)
     return jnp.where(latest, items, 0), jnp.where(latest[..., None], bias, 0.0)
 
   def task_logits(self, states: jax.Array, items: jax.Array) -> jax.Array:

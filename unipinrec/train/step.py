@@ -72,14 +72,10 @@ def blended_loss(
   positive_vectors = positives.gather_positions(history_vectors, positions)
   positive_bias = history_lse = None
   if outputs.repeat_tables is not None:
+    trained = queries.shape[2]  # the conditions trained: all, or "any" alone
     positive_bias = history_loss.positive_history_bias(
-      outputs.repeat_tables,
-      batch.items,
-      positive_items,
-      queries,
-      positive_vectors,
-      outputs.item_bias,
-    )
+      outputs.repeat_tables, batch.items, positive_items
+    )[..., :trained]
     if seen is None:  # history items enter exactly, so the negatives leave them out
       seen = losses.seen_negatives(batch.items, negatives)
       history_lse = history_loss.history_logsumexp(
@@ -88,6 +84,7 @@ def blended_loss(
         history_vectors,
         batch.items,
         losses.counted_positives(positive_items, positive_weights),
+        model.config.temperature,
         outputs.item_bias,
       )
   retrieval = losses.sampled_softmax_loss(
