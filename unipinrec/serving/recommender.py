@@ -26,9 +26,9 @@ the index for K + L items (L: the model's window), so that at least K of them
 are not history items however far h moves those down; the list gets the user's
 distinct history items (those in the window) added, every item of it is
 rescored by inner product + temperature x h (the index's units), and the K best
-are kept, before quotas and ranking. Without the feature nothing is added or rescored: as without
-history features, history items are returned when the index finds them, and
-only generation (`serving/generation.py`, `exclude_seen`) leaves them out.
+are kept, before quotas and ranking. Without the feature nothing is added or
+rescored: history items are returned when the index finds them, and only
+generation (`serving/generation.py`, `exclude_seen`) leaves them out.
 
 Defined behaviours:
   Cold start: a user with an empty history (or whose every item is unknown)
@@ -144,6 +144,10 @@ class Recommender:
     self.vocabulary = vocabulary
     self.surface_names = tuple(surface_names)
     self.num_candidates = config.candidates_for(serving.model.config.num_items)
+    # Items each index search returns: with h, the window's L more than K, as h may move every
+    # history item of the K found below the rest.
+    history_slots = serving.model.config.max_length if serving.model.config.repeat_buckets else 0
+    self.search_width = self.num_candidates + history_slots
     self._computations = dict(
       computations or {config.batch_size: Computations.jitted(serving.model)}
     )
@@ -221,7 +225,7 @@ class Recommender:
     candidates = np.zeros((len(queries), self.num_candidates), np.int64)
     sources = np.broadcast_to(conditions[:, None], candidates.shape).copy()
     plain_queries = queries[rows[plain], conditions[plain]]
-    found = self.index.search(plain_queries, self._search_width(items))
+    found = self.index.search(plain_queries, self.search_width)
     if items is not None:
       found = self._merge_history(
         found, plain_queries, conditions[plain], items[plain], bias[plain]
@@ -234,13 +238,6 @@ class Recommender:
       )
     return candidates, sources
 
-  def _search_width(self, history: object | None) -> int:
-    """Items each index search returns: K, and the window's L more where history items are
-    merged in (h may move every history item of the K found below the rest)."""
-    if history is None:
-      return self.num_candidates
-    return self.num_candidates + self.serving.model.config.max_length
-
   def _merge_history(
     self,
     lists: np.ndarray,
@@ -252,7 +249,7 @@ class Recommender:
     """[R, K + L] searched lists -> the K best of each list and its user's history items.
 
     Args:
-      lists: [R, K + L] item ids from the index, best first (`_search_width`).
+      lists: [R, K + L] item ids from the index, best first (`search_width`).
       queries: [R, S] the query each list was searched (or is rescored) with.
       conditions: [R] that query's condition.
       history_items: [R, L] the list's user's history items, each once (0 elsewhere).
@@ -293,9 +290,8 @@ class Recommender:
       )
     )[0]
     searched = sorted(set(served_by.tolist()))
-    # [distinct queries, K], or K + L to merge with the history
-    found = self.index.search(group_queries[searched], self._search_width(history))
-    ranked = found[[searched.index(g) for g in served_by]]  # [G, K]
+    found = self.index.search(group_queries[searched], self.search_width)  # [distinct, K (+ L)]
+    ranked = found[[searched.index(g) for g in served_by]]  # [G, K (+ L)]
     if history is not None:
       items, bias = (np.broadcast_to(x, (len(conditions),) + x.shape) for x in history)
       ranked = self._merge_history(ranked, group_queries, np.asarray(conditions), items, bias)

@@ -69,7 +69,6 @@ def blended_loss(
     loss_cfg.full_softmax,
   )
   seen = losses.seen_negatives(batch.items, negatives) if loss_cfg.exclude_seen_negatives else None
-  positive_vectors = positives.gather_positions(history_vectors, positions)
   positive_bias = history_lse = None
   if outputs.repeat_tables is not None:
     trained = queries.shape[2]  # the conditions trained: all, or "any" alone
@@ -101,7 +100,7 @@ def blended_loss(
     loss_cfg.chunk_anchors,
     positive_bias,
     history_lse,
-    positive_vectors,
+    positives.gather_positions(history_vectors, positions),
   )
   metrics = {}
   if outputs.offset_queries is not None:
