@@ -1,6 +1,5 @@
 """Generation: budget quotas, merging, de-duplication, offset targets and multi-token queries."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +13,7 @@ from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
 from unipinrec.serving import budgets, generation
 from unipinrec.train import step as step_lib
-from unipinrec.train.state import example_batch
+from unipinrec.train.state import example_batch, initial_params
 from unipinrec.types import Histories
 
 B, L, O, N = 4, 8, 2, 40
@@ -43,7 +42,7 @@ def model_and_params():
     )
   )
   batch = example_batch(model, B, 2, 3)
-  params = nn.unbox(model.init(jax.random.key(0), batch, jnp.zeros((B, L), bool))["params"])
+  params = initial_params(model, batch)
   params = jax.tree.map(
     lambda p: p + 0.3 * jax.random.normal(jax.random.key(p.size), p.shape), params
   )
@@ -222,7 +221,8 @@ def test_offset_loss_log_q_strength(model_and_params):
         num_random_negatives=8, num_inbatch_negatives=8, offset_logq_strength=strength
       )
     )
-    return step_lib.blended_loss(params, model, config, batch, log_frequency, jax.random.key(0))[1]
+    loss_fn = jax.jit(step_lib.blended_loss, static_argnums=(1, 2))  # one compilation per config
+    return loss_fn(params, model, config, batch, log_frequency, jax.random.key(0))[1]
 
   on_flat, on_skewed = metrics(1.0, flat), metrics(1.0, skewed)
   off_flat, off_skewed = metrics(0.0, flat), metrics(0.0, skewed)

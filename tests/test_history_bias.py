@@ -3,7 +3,6 @@ the model, the loss, evaluation and serving; off, or at zero, it changes nothing
 
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +21,7 @@ from unipinrec.model import repeats
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
 from unipinrec.serving.recommender import Recommender, UserRequest
-from unipinrec.train.state import example_batch
+from unipinrec.train.state import example_batch, initial_params
 from unipinrec.train.step import blended_loss
 from unipinrec.types import Histories
 
@@ -43,15 +42,10 @@ def _config(repeat_buckets: int = BUCKETS, **kwargs) -> ModelConfig:
   return small_config(N, O, L, repeat_buckets=repeat_buckets, **kwargs)
 
 
-@functools.partial(jax.jit, static_argnums=0)  # one compilation, not one per operation
-def _init(model: UniPinRec, batch) -> dict:
-  return nn.unbox(model.init(jax.random.key(0), batch, jnp.zeros(batch.items.shape, bool)))
-
-
 def _params(model: UniPinRec, seed: int = 0, table_scale: float = 1.0) -> dict:
   """Initial parameters, with random history-bias tables (zeros at `table_scale` 0)."""
   batch = example_batch(model, 2, 1, 3)
-  params = _init(model, batch)["params"]
+  params = initial_params(model, batch)
   if model.config.repeat_buckets:
     rng = np.random.default_rng(seed)
     params["repeat_bias"] = {
@@ -257,7 +251,7 @@ def test_the_sampled_loss_scores_history_items_exactly_and_samples_the_rest():
   log_frequency = np.log(np.linspace(1.0, 2.0, N + 1) / np.linspace(1.0, 2.0, N + 1).sum())
   log_frequency = log_frequency.astype(np.float32)
   rng = jax.random.key(1)
-  got = blended_loss(
+  got = jax.jit(blended_loss, static_argnums=(1, 2))(
     params, model, StepConfig(mask_prob=0.0, loss=loss), batch, log_frequency, rng
   )[0]
   # The step's own draw of negatives, redone.

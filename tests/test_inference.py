@@ -3,9 +3,7 @@ scores, the Recommender's retrieval and generation's lists agree on the same use
 
 import dataclasses
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -18,7 +16,7 @@ from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
 from unipinrec.serving import generation
 from unipinrec.serving.recommender import Recommender, UserRequest
-from unipinrec.train.state import example_batch
+from unipinrec.train.state import example_batch, initial_params
 from unipinrec.types import Histories
 
 N, O, L, K = 40, 2, 10, 8
@@ -50,8 +48,7 @@ def serving() -> ServingModel:
     )
   )
   example = example_batch(model, 2, 1, 3)
-  params = nn.unbox(model.init(jax.random.key(0), example, jnp.zeros(example.items.shape, bool)))
-  leaves, tree = jax.tree.flatten(params["params"])
+  leaves, tree = jax.tree.flatten(initial_params(model, example))
   keys = jax.random.split(jax.random.key(1), len(leaves))
   noisy = [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
   params = jax.tree.unflatten(tree, noisy)

@@ -10,7 +10,7 @@ from kernels import attention
 from unipinrec.model import heads
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
-from unipinrec.train.state import example_batch
+from unipinrec.train.state import example_batch, initial_params
 from unipinrec.types import TrainBatch
 
 B, L, S, C, O = 3, 8, 2, 5, 2
@@ -40,7 +40,7 @@ def model_and_params(request):
     )
   )
   batch = example_batch(model, B, S, C)
-  params = model.init(jax.random.key(0), batch, jnp.zeros((B, L), bool))["params"]
+  params = initial_params(model, batch)
   # Random item rows and biases, so that no test passes because a weight is zero.
   params = jax.tree.map(
     lambda p: p + 0.05 * jax.random.normal(jax.random.key(p.size), p.shape), params
@@ -49,8 +49,8 @@ def model_and_params(request):
   for layer in range(2):
     block = params["transformer"][f"block_{layer}"]
     if "relative_bias" in block:
-      block["relative_bias"] = block["relative_bias"].replace_boxed(
-        jax.random.normal(jax.random.key(layer), block["relative_bias"].value.shape)
+      block["relative_bias"] = jax.random.normal(
+        jax.random.key(layer), block["relative_bias"].shape
       )
   return model, params
 
@@ -69,16 +69,23 @@ def _histories(seed: int) -> dict:
   }
 
 
+def _apply(model, params, *args, **kwargs):
+  """`model.apply`, compiled: op by op, each of the pass's many small operations compiles."""
+  jitted = jax.jit(model.apply, static_argnames=("method", "deterministic"))
+  return jitted({"params": params}, *args, **kwargs)
+
+
 def _encode(model, params, history, masked=None):
-  return model.apply({"params": params}, **history, action_masked=masked, method=model.encode)
+  return _apply(model, params, **history, action_masked=masked, method=model.encode)
 
 
 def _rank(model, params, history, candidates, request_times, prefix, surfaces=None):
   _, cache = _encode(model, params, history)
   if surfaces is None:
     surfaces = np.zeros(candidates.shape, np.int32)
-  return model.apply(
-    {"params": params},
+  return _apply(
+    model,
+    params,
     cache,
     history["times"],
     candidates,
@@ -114,7 +121,7 @@ def test_serving_encoder_equals_encode_at_the_last_action(model_and_params):
   model, params = model_and_params
   history = _histories(9)
   states, cache = _encode(model, params, history)
-  last, serving_cache = model.apply({"params": params}, **history, method=model.encode_last)
+  last, serving_cache = _apply(model, params, **history, method=model.encode_last)
   rows = np.maximum(history["lengths"] - 1, 0)
   np.testing.assert_allclose(last, states[np.arange(B), rows], **TOL)
   np.testing.assert_allclose(serving_cache.keys, cache.keys, **TOL)
@@ -208,7 +215,7 @@ def test_blended_pass_equals_serving_path(model_and_params):
     slate_items=slate_items,
     slate_outcomes=np.zeros((B, S, C, O), bool),
   )
-  outputs = model.apply({"params": params}, batch, jnp.zeros((B, L), bool))
+  outputs = _apply(model, params, batch, jnp.zeros((B, L), bool))
   for s in range(S):
     for b in range(B):
       n = int(slate_prefix[b, s])
@@ -233,9 +240,7 @@ def test_outcome_condition_changes_the_query(model_and_params):
   states, _ = _encode(model, params, _histories(8))
   last = states[:, -1]
   conditions = jnp.arange(model.config.num_conditions)
-  queries = model.apply(
-    {"params": params}, last[:, None, :], conditions[None, :], method=model.queries
-  )
+  queries = _apply(model, params, last[:, None, :], conditions[None, :], method=model.queries)
   np.testing.assert_allclose(np.linalg.norm(queries, axis=-1), 1.0, rtol=1e-4)
   for a in range(model.config.num_conditions):
     for b in range(a + 1, model.config.num_conditions):
@@ -258,26 +263,24 @@ def test_served_scores_are_the_training_logits_times_temperature():
   )
   model = UniPinRec(config)
   batch = example_batch(model, B, S, C)
-  params = model.init(jax.random.key(0), batch, jnp.zeros((B, L), bool))["params"]
+  params = initial_params(model, batch)
   bias = params["tokenizer"]["item_bias"]
-  params["tokenizer"]["item_bias"] = bias.replace_boxed(
-    jax.random.normal(jax.random.key(1), bias.value.shape)
-  )
-  outputs = model.apply({"params": params}, batch, jnp.zeros((B, L), bool), deterministic=True)
+  params["tokenizer"]["item_bias"] = jax.random.normal(jax.random.key(1), bias.shape)
+  outputs = _apply(model, params, batch, jnp.zeros((B, L), bool), deterministic=True)
   table = np.asarray(
-    model.apply({"params": params}, jnp.arange(config.num_items + 1), method=model.encode_items)
+    _apply(model, params, jnp.arange(config.num_items + 1), method=model.encode_items)
   )
   unit = table / np.maximum(np.linalg.norm(table, axis=-1, keepdims=True), 1e-12)
   logits = (
     np.einsum("blqd,nd->blqn", outputs.queries, unit) / config.temperature
     + np.asarray(outputs.item_bias)[: config.num_items + 1]
   )
-  states, _ = model.apply({"params": params}, *_batch_history(batch), method=model.encode)
+  states, _ = _apply(model, params, *_batch_history(batch), method=model.encode)
   conditions = jnp.arange(config.num_conditions)
-  queries = model.apply(
-    {"params": params}, states[:, :, None, :], conditions[None, None, :], method=model.queries
+  queries = _apply(
+    model, params, states[:, :, None, :], conditions[None, None, :], method=model.queries
   )
-  vectors = model.apply({"params": params}, method=model.item_vectors)
+  vectors = _apply(model, params, method=model.item_vectors)
   assert queries.shape[-1] == vectors.shape[-1] == config.score_dim == 17
   served = np.einsum("blqs,ns->blqn", queries, vectors)
   np.testing.assert_allclose(served, config.temperature * logits, rtol=1e-4, atol=1e-5)

@@ -12,7 +12,6 @@ import re
 import sys
 from pathlib import Path
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +22,7 @@ from unipinrec.losses import LossConfig
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.transformer import Transformer
 from unipinrec.model.unified import UniPinRec
-from unipinrec.train.state import TrainState, example_batch, make_optimizer
+from unipinrec.train.state import TrainState, example_batch, initial_params, make_optimizer
 from unipinrec.train.step import blended_loss, make_train_step
 from unipinrec.types import TrainBatch
 
@@ -77,11 +76,10 @@ STEP = StepConfig(loss=LossConfig(num_random_negatives=16, num_inbatch_negatives
 
 def _setup(dtype: str):
   model = UniPinRec(small_config(dtype))
-  masked = jnp.zeros((B, L), bool)
-  params = nn.unbox(model.init(jax.random.key(0), example_batch(model, B, S, C), masked))
+  params = initial_params(model, example_batch(model, B, S, C))
   # Off the initialisation (zero output kernels, zero biases), so every path carries signal.
   params = jax.tree.map(
-    lambda p: p + 0.05 * jax.random.normal(jax.random.key(p.size), p.shape), params["params"]
+    lambda p: p + 0.05 * jax.random.normal(jax.random.key(p.size), p.shape), params
   )
   return model, params
 

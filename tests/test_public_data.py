@@ -3,9 +3,7 @@
 import dataclasses
 import shutil
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -17,7 +15,7 @@ from unipinrec.evaluation.report import evaluate_state
 from unipinrec.train import loop, schedule
 from unipinrec.train.experiment import best_params, setup_experiment
 from unipinrec.train.loop import train
-from unipinrec.train.state import example_batch
+from unipinrec.train.state import example_batch, initial_params
 
 
 def _run_config(config, tfds_dir, **overrides):
@@ -160,7 +158,7 @@ def test_generation_report_on_the_synthetic_world(synthetic_experiment):
   config = dataclasses.replace(run.generation, vectors=(1, 2), budget_k=4, budget_points=3)
   # Fresh parameters: training in this module donates the experiment's initial state.
   batch = example_batch(model, 2, 2, 3)
-  params = nn.unbox(model.init(jax.random.key(0), batch, jnp.zeros(batch.items.shape, bool)))
+  params = {"params": initial_params(model, batch)}
   report = evaluate_generation(
     model,
     params["params"],

@@ -27,7 +27,6 @@ import dataclasses
 import os
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,7 +42,7 @@ from unipinrec.model import inference
 from unipinrec.model.config import ModelConfig
 from unipinrec.model.unified import UniPinRec
 from unipinrec.records import git_commit, write_json_atomic
-from unipinrec.train.state import example_batch
+from unipinrec.train.state import example_batch, initial_params
 from unipinrec.types import Histories
 
 RESULTS_FILE = "bench_serving.json"
@@ -71,9 +70,7 @@ class BenchConfig:
 
 
 def _init(model: UniPinRec, seed: int):
-  example = example_batch(model, 1, 1, 1)
-  masked = jnp.zeros(example.items.shape, bool)
-  return jax.jit(lambda: nn.unbox(model.init(jax.random.key(seed), example, masked))["params"])()
+  return initial_params(model, example_batch(model, 1, 1, 1), seed)
 
 
 def _histories(rng: np.random.Generator, config: ModelConfig, users: int, length: int):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -148,3 +149,13 @@ def example_batch(
     slate_items=np.zeros((batch_size, max_slates, slate_size), np.int32),
     slate_outcomes=np.zeros((batch_size, max_slates, slate_size, outcomes), bool),
   )
+
+
+def initial_params(model: UniPinRec, batch: TrainBatch, seed: int = 0) -> dict:
+  """The model's parameters for `batch`'s shapes (unboxed), from `jax.random.key(seed)`.
+
+  One compiled program: op by op, initialisation compiles each of its small operations.
+  """
+  masked = jnp.zeros(batch.items.shape, bool)
+  init = jax.jit(lambda rng: nn.unbox(model.init(rng, batch, masked))["params"])
+  return init(jax.random.key(seed))
