@@ -71,7 +71,15 @@ def small_batch() -> TrainBatch:
   )
 
 
-STEP = StepConfig(loss=LossConfig(num_random_negatives=16, num_inbatch_negatives=8))
+# A day's window of positives (up to 8): the loss the float32 reference was made with.
+STEP = StepConfig(
+  loss=LossConfig(
+    num_random_negatives=16,
+    num_inbatch_negatives=8,
+    future_window_seconds=86400.0,
+    max_future_positives=8,
+  )
+)
 
 
 def _setup(dtype: str):

@@ -35,10 +35,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # Retrieval logits are cosine / temperature: a softer softmax than the synthetic default's
   # suits a catalogue where many films are plausible next.
   config.model.temperature = 0.2
-  # Positives: the next rating only. A user rates dozens of films in a day, in an order the
-  # leave-last-out target keeps, which a day's window of positives blurs.
-  config.step.loss.future_window_seconds = 0.0
-  config.step.loss.max_future_positives = 1  # else same-second ratings also count
   # A learned logit bias per film on retrieval (cosine / temperature + bias): some films are
   # rated next whatever came before.
   config.model.item_bias = True

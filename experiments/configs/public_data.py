@@ -70,8 +70,6 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
   elif variant == "sasrec_ce":
     loss = config.step.loss
     loss.softmax = "full"
-    loss.future_window_seconds = 0.0
-    loss.max_future_positives = 1
     loss.outcome_conditions = False
     loss.ranking_weight = 0.0
     loss.mam_weight = 0.0

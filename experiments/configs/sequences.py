@@ -34,10 +34,6 @@ def get_config(variant: str = "", relative: str = "") -> ml_collections.ConfigDi
   config.model.action_dim = 8
   config.model.dropout_rate = 0.5  # SASRec's for the sparse Amazon sets
   config.data.max_slates = 4  # sampled slates per example: cheap ranking signal, costly steps
-  # Retrieval learns the next action only, the one the protocol scores: the next three (a
-  # future window) lost to it at every validation on amazon-games.
-  config.step.loss.future_window_seconds = 0.0
-  config.step.loss.max_future_positives = 1
   # Catalogues beyond 20,000 items (softmax "auto", public_data.py) draw at least 4,096.
   config.step.loss.num_random_negatives = 1024
   # Rows from the training logs' item co-occurrence (unipinrec/train/item_init.py): sparse

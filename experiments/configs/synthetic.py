@@ -57,6 +57,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.head_hidden_dim = 16
     config.step.loss.num_random_negatives = 32
     config.step.loss.num_inbatch_negatives = 32
+    # A day's window of positives, so that the tests run the windowed loss end to end.
+    config.step.loss.future_window_seconds = 86400.0
+    config.step.loss.max_future_positives = 8
     config.generation.timing_repeats = 1
     config.serving.num_candidates = 64
     config.serving.batch_size = 8
